@@ -1,0 +1,142 @@
+//! The workflow definition a client submits: steps, their tasks, models and templates.
+//! These types mirror the JSON of DESIGN §3; `validation` turns them into a checked plan.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::ids::StepId;
+
+/// A workflow: a small DAG of AI steps plus an optional output template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDefinition {
+    /// A label for people; not used by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema the run's `input` must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub input_schema: Option<Value>,
+    pub steps: Vec<StepDefinition>,
+    /// The run's output: any JSON whose strings are templates over `input` and `steps`.
+    /// A string that is exactly one `{{ expression }}` keeps the expression's JSON type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDefinition {
+    #[schema(value_type = String, example = "draft")]
+    pub id: StepId,
+    pub task: Task,
+    /// `provider:model` (e.g. `local:echo`, `openai:gpt-4o-mini`) or a configured route name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Models tried in order when `model` keeps failing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+    /// Instructions for the model; required for `generate`, optional elsewhere. A template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The text the task works on; required for every model task but `generate`. A template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Steps that must finish first, beyond those referenced in templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub needs: Vec<StepId>,
+    /// A condition over `input` and `steps`; when false the step is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Time allowed for one provider attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Extra attempts on the same model for retryable errors, before moving to a fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// When true, this step failing does not fail the run; steps needing its output are skipped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    /// JSON Schema the `extract` output must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// The labels a `classify` step chooses from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+impl StepDefinition {
+    pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_RETRIES: u32 = 2;
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS))
+    }
+
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(Self::DEFAULT_RETRIES)
+    }
+
+    /// The model followed by its fallbacks, in the order they are tried.
+    pub fn candidates(&self) -> impl Iterator<Item = &str> {
+        self.model.iter().chain(&self.fallbacks).map(String::as_str)
+    }
+
+    /// Every template of the step with the field it sits in.
+    pub fn templates(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [("prompt", &self.prompt), ("input", &self.input)]
+            .into_iter()
+            .filter_map(|(field, template)| template.as_deref().map(|t| (field, t)))
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Generate,
+    Summarize,
+    Classify,
+    Extract,
+    Embed,
+    /// Waits for a person to approve or reject through the API.
+    Approval,
+}
+
+impl Task {
+    pub const ALL: [Task; 6] =
+        [Task::Generate, Task::Summarize, Task::Classify, Task::Extract, Task::Embed, Task::Approval];
+
+    /// Whether the task calls an AI model (everything but `approval`).
+    pub fn uses_model(self) -> bool {
+        self != Task::Approval
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Generate => "generate",
+            Task::Summarize => "summarize",
+            Task::Classify => "classify",
+            Task::Extract => "extract",
+            Task::Embed => "embed",
+            Task::Approval => "approval",
+        }
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,55 @@
+//! The run's audit history: who or what changed state, provider calls, deliveries.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::ids::StepId;
+use super::run::{RunStatus, StepError, StepStatus};
+
+/// One entry of a run's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunEvent {
+    pub at: jiff::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub step_id: Option<StepId>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunSubmitted,
+    RunFinished { status: RunStatus },
+    StepStatusChanged {
+        status: StepStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    ProviderCalled {
+        provider: String,
+        model: String,
+        latency_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StepError>,
+    },
+    ApprovalDecided { approved: bool, by: String },
+    NotificationDelivered { attempt: u32, http_status: u16 },
+    NotificationFailed { attempt: u32, reason: String, will_retry: bool },
+}
+
+impl RunEvent {
+    pub fn run(at: jiff::Timestamp, kind: EventKind) -> Self {
+        Self { at, step_id: None, kind }
+    }
+
+    pub fn step(at: jiff::Timestamp, step_id: &StepId, kind: EventKind) -> Self {
+        Self { at, step_id: Some(step_id.clone()), kind }
+    }
+
+    pub fn step_status(at: jiff::Timestamp, step_id: &StepId, status: StepStatus, reason: Option<String>) -> Self {
+        Self::step(at, step_id, EventKind::StepStatusChanged { status, reason })
+    }
+}

@@ -1,0 +1,139 @@
+//! Identifier newtypes that validate on construction, so the rest of the code never
+//! re-checks a run id, step id or tenant name.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct InvalidId(String);
+
+/// A run's id: `run_` followed by a ULID, so ids sort by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunId(String);
+
+impl RunId {
+    const PREFIX: &'static str = "run_";
+
+    /// A fresh id for a run created at `at`.
+    pub fn generate(at: jiff::Timestamp) -> Self {
+        let millis = u64::try_from(at.as_millisecond()).unwrap_or_default();
+        let ulid = ulid::Ulid::from_parts(millis, fastrand::u128(..));
+        Self(format!("{}{}", Self::PREFIX, ulid.to_string().to_ascii_lowercase()))
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let valid = raw
+            .strip_prefix(Self::PREFIX)
+            .is_some_and(|rest| rest.len() == 26 && ulid::Ulid::from_string(rest).is_ok());
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidId(format!("`{raw}` is not a run id (expected `run_` and 26 base32 characters)")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A step's id inside one workflow: `[a-z][a-z0-9_]{0,63}` so it can be used in templates
+/// as `steps.<id>` without quoting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StepId(String);
+
+impl StepId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let mut chars = raw.chars();
+        let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if starts_well && rest_ok && raw.len() <= Self::MAX_LEN {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidId(format!(
+                "`{raw}` is not a valid step id: use a lowercase letter followed by up to 63 lowercase letters, digits or underscores"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The tenant a run belongs to; every read and write is scoped by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidId(format!(
+                "`{raw}` is not a valid tenant name: use 1 to 64 letters, digits, `-` or `_`"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_newtype_conversions {
+    ($($ty:ident),*) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = InvalidId;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::parse(&raw)
+            }
+        }
+        impl From<$ty> for String {
+            fn from(id: $ty) -> String {
+                id.0
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+string_newtype_conversions!(RunId, StepId, TenantId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_round_trip_and_sort_by_time() {
+        let early = RunId::generate(jiff::Timestamp::from_millisecond(1_000).unwrap());
+        let late = RunId::generate(jiff::Timestamp::from_millisecond(2_000).unwrap());
+        assert!(early < late);
+        assert_eq!(RunId::parse(early.as_str()).unwrap(), early);
+        assert!(RunId::parse("run_nope").is_err());
+        assert!(RunId::parse("xyz").is_err());
+    }
+
+    #[test]
+    fn step_ids_are_template_friendly() {
+        assert!(StepId::parse("draft_2").is_ok());
+        for bad in ["", "Draft", "2draft", "dra-ft", "a.b", &"a".repeat(65)] {
+            assert!(StepId::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The workflow domain: definitions, validation, the DAG, templates and run state.
+//! No I/O and no AWS here; the engine brings the world in through ports.
+
+pub mod dag;
+pub mod definition;
+pub mod event;
+pub mod ids;
+pub mod output;
+pub mod run;
+pub mod template;
+pub mod validation;
+
+pub use dag::Plan;
+pub use definition::{StepDefinition, Task, WorkflowDefinition};
+pub use event::{EventKind, RunEvent};
+pub use ids::{InvalidId, RunId, StepId, TenantId};
+pub use output::{FinishReason, TaskOutput};
+pub use run::{Attempt, Lease, NotifyTarget, Run, RunStatus, StepError, StepState, StepStatus, Usage};
+pub use template::{TemplateContext, Templates};
+pub use validation::{Limits, ModelCatalog, Problem};

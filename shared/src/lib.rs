@@ -1,0 +1,6 @@
+//! Chorus: multi-step, multi-provider AI workflows. This crate holds everything that is
+//! not a Lambda `main`: the domain, the engine, ports and adapters, providers and the HTTP API.
+
+pub mod domain;
+pub mod ports;
+pub mod providers;

@@ -1,0 +1,254 @@
+//! The small traits through which the engine reaches the world (DESIGN §2). Each has a
+//! memory adapter (embedded mode and tests) and, later, an AWS one; the conditional writes
+//! described here are the contract both honour.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::domain::{
+    Attempt, Lease, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId, Usage,
+};
+
+/// A port's backend failed. Always worth retrying later; never shown to clients verbatim.
+#[derive(Debug, Error)]
+pub enum PortError {
+    #[error("{what} is unavailable")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{what} holds data that cannot be read: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+/// A run to create, with its steps, first events and optional idempotency key.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run: Run,
+    pub steps: Vec<StepState>,
+    pub idempotency: Option<IdempotencyClaim>,
+    pub events: Vec<RunEvent>,
+}
+
+/// Reserves `key` for this tenant so a retried submission finds the same run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// Hash of the request body; the same key with another body is a conflict.
+    pub request_hash: String,
+}
+
+/// The result of [`RunStore::create_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was taken earlier; nothing was written.
+    KeyTaken { run_id: RunId, request_hash: String },
+}
+
+/// A conditional change of one step, applied atomically or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct StepTransition {
+    /// The statuses the step may be in for the change to apply.
+    pub from: Vec<StepStatus>,
+    /// Also accept a `running` step whose lease ended before this instant (a crashed worker).
+    pub or_lease_expired_before: Option<jiff::Timestamp>,
+    /// Require the lease to be held by this owner (the worker completing its own claim).
+    pub lease_owner: Option<String>,
+    pub update: StepUpdate,
+    /// History written in the same operation.
+    pub events: Vec<RunEvent>,
+}
+
+/// What a transition sets. `None` leaves a field as it is, except `lease`, which is replaced
+/// (a step holds a lease only while `running`).
+#[derive(Debug, Clone, Default)]
+pub struct StepUpdate {
+    pub status: Option<StepStatus>,
+    pub lease: Option<Lease>,
+    pub bump_attempt: bool,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// Appended to the step's attempts.
+    pub attempts: Vec<Attempt>,
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: Option<u64>,
+    pub output: Option<Value>,
+    pub error: Option<StepError>,
+    pub started_at: Option<jiff::Timestamp>,
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
+/// A conditional change of the run item.
+#[derive(Debug, Clone)]
+pub struct RunTransition {
+    pub from: Vec<RunStatus>,
+    pub to: RunStatus,
+    pub output: Option<Value>,
+    pub error: Option<StepError>,
+    pub finished_at: Option<jiff::Timestamp>,
+    pub events: Vec<RunEvent>,
+}
+
+/// A run as listed: enough to pick one, without its definition or input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub name: Option<String>,
+    pub status: RunStatus,
+    pub created_at: jiff::Timestamp,
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
+/// One page of a tenant's runs, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunSummary>,
+    /// Pass back to get the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Durable run state. Every method that changes state is a single conditional write, so
+/// concurrent and duplicate workers cannot both win.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates the run and its steps, unless the idempotency key is already taken.
+    async fn create_run(&self, new: NewRun) -> Result<CreateOutcome, PortError>;
+
+    async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, PortError>;
+
+    /// All steps of a run, in no particular order.
+    async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError>;
+
+    /// The tenant's runs, newest first; `cursor` comes from a previous page.
+    async fn list_runs(&self, tenant: &TenantId, cursor: Option<&str>, limit: usize) -> Result<RunPage, PortError>;
+
+    /// Applies `transition` if its conditions hold; returns the new state, or `None` when they
+    /// did not (someone else got there first).
+    async fn transition_step(
+        &self,
+        run_id: &RunId,
+        step_id: &StepId,
+        transition: StepTransition,
+    ) -> Result<Option<StepState>, PortError>;
+
+    /// Counts `upstream` as finished for `dependant`: decrements `pending_deps` and, when
+    /// `upstream_succeeded` is false, marks it blocked. Counting the same upstream twice is a
+    /// no-op. Returns the dependant's state afterwards.
+    async fn release_step(
+        &self,
+        run_id: &RunId,
+        dependant: &StepId,
+        upstream: &StepId,
+        upstream_succeeded: bool,
+    ) -> Result<StepState, PortError>;
+
+    /// Counts the sink step as finished for the run; idempotent per sink. Returns the run.
+    async fn release_run(&self, run_id: &RunId, sink: &StepId) -> Result<Run, PortError>;
+
+    /// Applies `transition` if the run is in one of its `from` statuses.
+    async fn transition_run(&self, run_id: &RunId, transition: RunTransition) -> Result<Option<Run>, PortError>;
+
+    async fn append_events(&self, run_id: &RunId, events: Vec<RunEvent>) -> Result<(), PortError>;
+
+    /// The run's history in the order it happened.
+    async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError>;
+}
+
+/// "Run this step": the message on the steps queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMessage {
+    pub run_id: RunId,
+    pub step_id: StepId,
+}
+
+/// "Tell the client this run ended": the message on the notifications queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationMessage {
+    pub run_id: RunId,
+    /// Delivery attempts already made.
+    pub attempt: u32,
+}
+
+/// An at-least-once queue (SQS in AWS). Consumers must tolerate duplicates.
+#[async_trait]
+pub trait Queue<M: Send + Sync + 'static>: Send + Sync {
+    /// Sends the messages, each becoming visible after `delay`.
+    async fn send(&self, messages: Vec<M>, delay: Duration) -> Result<(), PortError>;
+}
+
+/// A tenant: who owns runs, and the secret their notifications are signed with.
+#[derive(Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    /// Standard Webhooks signing secret, `whsec_` + base64.
+    pub webhook_secret: SecretString,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// API keys and tenants. Keys are stored hashed ([`hash_api_key`]); the plaintext never is.
+#[async_trait]
+pub trait TenantDirectory: Send + Sync {
+    async fn tenant_for_key(&self, api_key: &SecretString) -> Result<Option<Tenant>, PortError>;
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, PortError>;
+}
+
+/// The stored form of an API key: hex SHA-256 (keys are random, so no salt is needed).
+pub fn hash_api_key(api_key: &SecretString) -> String {
+    hex::encode(Sha256::digest(api_key.expose_secret().as_bytes()))
+}
+
+/// A signed HTTP POST to a client's callback URL.
+#[derive(Debug, Clone)]
+pub struct OutgoingWebhook {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a webhook could not be delivered.
+#[derive(Debug, Error)]
+pub enum DeliveryError {
+    /// The URL is not allowed (scheme, or it resolves to a private address).
+    #[error("callback URL refused: {0}")]
+    Refused(String),
+    #[error("callback receiver answered HTTP {0}")]
+    Status(u16),
+    #[error("callback receiver could not be reached: {0}")]
+    Unreachable(String),
+}
+
+/// Delivers outgoing webhooks (the notifier's HTTP client).
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    /// Posts the webhook; `Ok` carries the 2xx status.
+    async fn send(&self, webhook: &OutgoingWebhook) -> Result<u16, DeliveryError>;
+}
+
+/// The time, injectable so tests can control leases and deadlines.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}

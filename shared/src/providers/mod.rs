@@ -1,0 +1,169 @@
+//! AI providers behind one trait, and the router that picks, retries and falls back
+//! between them. Each provider's wire format lives in its own file; the engine only sees
+//! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
+
+pub mod local;
+pub mod router;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use thiserror::Error;
+use utoipa::ToSchema;
+
+use crate::domain::{StepDefinition, Task, TaskOutput, Usage};
+
+// pub use router::{ProviderRouter, RetryPolicy, Routed, RoutedCompletion};
+
+/// What a step asks of a model, already rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRequest {
+    pub task: Task,
+    /// Instructions (required for `generate`).
+    pub prompt: Option<String>,
+    /// The text to work on (required for every other task).
+    pub input: Option<String>,
+    /// Candidate labels for `classify`.
+    pub labels: Vec<String>,
+    /// JSON Schema the `extract` output must satisfy.
+    pub schema: Option<Value>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+}
+
+impl TaskRequest {
+    /// A request for `step` with its templates already rendered.
+    pub fn for_step(step: &StepDefinition, prompt: Option<String>, input: Option<String>) -> Self {
+        Self {
+            task: step.task,
+            prompt,
+            input,
+            labels: step.labels.clone(),
+            schema: step.schema.clone(),
+            max_tokens: step.max_tokens,
+            temperature: step.temperature,
+        }
+    }
+
+    /// The text a task works on: `input`, else `prompt`.
+    pub fn text(&self) -> &str {
+        self.input.as_deref().or(self.prompt.as_deref()).unwrap_or_default()
+    }
+}
+
+/// A successful model call in normalized form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub output: TaskOutput,
+    pub usage: Usage,
+}
+
+/// The one error taxonomy every provider maps its failures onto.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ProviderError {
+    #[error("rate limited by the provider")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("the provider is overloaded")]
+    Overloaded,
+    #[error("the call timed out")]
+    Timeout,
+    #[error("transient provider failure: {0}")]
+    Transient(String),
+    #[error("the provider rejected the request: {0}")]
+    InvalidRequest(String),
+    #[error("the provider refused our credentials: {0}")]
+    Auth(String),
+    #[error("the provider account's quota is exhausted: {0}")]
+    QuotaExhausted(String),
+    #[error("the provider's content filter blocked the request: {0}")]
+    ContentFiltered(String),
+    #[error("the provider's response could not be understood: {0}")]
+    MalformedResponse(String),
+    /// The model answered, but the answer breaks the step's contract (e.g. its `schema`).
+    #[error("the model's output is not valid for this step: {0}")]
+    InvalidOutput(String),
+}
+
+impl ProviderError {
+    /// Whether the same call may succeed if tried again on the same model.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::RateLimited { .. }
+                | ProviderError::Overloaded
+                | ProviderError::Timeout
+                | ProviderError::Transient(_)
+        )
+    }
+
+    /// The delay the provider asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A stable snake_case name, used as the step error's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Overloaded => "overloaded",
+            ProviderError::Timeout => "timeout",
+            ProviderError::Transient(_) => "transient",
+            ProviderError::InvalidRequest(_) => "invalid_request",
+            ProviderError::Auth(_) => "auth",
+            ProviderError::QuotaExhausted(_) => "quota_exhausted",
+            ProviderError::ContentFiltered(_) => "content_filtered",
+            ProviderError::MalformedResponse(_) => "malformed_response",
+            ProviderError::InvalidOutput(_) => "invalid_output",
+        }
+    }
+}
+
+/// A model a provider offers, as listed by `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ModelInfo {
+    /// `provider:model`, the string a step's `model` takes.
+    #[schema(example = "local:echo")]
+    pub id: String,
+    pub provider: String,
+    pub tasks: Vec<Task>,
+    pub description: String,
+}
+
+/// One AI provider. Implementations hold their credentials and HTTP client; `call` must not
+/// put secrets or raw provider bodies into errors.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The prefix in `provider:model`.
+    fn name(&self) -> &'static str;
+
+    /// The models this provider serves.
+    fn models(&self) -> Vec<ModelInfo>;
+
+    /// Whether `model` can run `task`; the error says why not, for validation messages.
+    fn supports(&self, model: &str, task: Task) -> Result<(), String> {
+        let id = format!("{}:{model}", self.name());
+        let models = self.models();
+        let Some(info) = models.iter().find(|m| m.id == id) else {
+            let known: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+            return Err(format!("unknown model `{id}`; {} offers {}", self.name(), known.join(", ")));
+        };
+        if info.tasks.contains(&task) {
+            Ok(())
+        } else {
+            let tasks: Vec<&str> = info.tasks.iter().map(|t| t.as_str()).collect();
+            Err(format!("`{id}` cannot {task}; it does {}", tasks.join(", ")))
+        }
+    }
+
+    async fn call(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError>;
+}
+
+/// Rough token count for providers that report none: about four characters a token.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}

@@ -1,0 +1,1 @@
+//! Picks models for a step, retries and falls back between them.
