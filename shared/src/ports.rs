@@ -50,7 +50,10 @@ pub struct IdempotencyClaim {
 pub enum CreateOutcome {
     Created,
     /// The idempotency key was taken earlier; nothing was written.
-    KeyTaken { run_id: RunId, request_hash: String },
+    KeyTaken {
+        run_id: RunId,
+        request_hash: String,
+    },
 }
 
 /// A conditional change of one step, applied atomically or not at all.

@@ -22,7 +22,9 @@ pub struct RunEvent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     RunSubmitted,
-    RunFinished { status: RunStatus },
+    RunFinished {
+        status: RunStatus,
+    },
     StepStatusChanged {
         status: StepStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,9 +37,19 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<StepError>,
     },
-    ApprovalDecided { approved: bool, by: String },
-    NotificationDelivered { attempt: u32, http_status: u16 },
-    NotificationFailed { attempt: u32, reason: String, will_retry: bool },
+    ApprovalDecided {
+        approved: bool,
+        by: String,
+    },
+    NotificationDelivered {
+        attempt: u32,
+        http_status: u16,
+    },
+    NotificationFailed {
+        attempt: u32,
+        reason: String,
+        will_retry: bool,
+    },
 }
 
 impl RunEvent {

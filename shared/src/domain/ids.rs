@@ -82,9 +82,7 @@ impl TenantId {
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(InvalidId(format!(
-                "`{raw}` is not a valid tenant name: use 1 to 64 letters, digits, `-` or `_`"
-            )))
+            Err(InvalidId(format!("`{raw}` is not a valid tenant name: use 1 to 64 letters, digits, `-` or `_`")))
         }
     }
 

@@ -120,9 +120,9 @@ impl Templates {
                 }
                 None => Value::String(self.env.render_str(source, ctx.clone())?),
             },
-            Value::Array(items) => Value::Array(
-                items.iter().map(|item| self.render_value_with(item, ctx)).collect::<Result<_, _>>()?,
-            ),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|item| self.render_value_with(item, ctx)).collect::<Result<_, _>>()?)
+            }
             Value::Object(fields) => Value::Object(
                 fields
                     .iter()
@@ -165,9 +165,7 @@ fn references(variables: std::collections::HashSet<String>) -> Result<References
                     refs.steps.insert(step.to_owned());
                 }
                 None => {
-                    return Err(TemplateError(
-                        "refer to other steps by name, as `steps.<id>.<field>`".to_owned(),
-                    ));
+                    return Err(TemplateError("refer to other steps by name, as `steps.<id>.<field>`".to_owned()));
                 }
             }
         }
@@ -190,7 +188,8 @@ mod tests {
 
     #[test]
     fn finds_referenced_steps() {
-        let refs = Templates::default().check("{{ steps.draft.text }} and {{ steps.tone.label }} {{ input.x }}").unwrap();
+        let refs =
+            Templates::default().check("{{ steps.draft.text }} and {{ steps.tone.label }} {{ input.x }}").unwrap();
         assert_eq!(refs.steps, BTreeSet::from(["draft".to_owned(), "tone".to_owned()]));
     }
 
@@ -206,7 +205,10 @@ mod tests {
     #[test]
     fn renders_text_and_conditions() {
         let templates = Templates::default();
-        assert_eq!(templates.render("{{ input.prompt }}: {{ steps.draft.text | upper }}", &ctx()).unwrap(), "Write a haiku: HELLO");
+        assert_eq!(
+            templates.render("{{ input.prompt }}: {{ steps.draft.text | upper }}", &ctx()).unwrap(),
+            "Write a haiku: HELLO"
+        );
         assert!(templates.condition_holds("steps.draft.text == 'hello' and input.n > 2", &ctx()).unwrap());
         assert!(!templates.condition_holds("steps.missing.label == 'x'", &ctx()).unwrap());
     }
@@ -220,7 +222,8 @@ mod tests {
 
     #[test]
     fn runaway_templates_run_out_of_fuel() {
-        let err = Templates::default().render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", &ctx());
+        let err = Templates::default()
+            .render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", &ctx());
         assert!(err.is_err());
     }
 }

@@ -244,7 +244,10 @@ impl Checker<'_> {
                 self.problem(format!("{at}/model"), "an `approval` step waits for a person and takes no model");
             }
             if step.input.is_some() {
-                self.problem(format!("{at}/input"), "an `approval` step takes no `input`; use `prompt` for the question");
+                self.problem(
+                    format!("{at}/input"),
+                    "an `approval` step takes no `input`; use `prompt` for the question",
+                );
             }
         }
 
@@ -310,11 +313,8 @@ fn collect_references(
     let sources = step.templates().map(|(field, source)| (field, source, false));
     let condition = step.when.as_deref().map(|source| ("when", source, true));
     for (field, source, is_condition) in sources.chain(condition) {
-        let parsed = if is_condition {
-            checker.templates.check_condition(source)
-        } else {
-            checker.templates.check(source)
-        };
+        let parsed =
+            if is_condition { checker.templates.check_condition(source) } else { checker.templates.check(source) };
         match parsed {
             Ok(refs) => named.extend(refs.steps.into_iter().map(|name| (format!("{at}/{field}"), name))),
             Err(err) => {
@@ -392,7 +392,10 @@ mod tests {
             ], "extra": 1}),
             json!({}),
         );
-        assert_eq!(pointers(result), ["/workflow/extra", "/workflow/steps/0/id", "/workflow/steps/1/task", "/workflow/steps/2/modle"]);
+        assert_eq!(
+            pointers(result),
+            ["/workflow/extra", "/workflow/steps/0/id", "/workflow/steps/1/task", "/workflow/steps/2/modle"]
+        );
     }
 
     #[test]
@@ -479,7 +482,10 @@ mod tests {
             .collect();
         assert!(problems(validate(json!({"steps": steps}), json!({}))).contains("limit of 100"));
         let huge = "x".repeat(300 * 1024);
-        let result = validate(json!({"steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": huge}]}), json!({}));
+        let result = validate(
+            json!({"steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": huge}]}),
+            json!({}),
+        );
         assert_eq!(pointers(result), ["/workflow"]);
     }
 }

@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 
 use crate::domain::{StepDefinition, Task, TaskOutput, Usage};
 
-// pub use router::{ProviderRouter, RetryPolicy, Routed, RoutedCompletion};
+pub use local::LocalProvider;
+pub use router::{Price, PriceTable, ProviderRouter, RetryPolicy, Routed, RoutedCompletion};
 
 /// What a step asks of a model, already rendered.
 #[derive(Debug, Clone, PartialEq)]

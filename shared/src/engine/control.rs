@@ -1,0 +1,89 @@
+//! Client actions on a running workflow: cancel it, approve or reject an approval step.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Engine, EngineError};
+use crate::domain::{EventKind, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepStatus, TaskOutput, TenantId};
+use crate::ports::{StepTransition, StepUpdate};
+
+/// A person's answer to an approval step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDecision {
+    /// Who decided; defaults to the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl Engine {
+    /// Loads a run the tenant owns; another tenant's run does not exist for them.
+    pub(super) async fn owned_run(&self, tenant: &TenantId, run_id: &RunId) -> Result<Run, EngineError> {
+        match self.store.get_run(run_id).await? {
+            Some(run) if &run.tenant == tenant => Ok(run),
+            _ => Err(EngineError::NotFound(format!("run {run_id}"))),
+        }
+    }
+
+    /// Cancels an unfinished run: no further steps start and the client is notified.
+    pub async fn cancel(&self, tenant: &TenantId, run_id: &RunId) -> Result<(), EngineError> {
+        let run = self.owned_run(tenant, run_id).await?;
+        if run.status.is_terminal() {
+            return Err(EngineError::Conflict(format!("run {run_id} already ended ({})", run.status)));
+        }
+        self.end_run(&run, RunStatus::Cancelled, None, None).await
+    }
+
+    /// Approves (`approved`) or rejects a step waiting for approval. A rejection fails the
+    /// step, and with it the run unless the step is optional.
+    pub async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        run_id: &RunId,
+        step_id: &StepId,
+        approved: bool,
+        decision: ApprovalDecision,
+    ) -> Result<(), EngineError> {
+        let run = self.owned_run(tenant, run_id).await?;
+        let steps = self.store.get_steps(run_id).await?;
+        let Some(state) = steps.iter().find(|s| &s.step_id == step_id) else {
+            return Err(EngineError::NotFound(format!("step {step_id} of run {run_id}")));
+        };
+        if state.status != StepStatus::WaitingApproval {
+            return Err(EngineError::Conflict(format!(
+                "step {step_id} is not waiting for approval (it is {})",
+                state.status
+            )));
+        }
+
+        let now = self.clock.now();
+        let by = decision.by.unwrap_or_else(|| tenant.to_string());
+        let output = TaskOutput::Approval { approved, by: by.clone(), comment: decision.comment };
+        let (status, error) = if approved {
+            (StepStatus::Succeeded, None)
+        } else {
+            (StepStatus::Failed, Some(StepError::new("rejected", format!("rejected by {by}"))))
+        };
+        let transition = StepTransition {
+            from: vec![StepStatus::WaitingApproval],
+            update: StepUpdate {
+                status: Some(status),
+                output: Some(output.to_json()),
+                error,
+                finished_at: Some(now),
+                ..StepUpdate::default()
+            },
+            events: vec![
+                RunEvent::step(now, step_id, EventKind::ApprovalDecided { approved, by }),
+                RunEvent::step_status(now, step_id, status, None),
+            ],
+            ..StepTransition::default()
+        };
+        match self.store.transition_step(run_id, step_id, transition).await? {
+            Some(after) => self.step_finished(&run, after).await,
+            None => Err(EngineError::Conflict(format!("step {step_id} was decided concurrently"))),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The worker's use case: run one step for one `{run_id, step_id}` message. Every message
+//! may arrive twice or out of order; the conditional claim makes sure the step runs once.
+
+use std::time::Duration;
+
+use super::progress::context_for;
+use super::{Engine, EngineError};
+use crate::domain::{
+    Attempt, EventKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepState, StepStatus, Task,
+};
+use crate::ports::{RunTransition, StepMessage, StepTransition, StepUpdate};
+use crate::providers::{RoutedCompletion, TaskRequest};
+
+/// Time a claimed step keeps its lease beyond what its attempts may take.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+impl Engine {
+    /// Executes the step named by `message`. An `Err` means "not done, deliver again".
+    pub async fn execute_step(&self, message: &StepMessage) -> Result<(), EngineError> {
+        let StepMessage { run_id, step_id } = message;
+        let Some(run) = self.store.get_run(run_id).await? else {
+            tracing::warn!(%run_id, "step message for an unknown run; dropping it");
+            return Ok(());
+        };
+        let steps = self.store.get_steps(run_id).await?;
+        let (Some(state), Some(step)) =
+            (steps.iter().find(|s| &s.step_id == step_id), run.definition.steps.iter().find(|s| &s.id == step_id))
+        else {
+            tracing::warn!(%run_id, %step_id, "step message for an unknown step; dropping it");
+            return Ok(());
+        };
+
+        if state.status.is_terminal() {
+            // A redelivery after a crash between completing the step and releasing its
+            // dependants: releasing again is idempotent and finishes the job.
+            return self.step_finished(&run, state.clone()).await;
+        }
+        if run.status.is_terminal() {
+            self.cancel_step(&run, state).await?;
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let runnable = state.status == StepStatus::Queued
+            || (state.status == StepStatus::Running && state.lease.as_ref().is_none_or(|l| l.until < now));
+        if !runnable {
+            // Pending (not released yet), waiting, or running under someone else's lease.
+            return Ok(());
+        }
+
+        let context = context_for(&run, &steps);
+        if let Some(condition) = &step.when {
+            match self.templates.condition_holds(condition, &context) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!("`when` is false: {condition}");
+                    return self.settle_unclaimed(&run, step, StepStatus::Skipped, None, reason).await;
+                }
+                Err(err) => {
+                    let error = StepError::new("template", format!("`when` could not be evaluated: {err}"));
+                    let reason = error.message.clone();
+                    return self.settle_unclaimed(&run, step, StepStatus::Failed, Some(error), reason).await;
+                }
+            }
+        }
+
+        if step.task == Task::Approval {
+            let waiting = StepTransition {
+                from: vec![StepStatus::Queued],
+                update: StepUpdate {
+                    status: Some(StepStatus::WaitingApproval),
+                    started_at: Some(now),
+                    ..StepUpdate::default()
+                },
+                events: vec![RunEvent::step_status(now, step_id, StepStatus::WaitingApproval, None)],
+                ..StepTransition::default()
+            };
+            self.store.transition_step(run_id, step_id, waiting).await?;
+            return self.mark_run_started(&run).await;
+        }
+
+        let lease = Lease { owner: self.worker_id.clone(), until: now + lease_length(step) };
+        let claim = StepTransition {
+            from: vec![StepStatus::Queued],
+            or_lease_expired_before: Some(now),
+            update: StepUpdate {
+                status: Some(StepStatus::Running),
+                lease: Some(lease),
+                bump_attempt: true,
+                started_at: Some(now),
+                ..StepUpdate::default()
+            },
+            events: vec![RunEvent::step_status(now, step_id, StepStatus::Running, None)],
+            ..StepTransition::default()
+        };
+        if self.store.transition_step(run_id, step_id, claim).await?.is_none() {
+            return Ok(()); // another delivery claimed it first
+        }
+        self.mark_run_started(&run).await?;
+
+        let rendered = step
+            .templates()
+            .map(|(field, source)| {
+                self.templates
+                    .render(source, &context)
+                    .map(|text| (field, text))
+                    .map_err(|err| StepError::new("template", format!("`{field}` could not be rendered: {err}")))
+            })
+            .collect::<Result<Vec<_>, _>>();
+        let (attempts, result) = match rendered {
+            Ok(fields) => {
+                let take = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, text)| text.clone());
+                let request = TaskRequest::for_step(step, take("prompt"), take("input"));
+                let routed = self.router.run(step, &request).await;
+                (routed.attempts, routed.result.map_err(StepError::from))
+            }
+            Err(error) => (Vec::new(), Err(error)),
+        };
+        self.complete_claimed(&run, step, attempts, result).await
+    }
+
+    /// Stores a provider outcome, if this worker still holds the lease, then moves on.
+    async fn complete_claimed(
+        &self,
+        run: &Run,
+        step: &StepDefinition,
+        attempts: Vec<Attempt>,
+        result: Result<RoutedCompletion, StepError>,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let mut events: Vec<RunEvent> = attempts
+            .iter()
+            .map(|attempt| {
+                RunEvent::step(
+                    now,
+                    &step.id,
+                    EventKind::ProviderCalled {
+                        provider: attempt.provider.clone(),
+                        model: attempt.model.clone(),
+                        latency_ms: attempt.latency_ms,
+                        error: attempt.error.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut update = StepUpdate { attempts, finished_at: Some(now), ..StepUpdate::default() };
+        match result {
+            Ok(done) => {
+                update.status = Some(StepStatus::Succeeded);
+                update.output = Some(done.completion.output.to_json());
+                update.usage = Some(done.completion.usage);
+                update.cost_usd = Some(done.cost_usd);
+                update.latency_ms = Some(done.latency_ms);
+                update.provider = Some(done.provider);
+                update.model = Some(done.model);
+                events.push(RunEvent::step_status(now, &step.id, StepStatus::Succeeded, None));
+            }
+            Err(error) => {
+                events.push(RunEvent::step_status(now, &step.id, StepStatus::Failed, Some(error.message.clone())));
+                update.status = Some(StepStatus::Failed);
+                update.error = Some(error);
+            }
+        }
+        let completion = StepTransition {
+            from: vec![StepStatus::Running],
+            lease_owner: Some(self.worker_id.clone()),
+            update,
+            events,
+            ..StepTransition::default()
+        };
+        match self.store.transition_step(&run.id, &step.id, completion).await? {
+            Some(state) => self.step_finished(run, state).await,
+            None => {
+                tracing::warn!(run_id = %run.id, step_id = %step.id, "lost the step's lease before completing it");
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a queued step without running it (its `when` was false, or could not be evaluated).
+    async fn settle_unclaimed(
+        &self,
+        run: &Run,
+        step: &StepDefinition,
+        status: StepStatus,
+        error: Option<StepError>,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let transition = StepTransition {
+            from: vec![StepStatus::Queued],
+            update: StepUpdate { status: Some(status), error, finished_at: Some(now), ..StepUpdate::default() },
+            events: vec![RunEvent::step_status(now, &step.id, status, Some(reason))],
+            ..StepTransition::default()
+        };
+        match self.store.transition_step(&run.id, &step.id, transition).await? {
+            Some(state) => self.step_finished(run, state).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn cancel_step(&self, run: &Run, state: &StepState) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let transition = StepTransition {
+            from: StepStatus::UNFINISHED.to_vec(),
+            update: StepUpdate { status: Some(StepStatus::Cancelled), finished_at: Some(now), ..StepUpdate::default() },
+            events: vec![RunEvent::step_status(
+                now,
+                &state.step_id,
+                StepStatus::Cancelled,
+                Some(format!("the run is {}", run.status)),
+            )],
+            ..StepTransition::default()
+        };
+        self.store.transition_step(&run.id, &state.step_id, transition).await?;
+        Ok(())
+    }
+
+    /// The first step to start moves the run from `queued` to `running`.
+    async fn mark_run_started(&self, run: &Run) -> Result<(), EngineError> {
+        if run.status == RunStatus::Queued {
+            let started = RunTransition {
+                from: vec![RunStatus::Queued],
+                to: RunStatus::Running,
+                output: None,
+                error: None,
+                finished_at: None,
+                events: Vec::new(),
+            };
+            self.store.transition_run(&run.id, started).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Long enough for every attempt on every candidate, plus a margin.
+fn lease_length(step: &StepDefinition) -> Duration {
+    let candidates = u32::try_from(step.candidates().count()).unwrap_or(u32::MAX).max(1);
+    let attempts = candidates.saturating_mul(step.retries().saturating_add(1));
+    step.timeout().saturating_mul(attempts) + LEASE_MARGIN
+}
+
+impl From<crate::providers::ProviderError> for StepError {
+    fn from(error: crate::providers::ProviderError) -> Self {
+        StepError::new(error.kind(), error.to_string())
+    }
+}

@@ -1,0 +1,99 @@
+//! Delivering a finished run to the client's callback URL, signed per Standard Webhooks,
+//! retried on a bounded schedule through the notifications queue (so no one sleeps).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use super::EngineError;
+use super::views::RunView;
+use crate::domain::{EventKind, RunEvent};
+use crate::notify::{WebhookSecret, signed_headers};
+use crate::ports::{
+    Clock, DeliveryError, NotificationMessage, OutgoingWebhook, Queue, RunStore, TenantDirectory, WebhookSender,
+};
+
+/// Delays before each retry of a failed delivery; its length bounds the retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySchedule(pub Vec<Duration>);
+
+impl Default for DeliverySchedule {
+    /// Six attempts over about half an hour; each delay fits SQS's 15-minute `DelaySeconds`.
+    fn default() -> Self {
+        Self([5, 30, 120, 600, 900].into_iter().map(Duration::from_secs).collect())
+    }
+}
+
+/// The body of a notification: Standard Webhooks' `type` / `timestamp` / `data` envelope.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    r#type: &'static str,
+    timestamp: jiff::Timestamp,
+    data: &'a RunView,
+}
+
+/// Delivers run results; one per process, like the engine.
+pub struct Notifier {
+    pub store: Arc<dyn RunStore>,
+    pub tenants: Arc<dyn TenantDirectory>,
+    pub sender: Arc<dyn WebhookSender>,
+    pub queue: Arc<dyn Queue<NotificationMessage>>,
+    pub clock: Arc<dyn Clock>,
+    pub schedule: DeliverySchedule,
+}
+
+impl Notifier {
+    /// Makes one delivery attempt for `message`, and queues the next one if it failed and
+    /// the schedule allows. Outcomes are recorded in the run's history.
+    pub async fn deliver(&self, message: &NotificationMessage) -> Result<(), EngineError> {
+        let run_id = &message.run_id;
+        let Some(run) = self.store.get_run(run_id).await? else {
+            tracing::warn!(%run_id, "notification for an unknown run; dropping it");
+            return Ok(());
+        };
+        let Some(target) = run.notify.clone() else { return Ok(()) };
+        let Some(tenant) = self.tenants.tenant(&run.tenant).await? else {
+            tracing::warn!(%run_id, tenant = %run.tenant, "notification for an unknown tenant; dropping it");
+            return Ok(());
+        };
+        let attempt = message.attempt + 1;
+        let now = self.clock.now();
+
+        let steps = self.store.get_steps(run_id).await?;
+        let view = RunView::new(run, steps);
+        let body = serde_json::to_vec(&Envelope { r#type: "run.finished", timestamp: now, data: &view })
+            .map_err(|err| EngineError::Conflict(format!("run {run_id} cannot be serialized: {err}")))?;
+        let outcome = match WebhookSecret::parse(tenant.webhook_secret.expose_secret()) {
+            Ok(secret) => {
+                // The id is stable across retries so receivers can de-duplicate.
+                let headers = signed_headers(&secret, &format!("msg_{run_id}"), now.as_second(), &body);
+                self.sender.send(&OutgoingWebhook { url: target.url, headers, body }).await
+            }
+            Err(err) => Err(DeliveryError::Refused(format!("the tenant's signing secret is unusable: {err}"))),
+        };
+
+        let event = match outcome {
+            Ok(http_status) => EventKind::NotificationDelivered { attempt, http_status },
+            Err(error) => {
+                let delay = self.schedule.0.get(message.attempt as usize).copied();
+                // 410 Gone means the receiver asks us to stop; refusals will not change.
+                let permanent = matches!(error, DeliveryError::Status(410) | DeliveryError::Refused(_));
+                let will_retry = delay.is_some() && !permanent;
+                if let (Some(delay), true) = (delay, will_retry) {
+                    let next = NotificationMessage { run_id: run_id.clone(), attempt };
+                    self.queue.send(vec![next], delay).await?;
+                }
+                let reason = if will_retry || permanent {
+                    error.to_string()
+                } else {
+                    format!("{error}; giving up after {attempt} attempts")
+                };
+                EventKind::NotificationFailed { attempt, reason, will_retry }
+            }
+        };
+        self.store.append_events(run_id, vec![RunEvent::run(now, event)]).await?;
+        Ok(())
+    }
+}

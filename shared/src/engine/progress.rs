@@ -1,0 +1,174 @@
+//! What happens after a step ends: release its dependants (queueing or skipping those now
+//! free to go), fail the run on a required step's failure, and finish the run when its last
+//! sink ends. Shared by the worker and by approvals.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{Engine, EngineError};
+use crate::domain::{EventKind, Plan, Run, RunEvent, RunStatus, StepError, StepState, StepStatus, TemplateContext};
+use crate::ports::{NotificationMessage, PortError, RunTransition, StepMessage, StepTransition, StepUpdate};
+
+/// Inputs and the outputs of succeeded steps: what templates see.
+pub(super) fn context_for(run: &Run, steps: &[StepState]) -> TemplateContext {
+    TemplateContext {
+        input: run.input.clone(),
+        steps: steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .filter_map(|s| Some((s.step_id.to_string(), s.output.clone()?)))
+            .collect(),
+    }
+}
+
+impl Engine {
+    /// Moves the run forward after `state` reached a terminal status. Idempotent: running it
+    /// again for the same step changes nothing but may re-send queue messages.
+    pub(super) async fn step_finished(&self, run: &Run, state: StepState) -> Result<(), EngineError> {
+        let plan = Plan::infer(&run.definition, &self.templates)
+            .map_err(|err| PortError::Corrupt { what: "stored workflow definition", detail: err.to_string() })?;
+        let mut finished = VecDeque::from([state]);
+        while let Some(state) = finished.pop_front() {
+            let optional = run.definition.steps.iter().any(|s| s.id == state.step_id && s.optional);
+            match state.status {
+                StepStatus::Failed if !optional => return self.fail_run(run, &state).await,
+                StepStatus::Cancelled => continue,
+                _ => {}
+            }
+            let succeeded = state.status == StepStatus::Succeeded;
+            let now = self.clock.now();
+            let mut ready = Vec::new();
+            for dependant in plan.dependants(&state.step_id) {
+                let after = self.store.release_step(&run.id, dependant, &state.step_id, succeeded).await?;
+                if after.pending_deps > 0 {
+                    continue;
+                }
+                match after.status {
+                    StepStatus::Pending if after.blocked => {
+                        let reason = "a step it depends on did not succeed".to_owned();
+                        let skip = StepTransition {
+                            from: vec![StepStatus::Pending],
+                            update: StepUpdate {
+                                status: Some(StepStatus::Skipped),
+                                finished_at: Some(now),
+                                ..StepUpdate::default()
+                            },
+                            events: vec![RunEvent::step_status(now, dependant, StepStatus::Skipped, Some(reason))],
+                            ..StepTransition::default()
+                        };
+                        if let Some(skipped) = self.store.transition_step(&run.id, dependant, skip).await? {
+                            finished.push_back(skipped);
+                        }
+                    }
+                    StepStatus::Pending => {
+                        let queue = StepTransition {
+                            from: vec![StepStatus::Pending],
+                            update: StepUpdate { status: Some(StepStatus::Queued), ..StepUpdate::default() },
+                            events: vec![RunEvent::step_status(now, dependant, StepStatus::Queued, None)],
+                            ..StepTransition::default()
+                        };
+                        if self.store.transition_step(&run.id, dependant, queue).await?.is_some() {
+                            ready.push(dependant.clone());
+                        }
+                    }
+                    // Queued earlier by a delivery that crashed before sending: send again.
+                    StepStatus::Queued => ready.push(dependant.clone()),
+                    _ => {}
+                }
+            }
+            if !ready.is_empty() {
+                let messages =
+                    ready.into_iter().map(|step_id| StepMessage { run_id: run.id.clone(), step_id }).collect();
+                self.steps.send(messages, Duration::ZERO).await?;
+            }
+            if plan.dependants(&state.step_id).next().is_none() {
+                let after = self.store.release_run(&run.id, &state.step_id).await?;
+                if after.pending_sinks == 0 {
+                    self.finish_run(&after).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every sink has ended: render the output and mark the run succeeded.
+    async fn finish_run(&self, run: &Run) -> Result<(), EngineError> {
+        let steps = self.store.get_steps(&run.id).await?;
+        let context = context_for(run, &steps);
+        let rendered = run.definition.output.as_ref().map(|output| self.templates.render_value(output, &context));
+        let (status, output, error) = match rendered.transpose() {
+            Ok(output) => (RunStatus::Succeeded, output, None),
+            Err(err) => (
+                RunStatus::Failed,
+                None,
+                Some(StepError::new("output_template", format!("the workflow `output` could not be rendered: {err}"))),
+            ),
+        };
+        self.end_run(run, status, output, error).await
+    }
+
+    /// A required step failed: the run fails and steps not yet started are cancelled.
+    async fn fail_run(&self, run: &Run, failed: &StepState) -> Result<(), EngineError> {
+        let detail = failed.error.as_ref().map_or("it failed", |e| e.message.as_str());
+        let error = StepError::new("step_failed", format!("step `{}` failed: {detail}", failed.step_id));
+        self.end_run(run, RunStatus::Failed, None, Some(error)).await
+    }
+
+    /// Moves an unfinished run to a terminal status, cancels what has not started, and
+    /// queues the notification. Does nothing if the run already ended.
+    pub(super) async fn end_run(
+        &self,
+        run: &Run,
+        status: RunStatus,
+        output: Option<serde_json::Value>,
+        error: Option<StepError>,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let transition = RunTransition {
+            from: RunStatus::UNFINISHED.to_vec(),
+            to: status,
+            output,
+            error,
+            finished_at: Some(now),
+            events: vec![RunEvent::run(now, EventKind::RunFinished { status })],
+        };
+        let Some(ended) = self.store.transition_run(&run.id, transition).await? else {
+            return Ok(());
+        };
+        self.cancel_unstarted(&ended, status == RunStatus::Cancelled).await?;
+        if ended.notify.is_some() {
+            let message = NotificationMessage { run_id: ended.id.clone(), attempt: 0 };
+            self.notifications.send(vec![message], Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    /// Cancels the run's unfinished steps; `running` ones too when the client cancelled
+    /// (their results are then discarded because the completion's condition fails).
+    async fn cancel_unstarted(&self, run: &Run, including_running: bool) -> Result<(), EngineError> {
+        let mut from =
+            vec![StepStatus::Pending, StepStatus::Queued, StepStatus::WaitingApproval, StepStatus::WaitingCallback];
+        if including_running {
+            from.push(StepStatus::Running);
+        }
+        let now = self.clock.now();
+        for state in self.store.get_steps(&run.id).await? {
+            if !from.contains(&state.status) {
+                continue;
+            }
+            let reason = format!("the run {}", run.status);
+            let cancel = StepTransition {
+                from: from.clone(),
+                update: StepUpdate {
+                    status: Some(StepStatus::Cancelled),
+                    finished_at: Some(now),
+                    ..StepUpdate::default()
+                },
+                events: vec![RunEvent::step_status(now, &state.step_id, StepStatus::Cancelled, Some(reason))],
+                ..StepTransition::default()
+            };
+            self.store.transition_step(&run.id, &state.step_id, cancel).await?;
+        }
+        Ok(())
+    }
+}

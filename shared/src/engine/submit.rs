@@ -1,0 +1,134 @@
+//! Submitting a run: validate everything, store the run and its steps in one go, then queue
+//! the steps that have nothing to wait for.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{Engine, EngineError};
+use crate::domain::validation::validate_submission;
+use crate::domain::{
+    EventKind, NotifyTarget, Plan, Problem, Run, RunEvent, RunId, RunStatus, StepState, StepStatus, TenantId,
+};
+use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, StepMessage};
+
+/// `POST /v1/runs`: a workflow, its input and where to send the result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// The workflow definition (see `WorkflowDefinition`); validated as a whole, so it is
+    /// taken as raw JSON here.
+    #[schema(value_type = crate::domain::WorkflowDefinition)]
+    pub workflow: Value,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyTarget>,
+}
+
+/// The accepted run; `created` is false when an idempotent retry found an existing run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub run_id: RunId,
+    pub created: bool,
+}
+
+impl Engine {
+    /// Validates and stores a run, then queues its root steps.
+    pub async fn submit(
+        &self,
+        tenant: &TenantId,
+        submission: Submission,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, EngineError> {
+        let mut problems = Vec::new();
+        if let Some(target) = &submission.notify
+            && let Err(err) = self.callbacks.check_url(&target.url)
+        {
+            problems.push(Problem::new("/notify/url", err.to_string()));
+        }
+        let input =
+            if submission.input.is_null() { Value::Object(Default::default()) } else { submission.input.clone() };
+        let validated =
+            validate_submission(&submission.workflow, &input, self.router.as_ref(), &self.templates, self.limits);
+        let validated = match validated {
+            Ok(validated) if problems.is_empty() => validated,
+            Ok(_) => return Err(EngineError::Invalid(problems)),
+            Err(mut more) => {
+                more.extend(problems);
+                return Err(EngineError::Invalid(more));
+            }
+        };
+
+        let now = self.clock.now();
+        let plan = &validated.plan;
+        let run = Run {
+            id: RunId::generate(now),
+            tenant: tenant.clone(),
+            status: RunStatus::Queued,
+            input,
+            notify: submission.notify.clone(),
+            output: None,
+            error: None,
+            pending_sinks: count(plan.sinks()),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            definition: validated.definition,
+        };
+        let steps: Vec<StepState> = run
+            .definition
+            .steps
+            .iter()
+            .map(|step| StepState::new(step.id.clone(), count(plan.dependencies(&step.id))))
+            .collect();
+        let mut events = vec![RunEvent::run(now, EventKind::RunSubmitted)];
+        events.extend(plan.roots().map(|id| RunEvent::step_status(now, id, StepStatus::Queued, None)));
+        let idempotency = idempotency_key
+            .map(|key| IdempotencyClaim { key: key.to_owned(), request_hash: request_hash(&submission) });
+
+        let run_id = run.id.clone();
+        let outcome = self.store.create_run(NewRun { run, steps, idempotency: idempotency.clone(), events }).await?;
+        match (outcome, idempotency) {
+            (CreateOutcome::Created, _) => {
+                self.queue_roots(&run_id, plan).await?;
+                Ok(Submitted { run_id, created: true })
+            }
+            (CreateOutcome::KeyTaken { run_id, request_hash }, Some(claim)) if request_hash == claim.request_hash => {
+                // The first attempt may have stored the run but failed before queueing its
+                // roots; queueing again is harmless because workers claim steps conditionally.
+                if let Some(existing) = self.store.get_run(&run_id).await?
+                    && existing.status == RunStatus::Queued
+                {
+                    let plan = Plan::infer(&existing.definition, &self.templates)
+                        .map_err(|err| EngineError::Conflict(err.to_string()))?;
+                    self.queue_roots(&run_id, &plan).await?;
+                }
+                Ok(Submitted { run_id, created: false })
+            }
+            (CreateOutcome::KeyTaken { run_id, .. }, _) => Err(EngineError::Conflict(format!(
+                "this Idempotency-Key was already used for run {run_id} with a different request body"
+            ))),
+        }
+    }
+
+    async fn queue_roots(&self, run_id: &RunId, plan: &Plan) -> Result<(), EngineError> {
+        let messages = plan.roots().map(|step_id| StepMessage { run_id: run_id.clone(), step_id: step_id.clone() });
+        self.steps.send(messages.collect(), Duration::ZERO).await?;
+        Ok(())
+    }
+}
+
+fn count<T>(items: impl Iterator<Item = T>) -> u32 {
+    u32::try_from(items.count()).unwrap_or(u32::MAX)
+}
+
+/// A stable hash of the request: serde_json maps are sorted, so equal JSON hashes equally.
+fn request_hash(submission: &Submission) -> String {
+    let canonical = serde_json::to_vec(submission).unwrap_or_default();
+    hex::encode(Sha256::digest(&canonical))
+}

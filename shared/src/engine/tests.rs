@@ -1,0 +1,446 @@
+//! Engine behaviour over the memory adapters: scheduling, skips, failures, approvals,
+//! cancellation and notifications, with every step message delivered twice, concurrently
+//! and in shuffled order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::*;
+use crate::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenants};
+use crate::domain::{FinishReason, RunId, RunStatus, StepId, StepStatus, Task, TaskOutput, TenantId, Usage};
+use crate::notify::{WebhookHeaders, WebhookSecret, verify};
+use crate::ports::{
+    DeliveryError, NotificationMessage, OutgoingWebhook, RunStore, StepMessage, SystemClock, Tenant, WebhookSender,
+};
+use crate::providers::{Completion, ModelInfo, Provider, ProviderError, RetryPolicy, TaskRequest};
+
+/// A provider that answers every task and records each call's text. Text containing
+/// `FAIL` is rejected as an invalid request.
+#[derive(Default)]
+struct CountingProvider {
+    calls: Mutex<Vec<String>>,
+}
+
+impl CountingProvider {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Provider for CountingProvider {
+    fn name(&self) -> &'static str {
+        "count"
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        vec![ModelInfo {
+            id: "count:any".into(),
+            provider: "count".into(),
+            tasks: Task::ALL.into_iter().filter(|t| t.uses_model()).collect(),
+            description: "test double".into(),
+        }]
+    }
+
+    async fn call(&self, _model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
+        let text = request.text().to_owned();
+        self.calls.lock().unwrap().push(text.clone());
+        // Yield so concurrent duplicate deliveries really interleave.
+        tokio::task::yield_now().await;
+        if text.contains("FAIL") {
+            return Err(ProviderError::InvalidRequest("told to fail".into()));
+        }
+        let output = match request.task {
+            Task::Classify => TaskOutput::Classify {
+                label: request.labels[0].clone(),
+                confidence: 1.0,
+                scores: BTreeMap::from([(request.labels[0].clone(), 1.0)]),
+            },
+            _ => TaskOutput::Generate { text: format!("<{text}>"), finish_reason: FinishReason::Stop },
+        };
+        Ok(Completion { output, usage: Usage { input_tokens: 2, output_tokens: 3, estimated: false } })
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    store: Arc<MemoryRunStore>,
+    provider: Arc<CountingProvider>,
+    steps: UnboundedReceiver<StepMessage>,
+    notifications: UnboundedReceiver<NotificationMessage>,
+    tenant: TenantId,
+}
+
+fn harness() -> Harness {
+    let store = Arc::new(MemoryRunStore::new());
+    let provider = Arc::new(CountingProvider::default());
+    let (step_queue, steps) = MemoryQueue::channel();
+    let (notification_queue, notifications) = MemoryQueue::channel();
+    let router = ProviderRouter::new(
+        vec![provider.clone() as Arc<dyn Provider>],
+        BTreeMap::new(),
+        RetryPolicy::default(),
+        Default::default(),
+    );
+    let engine = Engine::new(EngineParts {
+        store: store.clone(),
+        steps: Arc::new(step_queue),
+        notifications: Arc::new(notification_queue),
+        router: Arc::new(router),
+        clock: Arc::new(SystemClock),
+        callbacks: crate::notify::CallbackPolicy::local_development(),
+        limits: crate::domain::Limits::default(),
+    });
+    Harness { engine, store, provider, steps, notifications, tenant: TenantId::parse("acme").unwrap() }
+}
+
+impl Harness {
+    async fn submit(&self, workflow: Value, input: Value) -> RunId {
+        let submission = Submission { workflow, input, notify: None };
+        self.engine.submit(&self.tenant, submission, None).await.unwrap().run_id
+    }
+
+    /// Delivers every queued message twice, concurrently and shuffled, until none are left.
+    async fn drive(&mut self, seed: u64) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        loop {
+            let mut batch = Vec::new();
+            while let Ok(message) = self.steps.try_recv() {
+                batch.push(message.clone());
+                batch.push(message);
+            }
+            if batch.is_empty() {
+                return;
+            }
+            rng.shuffle(&mut batch);
+            let results = futures::future::join_all(batch.iter().map(|m| self.engine.execute_step(m))).await;
+            for result in results {
+                result.unwrap();
+            }
+        }
+    }
+
+    async fn view(&self, run_id: &RunId) -> RunView {
+        self.engine.run_view(&self.tenant, run_id).await.unwrap()
+    }
+}
+
+fn status_of(view: &RunView, step: &str) -> StepStatus {
+    view.steps.iter().find(|s| s.id == step).unwrap().status
+}
+
+fn generate(id: &str, prompt: &str) -> Value {
+    json!({"id": id, "task": "generate", "model": "count:any", "prompt": prompt})
+}
+
+#[tokio::test]
+async fn a_chain_runs_each_step_exactly_once_despite_duplicates_and_shuffling() {
+    for seed in 0..20 {
+        let mut h = harness();
+        let run_id = h
+            .submit(
+                json!({"steps": [
+                    generate("c", "{{ steps.b.text }}!"),
+                    generate("a", "{{ input.topic }}"),
+                    generate("b", "{{ steps.a.text }}?")
+                ], "output": {"final": "{{ steps.c.text }}"}}),
+                json!({"topic": "rust"}),
+            )
+            .await;
+        h.drive(seed).await;
+
+        let view = h.view(&run_id).await;
+        assert_eq!(view.status, RunStatus::Succeeded, "seed {seed}");
+        assert_eq!(h.provider.calls(), ["rust", "<rust>?", "<<rust>?>!"], "seed {seed}");
+        assert_eq!(view.output, Some(json!({"final": "<<<rust>?>!>"})));
+        assert!(view.steps.iter().all(|s| s.attempts.len() == 1));
+        assert_eq!(view.totals.usage.input_tokens, 6);
+    }
+}
+
+#[tokio::test]
+async fn a_diamond_fans_out_and_joins_once() {
+    for seed in 0..20 {
+        let mut h = harness();
+        let run_id = h
+            .submit(
+                json!({"steps": [
+                    generate("root", "{{ input.x }}"),
+                    generate("left", "L{{ steps.root.text }}"),
+                    generate("right", "R{{ steps.root.text }}"),
+                    generate("join", "{{ steps.left.text }}+{{ steps.right.text }}")
+                ]}),
+                json!({"x": "1"}),
+            )
+            .await;
+        h.drive(seed).await;
+        let view = h.view(&run_id).await;
+        assert_eq!(view.status, RunStatus::Succeeded);
+        let calls = h.provider.calls();
+        assert_eq!(calls.len(), 4, "seed {seed}: {calls:?}");
+        assert_eq!(calls.last().unwrap(), "<L<1>>+<R<1>>");
+    }
+}
+
+#[tokio::test]
+async fn independent_steps_are_all_queued_at_submission() {
+    let mut h = harness();
+    h.submit(json!({"steps": [generate("a", "1"), generate("b", "2"), generate("c", "3")]}), json!({})).await;
+    let mut queued = Vec::new();
+    while let Ok(message) = h.steps.try_recv() {
+        queued.push(message.step_id.to_string());
+    }
+    queued.sort();
+    assert_eq!(queued, ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn a_false_condition_skips_the_step_and_everything_that_needs_it() {
+    let mut h = harness();
+    let run_id = h
+        .submit(
+            json!({"steps": [
+                generate("a", "go"),
+                {"id": "b", "task": "generate", "model": "count:any", "prompt": "{{ steps.a.text }}", "when": "input.enabled"},
+                generate("c", "{{ steps.b.text }}"),
+                generate("d", "{{ steps.a.text }} again")
+            ]}),
+            json!({"enabled": false}),
+        )
+        .await;
+    h.drive(1).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Succeeded);
+    assert_eq!(status_of(&view, "b"), StepStatus::Skipped);
+    assert_eq!(status_of(&view, "c"), StepStatus::Skipped);
+    assert_eq!(status_of(&view, "d"), StepStatus::Succeeded);
+    assert_eq!(h.provider.calls(), ["go", "<go> again"]);
+}
+
+#[tokio::test]
+async fn a_required_failure_fails_the_run_and_cancels_what_had_not_started() {
+    let mut h = harness();
+    let run_id = h
+        .submit(json!({"steps": [generate("a", "FAIL please"), generate("b", "{{ steps.a.text }}"), generate("slow", "ok")]}), json!({}))
+        .await;
+    h.drive(3).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.error.as_ref().unwrap().kind, "step_failed");
+    assert_eq!(status_of(&view, "a"), StepStatus::Failed);
+    assert_eq!(view.steps[0].error.as_ref().unwrap().kind, "invalid_request");
+    assert_eq!(status_of(&view, "b"), StepStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn an_optional_failure_skips_its_dependants_but_the_run_succeeds() {
+    let mut h = harness();
+    let run_id = h
+        .submit(
+            json!({"steps": [
+                {"id": "a", "task": "generate", "model": "count:any", "prompt": "FAIL", "optional": true},
+                generate("b", "{{ steps.a.text }}"),
+                generate("c", "fine")
+            ], "output": {"b": "{{ steps.b.text }}", "c": "{{ steps.c.text }}"}}),
+            json!({}),
+        )
+        .await;
+    h.drive(4).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Succeeded);
+    assert_eq!(status_of(&view, "a"), StepStatus::Failed);
+    assert_eq!(status_of(&view, "b"), StepStatus::Skipped);
+    assert_eq!(view.output, Some(json!({"b": null, "c": "<fine>"})));
+}
+
+fn approval_workflow() -> Value {
+    json!({"steps": [
+        generate("draft", "{{ input.text }}"),
+        {"id": "review", "task": "approval", "prompt": "Publish {{ steps.draft.text }}?"},
+        generate("publish", "{{ steps.draft.text }} approved by {{ steps.review.by }}")
+    ]})
+}
+
+#[tokio::test]
+async fn approval_steps_wait_for_a_person_then_release_their_dependants() {
+    let mut h = harness();
+    let run_id = h.submit(approval_workflow(), json!({"text": "hi"})).await;
+    h.drive(5).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Waiting);
+    assert_eq!(status_of(&view, "review"), StepStatus::WaitingApproval);
+
+    let review = StepId::parse("review").unwrap();
+    let decision = ApprovalDecision { by: Some("alice".into()), comment: Some("ship it".into()) };
+    h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision.clone()).await.unwrap();
+    let again = h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision).await;
+    assert!(matches!(again, Err(EngineError::Conflict(_))));
+    h.drive(6).await;
+
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Succeeded);
+    assert_eq!(view.steps[1].output, Some(json!({"approved": true, "by": "alice", "comment": "ship it"})));
+    assert_eq!(h.provider.calls().last().unwrap(), "<hi> approved by alice");
+}
+
+#[tokio::test]
+async fn a_rejection_fails_the_run() {
+    let mut h = harness();
+    let run_id = h.submit(approval_workflow(), json!({"text": "hi"})).await;
+    h.drive(7).await;
+    let review = StepId::parse("review").unwrap();
+    h.engine.decide_approval(&h.tenant, &run_id, &review, false, ApprovalDecision::default()).await.unwrap();
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.steps[1].error.as_ref().unwrap().kind, "rejected");
+    assert_eq!(status_of(&view, "publish"), StepStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn cancelling_stops_further_steps() {
+    let mut h = harness();
+    let run_id = h.submit(json!({"steps": [generate("a", "1"), generate("b", "{{ steps.a.text }}")]}), json!({})).await;
+    h.engine.cancel(&h.tenant, &run_id).await.unwrap();
+    h.drive(8).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Cancelled);
+    assert!(view.steps.iter().all(|s| s.status == StepStatus::Cancelled));
+    assert!(h.provider.calls().is_empty());
+    assert!(matches!(h.engine.cancel(&h.tenant, &run_id).await, Err(EngineError::Conflict(_))));
+}
+
+#[tokio::test]
+async fn a_redelivered_message_for_a_finished_step_does_not_release_twice() {
+    let mut h = harness();
+    let run_id = h
+        .submit(
+            json!({"steps": [generate("a", "1"), generate("b", "2"), generate("join", "{{ steps.a.text }}{{ steps.b.text }}")]}),
+            json!({}),
+        )
+        .await;
+    let first = h.steps.try_recv().unwrap();
+    let second = h.steps.try_recv().unwrap();
+    h.engine.execute_step(&first).await.unwrap();
+    // The same message again, after its step finished: `join` must still wait for the other.
+    h.engine.execute_step(&first).await.unwrap();
+    assert!(h.steps.try_recv().is_err(), "join was queued before both dependencies ended");
+    h.engine.execute_step(&second).await.unwrap();
+    h.drive(9).await;
+    assert_eq!(h.view(&run_id).await.status, RunStatus::Succeeded);
+    assert_eq!(h.provider.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn another_tenant_cannot_see_or_touch_a_run() {
+    let h = harness();
+    let run_id = h.submit(json!({"steps": [generate("a", "1")]}), json!({})).await;
+    let other = TenantId::parse("globex").unwrap();
+    assert!(matches!(h.engine.run_view(&other, &run_id).await, Err(EngineError::NotFound(_))));
+    assert!(matches!(h.engine.cancel(&other, &run_id).await, Err(EngineError::NotFound(_))));
+    assert!(h.engine.list_runs(&other, None, 10).await.unwrap().runs.is_empty());
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_finds_the_same_run_and_refuses_another_body() {
+    let h = harness();
+    let body = |prompt: &str| Submission {
+        workflow: json!({"steps": [generate("a", prompt)]}),
+        input: json!({}),
+        notify: None,
+    };
+    let first = h.engine.submit(&h.tenant, body("1"), Some("key-1")).await.unwrap();
+    let again = h.engine.submit(&h.tenant, body("1"), Some("key-1")).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.run_id, again.run_id);
+    assert!(matches!(h.engine.submit(&h.tenant, body("2"), Some("key-1")).await, Err(EngineError::Conflict(_))));
+}
+
+/// Records webhooks and answers with a scripted status.
+struct Receiver {
+    answer: Result<u16, u16>,
+    received: Mutex<Vec<OutgoingWebhook>>,
+}
+
+#[async_trait]
+impl WebhookSender for Receiver {
+    async fn send(&self, webhook: &OutgoingWebhook) -> Result<u16, DeliveryError> {
+        self.received.lock().unwrap().push(webhook.clone());
+        self.answer.map_err(DeliveryError::Status)
+    }
+}
+
+/// A finished run with a callback URL, and a notifier whose retries land in the returned receiver.
+async fn notified_run(
+    answer: Result<u16, u16>,
+) -> (Harness, Arc<Receiver>, Notifier, RunId, WebhookSecret, UnboundedReceiver<NotificationMessage>) {
+    let mut h = harness();
+    let secret = WebhookSecret::generate();
+    let tenants = MemoryTenants::new()
+        .with_key(Tenant { id: h.tenant.clone(), webhook_secret: secret.to_whsec() }, &"key".to_owned().into());
+    let receiver = Arc::new(Receiver { answer, received: Mutex::new(Vec::new()) });
+    let (retry_queue, retries) = MemoryQueue::channel();
+    let notifier = Notifier {
+        store: h.store.clone(),
+        tenants: Arc::new(tenants),
+        sender: receiver.clone(),
+        queue: Arc::new(retry_queue),
+        clock: Arc::new(SystemClock),
+        schedule: DeliverySchedule(vec![Duration::from_secs(1)]),
+    };
+    let submission = Submission {
+        workflow: json!({"steps": [generate("a", "1")]}),
+        input: json!({}),
+        notify: Some(crate::domain::NotifyTarget { url: "http://127.0.0.1:9/hook".into() }),
+    };
+    let run_id = h.engine.submit(&h.tenant, submission, None).await.unwrap().run_id;
+    h.drive(10).await;
+    (h, receiver, notifier, run_id, secret, retries)
+}
+
+#[tokio::test]
+async fn a_finished_run_is_notified_once_with_a_valid_signature() {
+    let (mut h, receiver, notifier, run_id, secret, _) = notified_run(Ok(204)).await;
+    let message = h.notifications.try_recv().unwrap();
+    assert!(h.notifications.try_recv().is_err(), "exactly one notification per run");
+    notifier.deliver(&message).await.unwrap();
+
+    let received = receiver.received.lock().unwrap().clone();
+    let webhook = &received[0];
+    let header = |name: &str| webhook.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    let body: Value = serde_json::from_slice(&webhook.body).unwrap();
+    assert_eq!(body["type"], "run.finished");
+    assert_eq!(body["data"]["id"], run_id.to_string());
+    assert_eq!(body["data"]["status"], "succeeded");
+    let (id, timestamp, signature) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    verify(
+        &secret,
+        &WebhookHeaders { id: &id, timestamp: &timestamp, signature: &signature },
+        &webhook.body,
+        jiff::Timestamp::now(),
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let events = h.store.list_events(&run_id).await.unwrap();
+    assert!(format!("{events:?}").contains("NotificationDelivered"));
+}
+
+#[tokio::test]
+async fn failed_deliveries_retry_on_the_schedule_then_give_up() {
+    let (mut h, receiver, notifier, run_id, _, mut retries) = notified_run(Err(500)).await;
+    let first = h.notifications.try_recv().unwrap();
+    notifier.deliver(&first).await.unwrap();
+    // The schedule's one retry arrives after its delay; after it, nothing more.
+    let retry = tokio::time::timeout(Duration::from_secs(5), retries.recv()).await.unwrap().unwrap();
+    assert_eq!(retry.attempt, 1);
+    notifier.deliver(&retry).await.unwrap();
+    assert_eq!(receiver.received.lock().unwrap().len(), 2);
+    assert!(tokio::time::timeout(Duration::from_millis(1500), retries.recv()).await.is_err());
+    let events = format!("{:?}", h.store.list_events(&run_id).await.unwrap());
+    assert!(events.contains("will_retry: true"), "{events}");
+    assert!(events.contains("giving up after 2 attempts"), "{events}");
+}

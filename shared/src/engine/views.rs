@@ -1,0 +1,150 @@
+//! Read models: a run as clients see it (`GET /v1/runs/{id}` and the notification body),
+//! the tenant's run list and the run's history.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{Engine, EngineError};
+use crate::domain::{
+    Attempt, Run, RunEvent, RunId, RunStatus, StepError, StepState, StepStatus, Task, TenantId, Usage,
+};
+use crate::ports::RunPage;
+
+/// A run with every step's progress and the totals so far.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RunView {
+    #[schema(value_type = String, example = "run_01jd7v1b0m4xk3r0c9z9qz5y7w")]
+    pub id: RunId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `waiting` when every unfinished step waits for a person or a provider callback.
+    pub status: RunStatus,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// The rendered workflow `output`, once the run succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    pub steps: Vec<StepView>,
+    pub totals: Totals,
+    pub created_at: jiff::Timestamp,
+    pub updated_at: jiff::Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
+/// One step's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StepView {
+    #[schema(value_type = String)]
+    pub id: String,
+    pub task: Task,
+    pub status: StepStatus,
+    /// The provider and model that produced the output (after any fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Every model call, failed ones included.
+    pub attempts: Vec<Attempt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    pub cost_usd: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// The normalized task output (`{text, finish_reason}`, `{label, confidence, scores}`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<jiff::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
+/// Usage and cost summed over every step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Totals {
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub model_calls: usize,
+}
+
+impl RunView {
+    pub fn new(run: Run, mut steps: Vec<StepState>) -> Self {
+        let mut totals = Totals::default();
+        let mut views = Vec::with_capacity(steps.len());
+        for definition in &run.definition.steps {
+            let Some(position) = steps.iter().position(|s| s.step_id == definition.id) else { continue };
+            let state = steps.swap_remove(position);
+            if let Some(usage) = state.usage {
+                totals.usage += usage;
+            }
+            totals.cost_usd += state.cost_usd;
+            totals.model_calls += state.attempts.len();
+            views.push(StepView {
+                id: state.step_id.to_string(),
+                task: definition.task,
+                status: state.status,
+                provider: state.provider,
+                model: state.model,
+                attempts: state.attempts,
+                usage: state.usage,
+                cost_usd: state.cost_usd,
+                latency_ms: state.latency_ms,
+                output: state.output,
+                error: state.error,
+                started_at: state.started_at,
+                finished_at: state.finished_at,
+            });
+        }
+        // Nothing queued or running, and something waiting: only a person or a callback can
+        // move the run on (pending steps wait behind those).
+        let only_waits_left = views.iter().any(|s| s.status.is_waiting())
+            && !views.iter().any(|s| matches!(s.status, StepStatus::Queued | StepStatus::Running));
+        let status = if run.status == RunStatus::Running && only_waits_left { RunStatus::Waiting } else { run.status };
+        Self {
+            id: run.id,
+            name: run.definition.name,
+            status,
+            input: run.input,
+            output: run.output,
+            error: run.error,
+            steps: views,
+            totals,
+            created_at: run.created_at,
+            updated_at: run.updated_at,
+            finished_at: run.finished_at,
+        }
+    }
+}
+
+impl Engine {
+    /// The tenant's run with all its steps.
+    pub async fn run_view(&self, tenant: &TenantId, run_id: &RunId) -> Result<RunView, EngineError> {
+        let run = self.owned_run(tenant, run_id).await?;
+        let steps = self.store.get_steps(run_id).await?;
+        Ok(RunView::new(run, steps))
+    }
+
+    /// The tenant's runs, newest first.
+    pub async fn list_runs(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RunPage, EngineError> {
+        Ok(self.store.list_runs(tenant, cursor, limit).await?)
+    }
+
+    /// The run's history, oldest first.
+    pub async fn run_events(&self, tenant: &TenantId, run_id: &RunId) -> Result<Vec<RunEvent>, EngineError> {
+        self.owned_run(tenant, run_id).await?;
+        Ok(self.store.list_events(run_id).await?)
+    }
+}
