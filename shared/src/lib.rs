@@ -1,6 +1,9 @@
 //! Chorus: multi-step, multi-provider AI workflows. This crate holds everything that is
 //! not a Lambda `main`: the domain, the engine, ports and adapters, providers and the HTTP API.
 
+pub mod adapters;
 pub mod domain;
+pub mod engine;
+pub mod notify;
 pub mod ports;
 pub mod providers;
