@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod domain;
 pub mod engine;
+pub mod http;
 pub mod notify;
 pub mod ports;
 pub mod providers;

@@ -12,7 +12,8 @@ use super::views::RunView;
 use crate::domain::{EventKind, RunEvent};
 use crate::notify::{WebhookSecret, signed_headers};
 use crate::ports::{
-    Clock, DeliveryError, NotificationMessage, OutgoingWebhook, Queue, RunStore, TenantDirectory, WebhookSender,
+    Clock, DeliveryError, NotificationMessage, OutgoingWebhook, PortError, Queue, RunStore, TenantDirectory,
+    WebhookSender,
 };
 
 /// Delays before each retry of a failed delivery; its length bounds the retries.
@@ -64,7 +65,7 @@ impl Notifier {
         let steps = self.store.get_steps(run_id).await?;
         let view = RunView::new(run, steps);
         let body = serde_json::to_vec(&Envelope { r#type: "run.finished", timestamp: now, data: &view })
-            .map_err(|err| EngineError::Conflict(format!("run {run_id} cannot be serialized: {err}")))?;
+            .map_err(|err| PortError::Corrupt { what: "stored run", detail: err.to_string() })?;
         let outcome = match WebhookSecret::parse(tenant.webhook_secret.expose_secret()) {
             Ok(secret) => {
                 // The id is stable across retries so receivers can de-duplicate.

@@ -13,7 +13,7 @@ use crate::domain::validation::validate_submission;
 use crate::domain::{
     EventKind, NotifyTarget, Plan, Problem, Run, RunEvent, RunId, RunStatus, StepState, StepStatus, TenantId,
 };
-use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, StepMessage};
+use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, PortError, StepMessage};
 
 /// `POST /v1/runs`: a workflow, its input and where to send the result.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -42,17 +42,20 @@ impl Engine {
     pub async fn submit(
         &self,
         tenant: &TenantId,
-        submission: Submission,
+        mut submission: Submission,
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, EngineError> {
+        // A missing input is an empty one, before hashing, so retries that omit it match.
+        if submission.input.is_null() {
+            submission.input = Value::Object(Default::default());
+        }
         let mut problems = Vec::new();
         if let Some(target) = &submission.notify
             && let Err(err) = self.callbacks.check_url(&target.url)
         {
             problems.push(Problem::new("/notify/url", err.to_string()));
         }
-        let input =
-            if submission.input.is_null() { Value::Object(Default::default()) } else { submission.input.clone() };
+        let input = submission.input.clone();
         let validated =
             validate_submission(&submission.workflow, &input, self.router.as_ref(), &self.templates, self.limits);
         let validated = match validated {
@@ -104,8 +107,9 @@ impl Engine {
                 if let Some(existing) = self.store.get_run(&run_id).await?
                     && existing.status == RunStatus::Queued
                 {
-                    let plan = Plan::infer(&existing.definition, &self.templates)
-                        .map_err(|err| EngineError::Conflict(err.to_string()))?;
+                    let plan = Plan::infer(&existing.definition, &self.templates).map_err(|err| {
+                        PortError::Corrupt { what: "stored workflow definition", detail: err.to_string() }
+                    })?;
                     self.queue_roots(&run_id, &plan).await?;
                 }
                 Ok(Submitted { run_id, created: false })
