@@ -1,1 +1,82 @@
-fn main() {}
+//! The `chorus` command. `chorus dev` runs the whole service (HTTP API, worker, notifier)
+//! in one process over the memory adapters and the offline `local` models; `chorus validate`
+//! checks a workflow file the way `POST /v1/runs` would, without a server.
+
+mod dev;
+mod models;
+mod validate;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "chorus", version, about = "Multi-step, multi-provider AI workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API, worker and notifier in this process: no AWS, no provider keys.
+    Dev(dev::DevArgs),
+    /// Check a workflow file (a `POST /v1/runs` body or a bare workflow) and list every problem.
+    Validate(validate::ValidateArgs),
+}
+
+/// Why a command could not do its job (as opposed to finding problems it reports).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Dev(#[from] dev::DevError),
+    #[error(transparent)]
+    Validate(#[from] validate::ValidateError),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Dev(args) => dev::run(args).await.map_err(CliError::from),
+        Command::Validate(args) => validate::run(&args).map_err(CliError::from),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", error_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Human-readable logs on stderr. `CHORUS_LOG` wins over `RUST_LOG` so the service can be
+/// tuned without touching the log level of other Rust tools in the same shell.
+fn init_tracing() {
+    let filter = ["CHORUS_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|value| !value.trim().is_empty()))
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes help a person at a terminal; in a file or a CI log they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// `outer: inner: innermost`, so the cause of a failure is never hidden behind its context.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,1 +1,7 @@
-//! Integration and end-to-end suites live in `tests/tests/`.
+//! Shared test suites: port contracts that every adapter must pass. The test binaries in
+//! `tests/tests/` run them against each adapter.
+
+// Test support: a failed expectation should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod run_store_contract;

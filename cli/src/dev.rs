@@ -1,0 +1,402 @@
+//! `chorus dev`: the four Lambda functions' jobs in one process. The HTTP API serves
+//! intake, a worker loop drains the steps queue and a notifier loop the notifications queue,
+//! all over the memory adapters and the offline `local` provider: no AWS, no keys.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chorus::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenants};
+use chorus::domain::{InvalidId, Limits, TenantId};
+use chorus::engine::{DeliverySchedule, Engine, EngineError, EngineParts, Notifier};
+use chorus::http::{AppState, app};
+use chorus::notify::{CallbackPolicy, ClientBuildError, HttpWebhookSender, WebhookSecret};
+use chorus::ports::{Queue, SystemClock, Tenant};
+use secrecy::{ExposeSecret, SecretString};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::models;
+
+/// Steps (and notifications) handled at once. Local models are instant; the bound matters
+/// for the day `dev` routes to real providers with rate limits.
+const DEFAULT_CONCURRENCY: u16 = 8;
+/// How often a message whose handler failed is tried before it is dropped, like SQS's
+/// `maxReceiveCount` before a message moves to the dead-letter queue.
+const MAX_RECEIVES: u32 = 5;
+/// First re-delivery delay after a failure; doubled for every further failure.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// In-flight steps and notifications get this long to finish after Ctrl-C.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The tenant that owns the generated API key.
+const DEV_TENANT: &str = "dev";
+const EXAMPLE: &str = "examples/draft-summarize-sentiment.json";
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "CHORUS_ADDR")]
+    addr: SocketAddr,
+
+    /// An API key for a tenant (repeatable). Without any, one key for tenant `dev` is
+    /// generated and printed.
+    #[arg(long = "api-key", value_name = "TENANT:KEY", value_parser = parse_api_key)]
+    api_keys: Vec<ApiKey>,
+
+    /// The Standard Webhooks secret notifications are signed with (every tenant shares it
+    /// here). Generated and printed when absent.
+    #[arg(
+        long,
+        value_name = "whsec_...",
+        env = "CHORUS_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_parser = WebhookSecret::parse
+    )]
+    webhook_secret: Option<WebhookSecret>,
+
+    /// Also allow callback URLs on private networks (10/8, 172.16/12, 192.168/16, ...).
+    /// Loopback is always allowed in dev; link-local and metadata addresses never are.
+    #[arg(long)]
+    allow_private_callbacks: bool,
+
+    /// Steps, and separately notifications, processed at the same time.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+}
+
+/// `TENANT:KEY` from the command line. `Debug` never shows the key.
+#[derive(Clone)]
+struct ApiKey {
+    tenant: TenantId,
+    key: SecretString,
+}
+
+impl Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey").field("tenant", &self.tenant).finish_non_exhaustive()
+    }
+}
+
+fn parse_api_key(raw: &str) -> Result<ApiKey, String> {
+    let (tenant, key) = raw.split_once(':').ok_or("expected TENANT:KEY")?;
+    let tenant = TenantId::parse(tenant).map_err(|err: InvalidId| err.to_string())?;
+    if key.trim().is_empty() {
+        return Err("the key after `:` is empty".to_owned());
+    }
+    Ok(ApiKey { tenant, key: SecretString::from(key.to_owned()) })
+}
+
+/// Why `chorus dev` could not start or keep running.
+#[derive(Debug, Error)]
+pub enum DevError {
+    #[error("the built-in tenant name is invalid")]
+    Tenant(#[from] InvalidId),
+    #[error(transparent)]
+    WebhookClient(#[from] ClientBuildError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server stopped")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Starts everything, prints how to use it, and runs until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
+    let concurrency = usize::from(args.concurrency);
+    let secret_generated = args.webhook_secret.is_none();
+    let secret = args.webhook_secret.unwrap_or_else(WebhookSecret::generate);
+    let (keys, generated) = if args.api_keys.is_empty() {
+        let key = ApiKey { tenant: TenantId::parse(DEV_TENANT)?, key: generate_api_key() };
+        (vec![key], true)
+    } else {
+        (args.api_keys.clone(), false)
+    };
+
+    let policy = CallbackPolicy { allow_private: args.allow_private_callbacks, ..CallbackPolicy::local_development() };
+    let store = Arc::new(MemoryRunStore::new());
+    let (steps, step_messages) = MemoryQueue::channel();
+    let (notifications, notification_messages) = MemoryQueue::channel();
+    let tenants = Arc::new(keys.iter().fold(MemoryTenants::new(), |tenants, api_key| {
+        let tenant = Tenant { id: api_key.tenant.clone(), webhook_secret: secret.to_whsec() };
+        tenants.with_key(tenant, &api_key.key)
+    }));
+    let clock = Arc::new(SystemClock);
+    let engine = Arc::new(Engine::new(EngineParts {
+        store: store.clone(),
+        steps: Arc::new(steps.clone()),
+        notifications: Arc::new(notifications.clone()),
+        router: Arc::new(models::router()),
+        clock: clock.clone(),
+        callbacks: policy,
+        limits: Limits::default(),
+    }));
+    let notifier = Arc::new(Notifier {
+        store,
+        tenants: tenants.clone(),
+        sender: Arc::new(HttpWebhookSender::new(policy)?),
+        queue: Arc::new(notifications.clone()),
+        clock,
+        schedule: DeliverySchedule::default(),
+    });
+
+    let listener = TcpListener::bind(args.addr).await.map_err(|source| DevError::Bind { addr: args.addr, source })?;
+    let addr = listener.local_addr().map_err(|source| DevError::Bind { addr: args.addr, source })?;
+    print_banner(addr, &keys, generated, &secret, secret_generated);
+
+    let (stop, stopped) = watch::channel(false);
+    let worker = {
+        let engine = engine.clone();
+        tokio::spawn(drain("worker", step_messages, steps, concurrency, stopped.clone(), move |message| {
+            let engine = engine.clone();
+            async move { engine.execute_step(&message).await }
+        }))
+    };
+    let notifier_loop =
+        tokio::spawn(drain("notifier", notification_messages, notifications, concurrency, stopped, move |message| {
+            let notifier = notifier.clone();
+            async move { notifier.deliver(&message).await }
+        }));
+
+    // One line per request: in dev the person watching the log is the one sending them.
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+        .on_response(DefaultOnResponse::new().level(Level::INFO));
+    let app = app(AppState { engine, tenants }).layer(trace);
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    tracing::info!("shutting down: finishing in-flight steps and notifications");
+    // Nobody is left to receive the value if both loops already ended; that is fine.
+    let _ = stop.send(true);
+    for (name, task) in [("worker", worker), ("notifier", notifier_loop)] {
+        if let Err(err) = task.await {
+            tracing::error!(loop = name, error = %err, "the loop ended abnormally");
+        }
+    }
+    served.map_err(DevError::Serve)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ck_` + 32 hex digits (128 bits) from the OS-seeded CSPRNG, as `WebhookSecret::generate`
+/// uses for signing secrets.
+fn generate_api_key() -> SecretString {
+    let mut bytes = [0_u8; 16];
+    rand::fill(&mut bytes[..]);
+    SecretString::from(format!("ck_{}", hex::encode(bytes)))
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and process managers send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Consumes a queue the way an SQS event source mapping feeds a Lambda: at most
+/// `concurrency` messages in flight, a failed message re-sent after a growing delay, and
+/// dropped after [`MAX_RECEIVES`] failures (where AWS would move it to a dead-letter queue).
+/// Returns once `stop` turns true and the in-flight messages are done.
+async fn drain<M, F, Fut>(
+    name: &'static str,
+    mut messages: mpsc::UnboundedReceiver<M>,
+    queue: MemoryQueue<M>,
+    concurrency: usize,
+    mut stop: watch::Receiver<bool>,
+    handle: F,
+) where
+    M: Clone + Debug + Send + Sync + 'static,
+    F: Fn(M) -> Fut,
+    Fut: Future<Output = Result<(), EngineError>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let receives = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    let mut in_flight = JoinSet::new();
+    loop {
+        // Wait for capacity before taking a message, so nothing sits claimed but idle.
+        let permit = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // the semaphore is never closed; treat it as a stop
+            },
+        };
+        let message = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            message = messages.recv() => match message {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        while let Some(done) = in_flight.try_join_next() {
+            report_panic(name, done);
+        }
+        let work = handle(message.clone());
+        let queue = queue.clone();
+        let receives = receives.clone();
+        in_flight.spawn(async move {
+            let _permit = permit;
+            let result = work.await;
+            // Messages carry no receive count, so failures are counted per message content.
+            let key = format!("{message:?}");
+            let failures = match &result {
+                Ok(()) => {
+                    forget(&receives, &key);
+                    return;
+                }
+                Err(_) => remember_failure(&receives, &key),
+            };
+            let error = result.err().map(|err| crate::error_chain(&err)).unwrap_or_default();
+            if failures >= MAX_RECEIVES {
+                forget(&receives, &key);
+                tracing::error!(consumer = name, ?message, %error, failures, "giving up on the message");
+                return;
+            }
+            let delay = FIRST_RETRY_DELAY.saturating_mul(1_u32 << (failures - 1).min(6));
+            tracing::warn!(consumer = name, ?message, %error, failures, ?delay, "will retry the message");
+            if let Err(err) = queue.send(vec![message], delay).await {
+                tracing::error!(consumer = name, error = %err, "cannot re-queue the message");
+            }
+        });
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(done) = in_flight.join_next().await {
+            report_panic(name, done);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(consumer = name, "in-flight work did not finish in time; abandoning it");
+    }
+}
+
+fn remember_failure(receives: &Mutex<HashMap<String, u32>>, key: &str) -> u32 {
+    let Ok(mut receives) = receives.lock() else {
+        return MAX_RECEIVES;
+    };
+    let count = receives.entry(key.to_owned()).or_default();
+    *count += 1;
+    *count
+}
+
+fn forget(receives: &Mutex<HashMap<String, u32>>, key: &str) {
+    if let Ok(mut receives) = receives.lock() {
+        receives.remove(key);
+    }
+}
+
+fn report_panic(consumer: &str, done: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = done {
+        tracing::error!(consumer, error = %err, "a message handler panicked");
+    }
+}
+
+/// What a developer needs to start: where it listens, the credentials, and two commands
+/// that submit the example workflow and read it back. Printed, not logged, so it stays
+/// readable whatever the log filter.
+fn print_banner(addr: SocketAddr, keys: &[ApiKey], generated: bool, secret: &WebhookSecret, secret_generated: bool) {
+    let base = format!("http://{addr}");
+    let example = example_path();
+    let mut banner =
+        format!("\nChorus dev server on {base}  (in-memory: runs are gone when it stops; models: local)\n\n");
+    if generated {
+        banner.push_str(&format!(
+            "  tenant:          {DEV_TENANT}\n  API key:         {}\n",
+            keys.iter().map(|k| k.key.expose_secret()).next().unwrap_or_default()
+        ));
+    } else {
+        let tenants: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
+        banner.push_str(&format!("  tenants:         {} (keys from --api-key)\n", tenants.join(", ")));
+    }
+    if secret_generated {
+        banner.push_str(&format!("  webhook secret:  {}\n", secret.to_whsec().expose_secret()));
+    } else {
+        banner.push_str("  webhook secret:  from --webhook-secret\n");
+    }
+    let key = if generated {
+        keys.iter().map(|k| k.key.expose_secret().to_owned()).next().unwrap_or_default()
+    } else {
+        "<your key>".to_owned()
+    };
+    banner.push_str(&format!(
+        "\nTry it (needs curl and jq):\n\
+         \x20 export CHORUS_URL={base} CHORUS_API_KEY={key}\n\
+         \x20 RUN=$(curl -s $CHORUS_URL/v1/runs -H \"authorization: Bearer $CHORUS_API_KEY\" \\\n\
+         \x20       -H 'content-type: application/json' -d @{example} | jq -r .id)\n\
+         \x20 curl -s $CHORUS_URL/v1/runs/$RUN -H \"authorization: Bearer $CHORUS_API_KEY\" | jq\n\
+         \nAPI reference: {base}/openapi.json   Stop: Ctrl-C\n"
+    ));
+    println!("{banner}");
+}
+
+/// The example as a path curl can read from the current directory: relative when run from
+/// the repository root, otherwise the absolute path in the source tree this was built from.
+fn example_path() -> String {
+    if Path::new(EXAMPLE).is_file() {
+        return EXAMPLE.to_owned();
+    }
+    let in_source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(EXAMPLE);
+    match in_source_tree.canonicalize() {
+        Ok(path) => path.display().to_string(),
+        Err(_) => EXAMPLE.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_parse_as_tenant_and_key() {
+        let key = parse_api_key("t1:secret-key").unwrap();
+        assert_eq!(key.tenant.as_str(), "t1");
+        assert_eq!(key.key.expose_secret(), "secret-key");
+        assert!(!format!("{key:?}").contains("secret-key"));
+        // Only the first colon separates: keys may contain colons.
+        assert_eq!(parse_api_key("t1:a:b").unwrap().key.expose_secret(), "a:b");
+        for bad in ["nokey", "t1:", ":key", "bad tenant:key"] {
+            assert!(parse_api_key(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn generated_keys_look_like_chorus_keys() {
+        let key = generate_api_key();
+        let key = key.expose_secret();
+        assert!(key.starts_with("ck_"));
+        assert_eq!(key.len(), 35);
+        assert!(key[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(key, generate_api_key().expose_secret());
+    }
+}

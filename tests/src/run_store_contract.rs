@@ -1,0 +1,234 @@
+//! The `RunStore` contract: one suite of checks that every adapter (memory, DynamoDB) must
+//! pass, so the engine can rely on the same conditional semantics everywhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus::domain::{
+    EventKind, Lease, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, TenantId, WorkflowDefinition,
+};
+use chorus::ports::{CreateOutcome, IdempotencyClaim, NewRun, RunStore, RunTransition, StepTransition, StepUpdate};
+use serde_json::json;
+
+/// Runs every check against fresh stores from `make`.
+pub async fn check_run_store<F>(make: F)
+where
+    F: Fn() -> Arc<dyn RunStore>,
+{
+    creates_and_reads_back(make()).await;
+    idempotency_keys_are_per_tenant_and_first_wins(make()).await;
+    transitions_apply_only_from_the_expected_status(make()).await;
+    concurrent_claims_have_one_winner(make()).await;
+    expired_leases_can_be_reclaimed_and_only_the_owner_completes(make()).await;
+    releases_count_each_upstream_once(make()).await;
+    run_transitions_are_conditional(make()).await;
+    runs_are_listed_newest_first_per_tenant_with_paging(make()).await;
+}
+
+fn id(s: &str) -> StepId {
+    StepId::parse(s).unwrap()
+}
+
+fn new_run(tenant: &str, at_ms: i64, key: Option<&str>) -> NewRun {
+    let now = jiff::Timestamp::from_millisecond(at_ms).unwrap();
+    let definition: WorkflowDefinition = serde_json::from_value(json!({"name": "t", "steps": [
+        {"id": "a", "task": "generate", "model": "local:echo", "prompt": "x"},
+        {"id": "b", "task": "generate", "model": "local:echo", "prompt": "{{ steps.a.text }}"},
+        {"id": "c", "task": "generate", "model": "local:echo", "prompt": "{{ steps.a.text }}"}
+    ]}))
+    .unwrap();
+    let run = Run {
+        id: RunId::generate(now),
+        tenant: TenantId::parse(tenant).unwrap(),
+        status: RunStatus::Queued,
+        definition,
+        input: json!({"topic": "ports"}),
+        notify: None,
+        output: None,
+        error: None,
+        pending_sinks: 2,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    NewRun {
+        run,
+        steps: vec![StepState::new(id("a"), 0), StepState::new(id("b"), 1), StepState::new(id("c"), 1)],
+        idempotency: key.map(|k| IdempotencyClaim { key: k.to_owned(), request_hash: format!("hash-{at_ms}") }),
+        events: vec![RunEvent::run(now, EventKind::RunSubmitted)],
+    }
+}
+
+async fn create(store: &dyn RunStore, new: NewRun) -> RunId {
+    let run_id = new.run.id.clone();
+    assert_eq!(store.create_run(new).await.ok(), Some(CreateOutcome::Created));
+    run_id
+}
+
+async fn step(store: &dyn RunStore, run_id: &RunId, step: &str) -> StepState {
+    let steps = store.get_steps(run_id).await.unwrap();
+    steps.into_iter().find(|s| s.step_id.as_str() == step).unwrap_or_else(|| panic!("no step {step}"))
+}
+
+fn move_to(from: StepStatus, to: StepStatus) -> StepTransition {
+    StepTransition {
+        from: vec![from],
+        update: StepUpdate { status: Some(to), ..StepUpdate::default() },
+        ..StepTransition::default()
+    }
+}
+
+async fn creates_and_reads_back(store: Arc<dyn RunStore>) {
+    let new = new_run("acme", 1_000, None);
+    let expected = new.run.clone();
+    let run_id = create(store.as_ref(), new).await;
+    assert_eq!(store.get_run(&run_id).await.ok().flatten(), Some(expected));
+    let steps = store.get_steps(&run_id).await.unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(step(store.as_ref(), &run_id, "a").await.status, StepStatus::Queued);
+    assert_eq!(step(store.as_ref(), &run_id, "b").await.pending_deps, 1);
+    let unknown = RunId::generate(jiff::Timestamp::now());
+    assert_eq!(store.get_run(&unknown).await.ok(), Some(None));
+    let events = store.list_events(&run_id).await.unwrap();
+    assert!(matches!(events.as_slice(), [RunEvent { kind: EventKind::RunSubmitted, .. }]));
+}
+
+async fn idempotency_keys_are_per_tenant_and_first_wins(store: Arc<dyn RunStore>) {
+    let first = create(store.as_ref(), new_run("acme", 1_000, Some("k1"))).await;
+    let replay = store.create_run(new_run("acme", 2_000, Some("k1"))).await.ok();
+    assert_eq!(replay, Some(CreateOutcome::KeyTaken { run_id: first, request_hash: "hash-1000".into() }));
+    create(store.as_ref(), new_run("globex", 3_000, Some("k1"))).await;
+}
+
+async fn transitions_apply_only_from_the_expected_status(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let wrong = store.transition_step(&run_id, &id("a"), move_to(StepStatus::Pending, StepStatus::Queued)).await;
+    assert_eq!(wrong.ok(), Some(None));
+
+    let now = jiff::Timestamp::now();
+    let mut to_done = move_to(StepStatus::Queued, StepStatus::Succeeded);
+    to_done.update.output = Some(json!({"text": "hi"}));
+    to_done.update.finished_at = Some(now);
+    to_done.events = vec![RunEvent::step_status(now, &id("a"), StepStatus::Succeeded, None)];
+    let after = store.transition_step(&run_id, &id("a"), to_done).await.ok().flatten();
+    let after = after.expect("transition from queued should apply");
+    assert_eq!(after.status, StepStatus::Succeeded);
+    assert_eq!(after.output, Some(json!({"text": "hi"})));
+    assert_eq!(step(store.as_ref(), &run_id, "a").await, after);
+    assert_eq!(store.list_events(&run_id).await.unwrap().len(), 2);
+}
+
+fn claim(owner: &str, now: jiff::Timestamp, lease_for: Duration) -> StepTransition {
+    StepTransition {
+        from: vec![StepStatus::Queued],
+        or_lease_expired_before: Some(now),
+        update: StepUpdate {
+            status: Some(StepStatus::Running),
+            lease: Some(Lease { owner: owner.to_owned(), until: now + lease_for }),
+            bump_attempt: true,
+            ..StepUpdate::default()
+        },
+        ..StepTransition::default()
+    }
+}
+
+async fn concurrent_claims_have_one_winner(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let now = jiff::Timestamp::now();
+    let claims = (0..8).map(|i| {
+        let store = store.clone();
+        let run_id = run_id.clone();
+        tokio::spawn(async move {
+            store.transition_step(&run_id, &id("a"), claim(&format!("w{i}"), now, Duration::from_secs(60))).await
+        })
+    });
+    let mut winners = 0;
+    for handle in claims {
+        if let Ok(Ok(Some(_))) = handle.await {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(step(store.as_ref(), &run_id, "a").await.attempt, 1);
+}
+
+async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let start = jiff::Timestamp::now();
+    let first = store.transition_step(&run_id, &id("a"), claim("w1", start, Duration::from_secs(60))).await;
+    assert!(matches!(first, Ok(Some(_))));
+    let early = store.transition_step(&run_id, &id("a"), claim("w2", start, Duration::from_secs(60))).await;
+    assert_eq!(early.ok(), Some(None), "a live lease must not be taken over");
+    let later = start + Duration::from_secs(61);
+    let taken = store.transition_step(&run_id, &id("a"), claim("w2", later, Duration::from_secs(60))).await;
+    assert_eq!(taken.ok().flatten().map(|s| s.attempt), Some(2));
+
+    let complete = |owner: &str| StepTransition {
+        from: vec![StepStatus::Running],
+        lease_owner: Some(owner.to_owned()),
+        update: StepUpdate { status: Some(StepStatus::Succeeded), ..StepUpdate::default() },
+        ..StepTransition::default()
+    };
+    assert_eq!(store.transition_step(&run_id, &id("a"), complete("w1")).await.ok(), Some(None));
+    let done = store.transition_step(&run_id, &id("a"), complete("w2")).await.ok().flatten();
+    let done = done.expect("the owner completes");
+    assert_eq!((done.status, done.lease), (StepStatus::Succeeded, None));
+}
+
+async fn releases_count_each_upstream_once(store: Arc<dyn RunStore>) {
+    let mut new = new_run("acme", 1_000, None);
+    new.steps[1].pending_deps = 2;
+    let run_id = create(store.as_ref(), new).await;
+    let b = id("b");
+    let once = store.release_step(&run_id, &b, &id("a"), true).await.ok();
+    assert_eq!(once.map(|s| (s.pending_deps, s.blocked)), Some((1, false)));
+    let twice = store.release_step(&run_id, &b, &id("a"), true).await.ok();
+    assert_eq!(twice.map(|s| s.pending_deps), Some(1), "the same upstream counts once");
+    let blocked = store.release_step(&run_id, &b, &id("c"), false).await.ok();
+    assert_eq!(blocked.map(|s| (s.pending_deps, s.blocked)), Some((0, true)));
+
+    let after_b = store.release_run(&run_id, &b).await.ok().map(|r| r.pending_sinks);
+    let again = store.release_run(&run_id, &b).await.ok().map(|r| r.pending_sinks);
+    let after_c = store.release_run(&run_id, &id("c")).await.ok().map(|r| r.pending_sinks);
+    assert_eq!((after_b, again, after_c), (Some(1), Some(1), Some(0)));
+}
+
+async fn run_transitions_are_conditional(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let now = jiff::Timestamp::now();
+    let finish = |from: Vec<RunStatus>| RunTransition {
+        from,
+        to: RunStatus::Succeeded,
+        output: Some(json!({"done": true})),
+        error: None,
+        finished_at: Some(now),
+        events: vec![RunEvent::run(now, EventKind::RunFinished { status: RunStatus::Succeeded })],
+    };
+    assert_eq!(store.transition_run(&run_id, finish(vec![RunStatus::Running])).await.ok(), Some(None));
+    let done = store.transition_run(&run_id, finish(RunStatus::UNFINISHED.to_vec())).await.ok().flatten();
+    let done = done.expect("queued → succeeded applies");
+    assert_eq!(
+        (done.status, done.output, done.finished_at),
+        (RunStatus::Succeeded, Some(json!({"done": true})), Some(now))
+    );
+    assert_eq!(store.transition_run(&run_id, finish(RunStatus::UNFINISHED.to_vec())).await.ok(), Some(None));
+}
+
+async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunStore>) {
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut ids = Vec::new();
+    for at in 1..=5 {
+        ids.push(create(store.as_ref(), new_run("acme", at * 1_000, None)).await);
+    }
+    create(store.as_ref(), new_run("globex", 9_000, None)).await;
+    ids.reverse();
+
+    let first = store.list_runs(&tenant, None, 2).await.unwrap();
+    let cursor = first.next_cursor.clone().expect("more pages");
+    let second = store.list_runs(&tenant, Some(&cursor), 2).await.unwrap();
+    let cursor = second.next_cursor.clone().expect("more pages");
+    let last = store.list_runs(&tenant, Some(&cursor), 2).await.unwrap();
+    assert_eq!(last.next_cursor, None);
+    let listed: Vec<RunId> = [first, second, last].into_iter().flat_map(|p| p.runs).map(|r| r.id).collect();
+    assert_eq!(listed, ids);
+}

@@ -1,0 +1,456 @@
+//! End to end through the real `chorus` binary: start `chorus dev`, submit every workflow in
+//! `examples/` over HTTP, approve where a run waits for it, check each run's normalized
+//! outputs, and check the signed notification each run sends to a receiver in this test.
+//!
+//! The binary is not built by `cargo test` (it belongs to another package), so `make test`
+//! builds it first; `CHORUS_BIN` may point at another build.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chorus::notify::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use chorus::notify::{WebhookHeaders, WebhookSecret, verify};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const TENANT_KEY: &str = "t1:secret-key";
+const API_KEY: &str = "secret-key";
+/// The Standard Webhooks reference secret: any valid `whsec_` works, a known one keeps the
+/// test self-explanatory.
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_EVERY: Duration = Duration::from_millis(50);
+const APPROVER: &str = "e2e-test";
+
+/// The `chorus dev` child process, killed when dropped so a failing test leaves nothing
+/// behind. Its log goes to a file that is printed if the test fails.
+struct DevServer {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl DevServer {
+    fn start() -> Self {
+        let binary = chorus_binary();
+        let addr = free_port();
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chorus-dev-{}.log", addr.port()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&binary)
+            .args(["dev", "--addr", &addr.to_string(), "--api-key", TENANT_KEY, "--webhook-secret", WEBHOOK_SECRET])
+            .env("CHORUS_LOG", "info")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+        Self { child, base: format!("http://{addr}"), log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits for `/healthz`, failing early if the process died.
+    async fn wait_ready(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("chorus dev exited during start-up with {status}");
+            }
+            if let Ok(response) = http.get(self.url("/healthz")).send().await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "chorus dev did not answer /healthz within {STARTUP_TIMEOUT:?}");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        // Already exited after a graceful stop: both calls are harmless then.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("----- chorus dev log ({}) -----\n{log}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// `target/<profile>/chorus`, found from this test's own path
+/// (`target/<profile>/deps/dev_binary-<hash>`), unless `CHORUS_BIN` says otherwise.
+fn chorus_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHORUS_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
+    let binary = profile_dir.join(format!("chorus{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} does not exist: build it with `cargo build -p chorus-cli` (`make test` does), \
+         or set CHORUS_BIN",
+        binary.display()
+    );
+    binary
+}
+
+/// A port nothing listens on right now; the OS hands out a fresh one each time, so the
+/// window before the server binds it is harmless in practice.
+fn free_port() -> SocketAddr {
+    let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// One webhook delivery as received.
+#[derive(Debug)]
+struct Delivery {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A notification receiver on a loopback port, answering 204 and handing every delivery over.
+async fn start_receiver() -> (String, mpsc::UnboundedReceiver<Delivery>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(|State(tx): State<mpsc::UnboundedSender<Delivery>>, headers: HeaderMap, body: Bytes| async move {
+                tx.send(Delivery { headers, body }).unwrap();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .with_state(tx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), rx)
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples")
+}
+
+/// Every example file name (without `.json`) with its body.
+fn examples() -> BTreeMap<String, Value> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "json") {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|err| panic!("{} is not JSON: {err}", path.display()));
+            found.insert(name, body);
+        }
+    }
+    found
+}
+
+/// The checks for one example's finished run.
+type Check = fn(&Value);
+
+fn expectations() -> BTreeMap<&'static str, Check> {
+    BTreeMap::from([
+        ("draft-summarize-sentiment", check_draft_summarize_sentiment as Check),
+        ("failover-summarize-sentiment", check_failover as Check),
+        ("classifier-routing", check_classifier_routing as Check),
+        ("parallel-enrichment", check_parallel_enrichment as Check),
+        ("generate-then-validate", check_generate_then_validate as Check),
+        ("approval-gate", check_approval_gate as Check),
+    ])
+}
+
+struct Api {
+    http: reqwest::Client,
+    server: DevServer,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.post(self.server.url(path)).bearer_auth(API_KEY).json(body).send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self.http.get(self.server.url(path)).bearer_auth(API_KEY).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Submits an example with its notification sent to `hook`; returns the run id.
+    async fn submit(&self, name: &str, mut body: Value, hook: &str) -> String {
+        body["notify"] = json!({ "url": hook });
+        let response = self.post("/v1/runs", &body).await;
+        let status = response.status();
+        let location = response.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+        let accepted: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{name}: {accepted:#}");
+        let id = accepted["id"].as_str().unwrap().to_owned();
+        assert_eq!(location.as_deref(), Some(format!("/v1/runs/{id}").as_str()), "{name}: Location");
+        id
+    }
+
+    /// Polls the run until it ends, approving every step that waits for approval.
+    async fn run_to_end(&self, name: &str, id: &str) -> Value {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        loop {
+            let run = self.get(&format!("/v1/runs/{id}")).await;
+            match run["status"].as_str().unwrap() {
+                "succeeded" | "failed" | "cancelled" => return run,
+                _ => {}
+            }
+            for step in run["steps"].as_array().unwrap() {
+                if step["status"] == "waiting_approval" {
+                    let step_id = step["id"].as_str().unwrap();
+                    let decision = json!({ "by": APPROVER, "comment": "ship it" });
+                    let response = self.post(&format!("/v1/runs/{id}/steps/{step_id}/approve"), &decision).await;
+                    assert_eq!(response.status(), StatusCode::OK, "{name}: approving {step_id}");
+                }
+            }
+            assert!(Instant::now() < deadline, "{name}: run {id} did not end within {RUN_TIMEOUT:?}: {run:#}");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_runs_to_completion_in_chorus_dev() {
+    // GIVEN chorus dev with a known key and signing secret, and a receiver for notifications
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut server = DevServer::start();
+    server.wait_ready(&http).await;
+    let api = Api { http, server };
+    let (hook, mut deliveries) = start_receiver().await;
+
+    let examples = examples();
+    let expectations = expectations();
+    let names: Vec<&str> = examples.keys().map(String::as_str).collect();
+    let checked: Vec<&str> = expectations.keys().copied().collect();
+    assert_eq!(names, checked, "every example in examples/ needs expectations here, and the other way round");
+
+    // An unauthenticated caller gets nothing.
+    let anonymous = api.http.get(api.server.url("/v1/runs")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    // WHEN every example is submitted and driven to its end
+    let mut runs = BTreeMap::new();
+    for (name, body) in &examples {
+        let id = api.submit(name, body.clone(), &hook).await;
+        let run = api.run_to_end(name, &id).await;
+        // THEN it succeeded with the outputs its tasks promise
+        assert_eq!(run["status"], "succeeded", "{name}: {run:#}");
+        assert_eq!(run["name"], body["workflow"]["name"], "{name}");
+        check_model_steps(name, &run);
+        expectations[name.as_str()](&run);
+        runs.insert(id, name.clone());
+    }
+
+    // AND the tenant's list shows every run
+    let listed = api.get("/v1/runs?limit=100").await;
+    let listed: Vec<&str> = listed["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    for id in runs.keys() {
+        assert!(listed.contains(&id.as_str()), "run {id} is missing from GET /v1/runs");
+    }
+
+    // AND each run sent one notification, signed with the tenant's secret, saying it succeeded
+    let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+    let mut notified = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while notified.len() < runs.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(delivery)) = tokio::time::timeout(left, deliveries.recv()).await else {
+            panic!("notifications arrived for {notified:?} only; expected every run in {runs:?}");
+        };
+        let header = |name: &str| delivery.headers.get(name).unwrap().to_str().unwrap();
+        let signed = WebhookHeaders {
+            id: header(HEADER_ID),
+            timestamp: header(HEADER_TIMESTAMP),
+            signature: header(HEADER_SIGNATURE),
+        };
+        verify(&secret, &signed, &delivery.body, jiff::Timestamp::now(), DEFAULT_TOLERANCE)
+            .unwrap_or_else(|err| panic!("notification signature: {err}"));
+        assert_eq!(header("content-type"), "application/json");
+        let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        let id = body["data"]["id"].as_str().unwrap().to_owned();
+        let name = runs.get(&id).unwrap_or_else(|| panic!("notification for unknown run {id}"));
+        assert_eq!(body["type"], "run.finished", "{name}");
+        assert_eq!(body["data"]["status"], "succeeded", "{name}");
+        assert!(body["data"]["output"].is_object(), "{name}: the notification carries the output");
+        assert!(notified.insert(id, signed.id.to_owned()).is_none(), "{name}: notified twice");
+    }
+
+    // AND a SIGTERM stops the server cleanly
+    #[cfg(unix)]
+    {
+        let mut server = api.server;
+        let pid = server.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "chorus dev did not stop after SIGTERM");
+            tokio::time::sleep(POLL_EVERY).await;
+        };
+        assert!(status.success(), "chorus dev exited with {status} after SIGTERM");
+    }
+}
+
+fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step `{id}` in {run:#}"))
+}
+
+fn text(run: &Value, id: &str) -> String {
+    let output = &step(run, id)["output"];
+    let text = output["text"].as_str().unwrap_or_else(|| panic!("step `{id}` has no text: {output:#}"));
+    assert!(!text.is_empty(), "step `{id}` produced empty text");
+    text.to_owned()
+}
+
+/// Every model step that ran records who answered, every attempt, usage, cost and latency.
+fn check_model_steps(name: &str, run: &Value) {
+    for step in run["steps"].as_array().unwrap() {
+        if step["task"] == "approval" || step["status"] != "succeeded" {
+            continue;
+        }
+        let id = &step["id"];
+        assert_eq!(step["provider"], "local", "{name}/{id}");
+        assert!(step["model"].is_string(), "{name}/{id}");
+        let attempts = step["attempts"].as_array().unwrap();
+        assert!(!attempts.is_empty(), "{name}/{id}: attempts");
+        assert!(attempts.last().unwrap().get("error").is_none(), "{name}/{id}: the last attempt succeeded");
+        assert!(step["usage"]["input_tokens"].is_u64(), "{name}/{id}: usage");
+        assert!(step["usage"]["output_tokens"].is_u64(), "{name}/{id}: usage");
+        assert_eq!(step["cost_usd"], 0.0, "{name}/{id}: local models are free");
+        assert!(step["latency_ms"].is_u64(), "{name}/{id}: latency");
+    }
+}
+
+fn check_classification(run: &Value, id: &str, labels: &[&str]) -> String {
+    let output = &step(run, id)["output"];
+    let label = output["label"].as_str().unwrap_or_else(|| panic!("step `{id}` has no label: {output:#}"));
+    assert!(labels.contains(&label), "step `{id}`: {label} is not one of {labels:?}");
+    let confidence = output["confidence"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&confidence), "step `{id}`: confidence {confidence}");
+    let scores = output["scores"].as_object().unwrap();
+    assert_eq!(scores.len(), labels.len(), "step `{id}`: a score per label");
+    label.to_owned()
+}
+
+fn check_draft_summarize_sentiment(run: &Value) {
+    let draft = text(run, "draft");
+    assert_eq!(step(run, "draft")["output"]["finish_reason"], "stop");
+    let summary = text(run, "summary");
+    assert!(summary.len() < draft.len(), "the summary is shorter than the draft");
+    let label = check_classification(run, "sentiment", &["POSITIVE", "NEGATIVE"]);
+    assert_eq!(label, "POSITIVE", "the release notes read as positive");
+    let output = &run["output"];
+    assert_eq!(output["draft"], draft.as_str());
+    assert_eq!(output["summary"], summary.as_str());
+    assert_eq!(output["sentiment"], label.as_str());
+    assert!(output["confidence"].is_f64(), "a sole `{{{{ expression }}}}` keeps its JSON type");
+}
+
+fn check_failover(run: &Value) {
+    let summary = step(run, "summary");
+    let attempts = summary["attempts"].as_array().unwrap();
+    // `retries: 1`: two tries on the model that is down, then the fallback.
+    assert_eq!(attempts.len(), 3, "{attempts:#?}");
+    for failed in &attempts[..2] {
+        assert_eq!(failed["provider"], "local");
+        assert_eq!(failed["model"], "outage");
+        assert_eq!(failed["error"]["kind"], "transient");
+    }
+    assert_eq!(attempts[2]["model"], "extractive");
+    assert_eq!(summary["provider"], "local");
+    assert_eq!(summary["model"], "extractive");
+    text(run, "summary");
+    let label = check_classification(run, "sentiment", &["POSITIVE", "NEGATIVE"]);
+    assert_eq!(label, "NEGATIVE", "an outage report reads as negative");
+    assert_eq!(run["output"]["sentiment"], label.as_str());
+    assert_eq!(run["totals"]["model_calls"], 4, "three summarize attempts and one classify");
+}
+
+fn check_classifier_routing(run: &Value) {
+    let label = check_classification(run, "route", &["billing", "technical"]);
+    assert_eq!(label, "billing");
+    let reply = text(run, "billing_reply");
+    let skipped = step(run, "tech_reply");
+    assert_eq!(skipped["status"], "skipped");
+    assert!(skipped.get("output").is_none());
+    assert_eq!(run["output"]["category"], "billing");
+    assert_eq!(run["output"]["reply"], reply.as_str());
+    assert!(run["output"]["scores"]["billing"].is_f64());
+}
+
+fn check_parallel_enrichment(run: &Value) {
+    text(run, "summary");
+    let sentiment = check_classification(run, "sentiment", &["POSITIVE", "NEGATIVE", "NEUTRAL"]);
+    assert_eq!(sentiment, "NEGATIVE", "a late, damaged delivery reads as negative");
+    assert_eq!(check_classification(run, "topic", &["delivery", "billing", "product"]), "delivery");
+    let data = &step(run, "details")["output"]["data"];
+    assert_eq!(data, &json!({ "email": "dana@example.com", "order_number": "CH-48213" }));
+    let vector = &step(run, "vector")["output"];
+    assert_eq!(vector["dims"], 256);
+    assert_eq!(vector["vector"].as_array().unwrap().len(), 256);
+    let report = text(run, "report");
+    assert!(report.contains("CH-48213") && report.contains("delivery"), "{report}");
+    // The fan-in step starts only after all five enrichments ended.
+    let report_started = step(run, "report")["started_at"].as_str().unwrap().to_owned();
+    for id in ["summary", "sentiment", "topic", "details", "vector"] {
+        let finished = step(run, id)["finished_at"].as_str().unwrap();
+        let (finished, started): (jiff::Timestamp, jiff::Timestamp) =
+            (finished.parse().unwrap(), report_started.parse().unwrap());
+        assert!(finished <= started, "{id} finished after the report started");
+    }
+    let output = &run["output"];
+    assert_eq!(output["email"], "dana@example.com");
+    assert_eq!(output["order_number"], "CH-48213");
+    assert_eq!(output["embedding_dims"], 256);
+    assert_eq!(output["report"], report.as_str());
+}
+
+fn check_generate_then_validate(run: &Value) {
+    let record = text(run, "record");
+    assert!(record.contains("plan: team"), "{record}");
+    let expected = json!({ "name": "Ada Lovelace", "email": "ada@example.com", "plan": "team", "seats": 12 });
+    assert_eq!(step(run, "validated")["output"]["data"], expected);
+    assert_eq!(run["output"]["record"], expected);
+}
+
+fn check_approval_gate(run: &Value) {
+    text(run, "draft");
+    check_classification(run, "sentiment", &["POSITIVE", "NEGATIVE"]);
+    let review = step(run, "review");
+    assert_eq!(review["status"], "succeeded");
+    assert_eq!(review["output"], json!({ "approved": true, "by": APPROVER, "comment": "ship it" }));
+    let published = text(run, "publish");
+    assert!(published.ends_with(&format!("(Approved by {APPROVER}.)")), "{published}");
+    assert_eq!(run["output"]["approved_by"], APPROVER);
+    assert_eq!(run["output"]["comment"], "ship it");
+    assert_eq!(run["output"]["published"], published.as_str());
+}
