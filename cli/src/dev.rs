@@ -16,7 +16,7 @@ use chorus::domain::{InvalidId, Limits, TenantId};
 use chorus::engine::{DeliverySchedule, Engine, EngineError, EngineParts, Notifier};
 use chorus::http::{AppState, app};
 use chorus::notify::{CallbackPolicy, ClientBuildError, HttpWebhookSender, WebhookSecret};
-use chorus::ports::{Queue, SystemClock, Tenant};
+use chorus::ports::{NotificationMessage, Queue, StepMessage, SystemClock, Tenant};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -158,16 +158,33 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let (stop, stopped) = watch::channel(false);
     let worker = {
         let engine = engine.clone();
-        tokio::spawn(drain("worker", step_messages, steps, concurrency, stopped.clone(), move |message| {
-            let engine = engine.clone();
-            async move { engine.execute_step(&message).await }
-        }))
+        let dead_letters = engine.clone();
+        let consumer = Consumer {
+            name: "worker",
+            handle: move |message: StepMessage| {
+                let engine = engine.clone();
+                async move { engine.execute_step(&message).await }
+            },
+            // Like the notifier on the steps DLQ in AWS: the step, and so the run, fails.
+            dead_letter: move |message: StepMessage| {
+                let engine = dead_letters.clone();
+                async move { engine.fail_undeliverable(&message).await }
+            },
+        };
+        tokio::spawn(drain(consumer, step_messages, steps, concurrency, stopped.clone()))
     };
-    let notifier_loop =
-        tokio::spawn(drain("notifier", notification_messages, notifications, concurrency, stopped, move |message| {
-            let notifier = notifier.clone();
-            async move { notifier.deliver(&message).await }
-        }));
+    let notifier_loop = {
+        let consumer = Consumer {
+            name: "notifier",
+            handle: move |message: NotificationMessage| {
+                let notifier = notifier.clone();
+                async move { notifier.deliver(&message).await }
+            },
+            // A notification that cannot even be attempted is only logged, as a DLQ would keep it.
+            dead_letter: |_| async { Ok(()) },
+        };
+        tokio::spawn(drain(consumer, notification_messages, notifications, concurrency, stopped))
+    };
 
     // One line per request: in dev the person watching the log is the one sending them.
     let trace = TraceLayer::new_for_http()
@@ -223,22 +240,32 @@ async fn shutdown_signal() {
     }
 }
 
+/// A queue consumer: what to do with each message, and with one that keeps failing.
+struct Consumer<F, D> {
+    name: &'static str,
+    handle: F,
+    dead_letter: D,
+}
+
 /// Consumes a queue the way an SQS event source mapping feeds a Lambda: at most
 /// `concurrency` messages in flight, a failed message re-sent after a growing delay, and
-/// dropped after [`MAX_RECEIVES`] failures (where AWS would move it to a dead-letter queue).
+/// handed to the consumer's `dead_letter` after [`MAX_RECEIVES`] failures (where AWS would move it
+/// to a dead-letter queue).
 /// Returns once `stop` turns true and the in-flight messages are done.
-async fn drain<M, F, Fut>(
-    name: &'static str,
+async fn drain<M, F, Fut, D, DFut>(
+    consumer: Consumer<F, D>,
     mut messages: mpsc::UnboundedReceiver<M>,
     queue: MemoryQueue<M>,
     concurrency: usize,
     mut stop: watch::Receiver<bool>,
-    handle: F,
 ) where
     M: Clone + Debug + Send + Sync + 'static,
     F: Fn(M) -> Fut,
     Fut: Future<Output = Result<(), EngineError>> + Send + 'static,
+    D: Fn(M) -> DFut,
+    DFut: Future<Output = Result<(), EngineError>> + Send + 'static,
 {
+    let Consumer { name, handle, dead_letter } = consumer;
     let permits = Arc::new(Semaphore::new(concurrency));
     let receives = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let mut in_flight = JoinSet::new();
@@ -262,6 +289,7 @@ async fn drain<M, F, Fut>(
             report_panic(name, done);
         }
         let work = handle(message.clone());
+        let give_up = dead_letter(message.clone());
         let queue = queue.clone();
         let receives = receives.clone();
         in_flight.spawn(async move {
@@ -280,6 +308,9 @@ async fn drain<M, F, Fut>(
             if failures >= MAX_RECEIVES {
                 forget(&receives, &key);
                 tracing::error!(consumer = name, ?message, %error, failures, "giving up on the message");
+                if let Err(err) = give_up.await {
+                    tracing::error!(consumer = name, error = %crate::error_chain(&err), "dead-letter handling failed");
+                }
                 return;
             }
             let delay = FIRST_RETRY_DELAY.saturating_mul(1_u32 << (failures - 1).min(6));

@@ -64,10 +64,16 @@ impl Engine {
         }
 
         if step.task == Task::Approval {
+            // Until decided, the step's output is the rendered question for the approver.
+            let question = step
+                .prompt
+                .as_ref()
+                .map(|prompt| self.templates.render(prompt, &context).unwrap_or_else(|_| prompt.clone()));
             let waiting = StepTransition {
                 from: vec![StepStatus::Queued],
                 update: StepUpdate {
                     status: Some(StepStatus::WaitingApproval),
+                    output: question.map(|question| serde_json::json!({ "question": question })),
                     started_at: Some(now),
                     ..StepUpdate::default()
                 },
@@ -116,6 +122,29 @@ impl Engine {
             Err(error) => (Vec::new(), Err(error)),
         };
         self.complete_claimed(&run, step, attempts, result).await
+    }
+
+    /// A step message kept failing until the queue gave up on it (the steps dead-letter
+    /// queue): fail the step, and with it the run unless the step is optional.
+    pub async fn fail_undeliverable(&self, message: &StepMessage) -> Result<(), EngineError> {
+        let Some(run) = self.store.get_run(&message.run_id).await? else { return Ok(()) };
+        let now = self.clock.now();
+        let reason = "the step could not be processed after repeated deliveries".to_owned();
+        let transition = StepTransition {
+            from: StepStatus::UNFINISHED.to_vec(),
+            update: StepUpdate {
+                status: Some(StepStatus::Failed),
+                error: Some(StepError::new("undeliverable", reason.clone())),
+                finished_at: Some(now),
+                ..StepUpdate::default()
+            },
+            events: vec![RunEvent::step_status(now, &message.step_id, StepStatus::Failed, Some(reason))],
+            ..StepTransition::default()
+        };
+        match self.store.transition_step(&run.id, &message.step_id, transition).await? {
+            Some(state) => self.step_finished(&run, state).await,
+            None => Ok(()), // it ended meanwhile
+        }
     }
 
     /// Stores a provider outcome, if this worker still holds the lease, then moves on.

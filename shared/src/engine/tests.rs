@@ -274,6 +274,7 @@ async fn approval_steps_wait_for_a_person_then_release_their_dependants() {
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Waiting);
     assert_eq!(status_of(&view, "review"), StepStatus::WaitingApproval);
+    assert_eq!(view.steps[1].output, Some(json!({"question": "Publish <hi>?"})));
 
     let review = StepId::parse("review").unwrap();
     let decision = ApprovalDecision { by: Some("alice".into()), comment: Some("ship it".into()) };
@@ -443,4 +444,18 @@ async fn failed_deliveries_retry_on_the_schedule_then_give_up() {
     let events = format!("{:?}", h.store.list_events(&run_id).await.unwrap());
     assert!(events.contains("will_retry: true"), "{events}");
     assert!(events.contains("giving up after 2 attempts"), "{events}");
+}
+
+#[tokio::test]
+async fn a_step_that_cannot_be_delivered_fails_the_run() {
+    let mut h = harness();
+    let run_id = h.submit(json!({"steps": [generate("a", "1"), generate("b", "{{ steps.a.text }}")]}), json!({})).await;
+    let message = h.steps.try_recv().unwrap();
+    h.engine.fail_undeliverable(&message).await.unwrap();
+    h.drive(11).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.steps[0].error.as_ref().unwrap().kind, "undeliverable");
+    assert_eq!(status_of(&view, "b"), StepStatus::Cancelled);
+    assert!(h.provider.calls().is_empty());
 }
