@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+use utoipa::ToSchema;
 
 use crate::domain::{
     Attempt, Lease, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId, Usage,
@@ -102,12 +103,15 @@ pub struct RunTransition {
 }
 
 /// A run as listed: enough to pick one, without its definition or input.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RunSummary {
+    #[schema(value_type = String, example = "run_01jd7v1b0m4xk3r0c9z9qz5y7w")]
     pub id: RunId,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub status: RunStatus,
     pub created_at: jiff::Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
 }
 

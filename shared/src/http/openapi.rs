@@ -7,9 +7,10 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::API_KEY_HEADER;
 use super::problem::ProblemDetails;
-use super::runs::{EventList, ModelList, RunAccepted, RunLinks, RunList, RunListItem};
+use super::runs::{EventList, ModelList, RunAccepted, RunLinks, RunList};
 use crate::domain::{Problem, RunEvent, RunStatus, StepStatus};
 use crate::engine::{ApprovalDecision, RunView, StepView, Submission, Totals};
+use crate::ports::RunSummary;
 
 /// Name of the `Authorization: Bearer` security scheme.
 pub const BEARER_SCHEME: &str = "bearer";
@@ -42,7 +43,7 @@ pub const API_KEY_SCHEME: &str = "api_key";
         RunAccepted,
         RunLinks,
         RunList,
-        RunListItem,
+        RunSummary,
         RunView,
         StepView,
         Totals,

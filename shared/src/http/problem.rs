@@ -5,7 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{ToResponse, ToSchema};
 
 use crate::domain::Problem;
 use crate::engine::EngineError;
@@ -34,6 +34,31 @@ pub struct ProblemDetails {
     /// Every problem found in the request body, located by JSON Pointer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Problem>,
+}
+
+/// Declares a problem response that several routes share, for the OpenAPI document only
+/// (handlers build problems through [`ApiError`]; these types are never constructed).
+macro_rules! shared_problem_responses {
+    ($($(#[$doc:meta])* $name:ident = $description:literal;)*) => {$(
+        $(#[$doc])*
+        #[derive(ToResponse)]
+        #[response(description = $description, content_type = "application/problem+json")]
+        #[allow(dead_code)]
+        pub struct $name(ProblemDetails);
+    )*};
+}
+
+shared_problem_responses! {
+    /// 400 for a body that is not well-formed JSON.
+    MalformedJson = "Malformed JSON";
+    /// 401 on every authenticated route.
+    Unauthorized = "Missing or unknown API key";
+    /// 415 for a body sent with another content type.
+    NotJson = "A body was sent that is not JSON";
+    /// 422 for a body with unknown or mistyped members.
+    UnknownMembers = "The body has unknown or mistyped members";
+    /// 503 when a backend fails; the client may retry.
+    Unavailable = "A backend is unavailable; retry later";
 }
 
 /// Everything a request can fail with at the HTTP edge.

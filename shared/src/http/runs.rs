@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::AuthedTenant;
 use super::body::{ApiJson, OptionalJson};
-use super::problem::{ApiError, ProblemDetails};
+use super::problem::{ApiError, MalformedJson, NotJson, ProblemDetails, Unauthorized, Unavailable, UnknownMembers};
 use crate::domain::{RunEvent, RunId, RunStatus, StepId};
 use crate::engine::{ApprovalDecision, RunView, Submission};
 use crate::ports::RunSummary;
@@ -65,34 +65,9 @@ impl RunLinks {
 /// One page of the tenant's runs, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RunList {
-    pub runs: Vec<RunListItem>,
+    pub runs: Vec<RunSummary>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
-}
-
-/// A run as listed: enough to pick one, without its definition, input or steps.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct RunListItem {
-    #[schema(value_type = String, example = "run_01jd7v1b0m4xk3r0c9z9qz5y7w")]
-    pub id: RunId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub status: RunStatus,
-    pub created_at: jiff::Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<jiff::Timestamp>,
-}
-
-impl From<RunSummary> for RunListItem {
-    fn from(summary: RunSummary) -> Self {
-        Self {
-            id: summary.id,
-            name: summary.name,
-            status: summary.status,
-            created_at: summary.created_at,
-            finished_at: summary.finished_at,
-        }
-    }
 }
 
 /// Query of `GET /v1/runs`.
@@ -201,12 +176,12 @@ fn run_not_found() -> ApiError {
                 ("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same key created the run"),
             )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, response = inline(Unauthorized)),
         (status = 409, description = "The Idempotency-Key was used with another body", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "The workflow or input is invalid; every problem is listed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; retry later", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, response = inline(Unavailable)),
     )
 )]
 pub async fn create_run(
@@ -241,8 +216,8 @@ pub async fn create_run(
     responses(
         (status = 200, description = "One page of runs", body = RunList),
         (status = 400, description = "Bad `limit` or `cursor`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; retry later", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, response = inline(Unauthorized)),
+        (status = 503, response = inline(Unavailable)),
     )
 )]
 pub async fn list_runs(
@@ -257,10 +232,7 @@ pub async fn list_runs(
     }
     let cursor = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = state.engine.list_runs(&tenant, cursor.as_deref(), limit as usize).await?;
-    Ok(Json(RunList {
-        runs: page.runs.into_iter().map(RunListItem::from).collect(),
-        next_cursor: page.next_cursor.as_deref().map(encode_cursor),
-    }))
+    Ok(Json(RunList { runs: page.runs, next_cursor: page.next_cursor.as_deref().map(encode_cursor) }))
 }
 
 /// Clients get the store's cursor wrapped, so they treat it as opaque and the store may
@@ -286,9 +258,9 @@ fn decode_cursor(opaque: &str) -> Result<String, ApiError> {
     params(("id" = String, Path, description = "The run id")),
     responses(
         (status = 200, description = "The run", body = RunView),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, response = inline(Unauthorized)),
         (status = 404, description = "No such run for this tenant", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; retry later", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, response = inline(Unavailable)),
     )
 )]
 pub async fn get_run(
@@ -307,10 +279,10 @@ pub async fn get_run(
     params(("id" = String, Path, description = "The run id")),
     responses(
         (status = 202, description = "The run is cancelled; steps already calling a provider finish but their results are discarded", body = RunView),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, response = inline(Unauthorized)),
         (status = 404, description = "No such run for this tenant", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "The run already ended", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; retry later", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, response = inline(Unavailable)),
     )
 )]
 pub async fn cancel_run(
@@ -335,13 +307,13 @@ pub async fn cancel_run(
     request_body(content = Option<ApprovalDecision>, content_type = "application/json", description = "Optional: who decided and why; an empty body is fine"),
     responses(
         (status = 200, description = "The run after the decision", body = RunView),
-        (status = 400, description = "Malformed JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 400, response = inline(MalformedJson)),
+        (status = 401, response = inline(Unauthorized)),
         (status = 404, description = "No such run or step for this tenant", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "The step is not waiting for approval", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 415, description = "A body was sent that is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The body has unknown or mistyped members", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; retry later", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, response = inline(NotJson)),
+        (status = 422, response = inline(UnknownMembers)),
+        (status = 503, response = inline(Unavailable)),
     )
 )]
 pub async fn approve_step(
@@ -366,13 +338,13 @@ pub async fn approve_step(
     request_body(content = Option<ApprovalDecision>, content_type = "application/json", description = "Optional: who decided and why; an empty body is fine"),
     responses(
         (status = 200, description = "The run after the decision", body = RunView),
-        (status = 400, description = "Malformed JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 400, response = inline(MalformedJson)),
+        (status = 401, response = inline(Unauthorized)),
         (status = 404, description = "No such run or step for this tenant", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "The step is not waiting for approval", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 415, description = "A body was sent that is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The body has unknown or mistyped members", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; retry later", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, response = inline(NotJson)),
+        (status = 422, response = inline(UnknownMembers)),
+        (status = 503, response = inline(Unavailable)),
     )
 )]
 pub async fn reject_step(
@@ -405,9 +377,9 @@ async fn decide(
     params(("id" = String, Path, description = "The run id")),
     responses(
         (status = 200, description = "The run's events", body = EventList),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, response = inline(Unauthorized)),
         (status = 404, description = "No such run for this tenant", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; retry later", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, response = inline(Unavailable)),
     )
 )]
 pub async fn run_events(
@@ -426,7 +398,7 @@ pub async fn run_events(
     tag = "models",
     responses(
         (status = 200, description = "Models and routes", body = ModelList),
-        (status = 401, description = "Missing or unknown API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, response = inline(Unauthorized)),
     )
 )]
 pub async fn list_models(State(state): State<AppState>, AuthedTenant(_tenant): AuthedTenant) -> Json<ModelList> {
