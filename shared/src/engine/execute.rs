@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::progress::context_for;
+use super::progress::{context_for, ending};
 use super::{Engine, EngineError};
 use crate::domain::{
     Attempt, EventKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepState, StepStatus, Task,
@@ -130,17 +130,9 @@ impl Engine {
         let Some(run) = self.store.get_run(&message.run_id).await? else { return Ok(()) };
         let now = self.clock.now();
         let reason = "the step could not be processed after repeated deliveries".to_owned();
-        let transition = StepTransition {
-            from: StepStatus::UNFINISHED.to_vec(),
-            update: StepUpdate {
-                status: Some(StepStatus::Failed),
-                error: Some(StepError::new("undeliverable", reason.clone())),
-                finished_at: Some(now),
-                ..StepUpdate::default()
-            },
-            events: vec![RunEvent::step_status(now, &message.step_id, StepStatus::Failed, Some(reason))],
-            ..StepTransition::default()
-        };
+        let error = StepError::new("undeliverable", reason.clone());
+        let transition =
+            ending(&message.step_id, StepStatus::UNFINISHED.to_vec(), StepStatus::Failed, Some(error), reason, now);
         match self.store.transition_step(&run.id, &message.step_id, transition).await? {
             Some(state) => self.step_finished(&run, state).await,
             None => Ok(()), // it ended meanwhile
@@ -215,12 +207,7 @@ impl Engine {
         reason: String,
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
-        let transition = StepTransition {
-            from: vec![StepStatus::Queued],
-            update: StepUpdate { status: Some(status), error, finished_at: Some(now), ..StepUpdate::default() },
-            events: vec![RunEvent::step_status(now, &step.id, status, Some(reason))],
-            ..StepTransition::default()
-        };
+        let transition = ending(&step.id, vec![StepStatus::Queued], status, error, reason, now);
         match self.store.transition_step(&run.id, &step.id, transition).await? {
             Some(state) => self.step_finished(run, state).await,
             None => Ok(()),
@@ -229,17 +216,9 @@ impl Engine {
 
     async fn cancel_step(&self, run: &Run, state: &StepState) -> Result<(), EngineError> {
         let now = self.clock.now();
-        let transition = StepTransition {
-            from: StepStatus::UNFINISHED.to_vec(),
-            update: StepUpdate { status: Some(StepStatus::Cancelled), finished_at: Some(now), ..StepUpdate::default() },
-            events: vec![RunEvent::step_status(
-                now,
-                &state.step_id,
-                StepStatus::Cancelled,
-                Some(format!("the run is {}", run.status)),
-            )],
-            ..StepTransition::default()
-        };
+        let reason = format!("the run is {}", run.status);
+        let transition =
+            ending(&state.step_id, StepStatus::UNFINISHED.to_vec(), StepStatus::Cancelled, None, reason, now);
         self.store.transition_step(&run.id, &state.step_id, transition).await?;
         Ok(())
     }

@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{Engine, EngineError};
-use crate::domain::{EventKind, Plan, Run, RunEvent, RunStatus, StepError, StepState, StepStatus, TemplateContext};
+use crate::domain::{
+    EventKind, Plan, Run, RunEvent, RunStatus, StepError, StepId, StepState, StepStatus, TemplateContext,
+};
 use crate::ports::{NotificationMessage, PortError, RunTransition, StepMessage, StepTransition, StepUpdate};
 
 /// Inputs and the outputs of succeeded steps: what templates see.
@@ -18,6 +20,24 @@ pub(super) fn context_for(run: &Run, steps: &[StepState]) -> TemplateContext {
             .filter(|s| s.status == StepStatus::Succeeded)
             .filter_map(|s| Some((s.step_id.to_string(), s.output.clone()?)))
             .collect(),
+    }
+}
+
+/// Ends a step in `status` (from any of `from`), recording why: skips, cancellations and
+/// failures that happen without a provider call.
+pub(super) fn ending(
+    step_id: &StepId,
+    from: Vec<StepStatus>,
+    status: StepStatus,
+    error: Option<StepError>,
+    reason: String,
+    now: jiff::Timestamp,
+) -> StepTransition {
+    StepTransition {
+        from,
+        update: StepUpdate { status: Some(status), error, finished_at: Some(now), ..StepUpdate::default() },
+        events: vec![RunEvent::step_status(now, step_id, status, Some(reason))],
+        ..StepTransition::default()
     }
 }
 
@@ -46,16 +66,7 @@ impl Engine {
                 match after.status {
                     StepStatus::Pending if after.blocked => {
                         let reason = "a step it depends on did not succeed".to_owned();
-                        let skip = StepTransition {
-                            from: vec![StepStatus::Pending],
-                            update: StepUpdate {
-                                status: Some(StepStatus::Skipped),
-                                finished_at: Some(now),
-                                ..StepUpdate::default()
-                            },
-                            events: vec![RunEvent::step_status(now, dependant, StepStatus::Skipped, Some(reason))],
-                            ..StepTransition::default()
-                        };
+                        let skip = ending(dependant, vec![StepStatus::Pending], StepStatus::Skipped, None, reason, now);
                         if let Some(skipped) = self.store.transition_step(&run.id, dependant, skip).await? {
                             finished.push_back(skipped);
                         }
@@ -157,16 +168,7 @@ impl Engine {
                 continue;
             }
             let reason = format!("the run {}", run.status);
-            let cancel = StepTransition {
-                from: from.clone(),
-                update: StepUpdate {
-                    status: Some(StepStatus::Cancelled),
-                    finished_at: Some(now),
-                    ..StepUpdate::default()
-                },
-                events: vec![RunEvent::step_status(now, &state.step_id, StepStatus::Cancelled, Some(reason))],
-                ..StepTransition::default()
-            };
+            let cancel = ending(&state.step_id, from.clone(), StepStatus::Cancelled, None, reason, now);
             self.store.transition_step(&run.id, &state.step_id, cancel).await?;
         }
         Ok(())
