@@ -71,12 +71,15 @@ pub struct StepTransition {
     pub events: Vec<RunEvent>,
 }
 
-/// What a transition sets. `None` leaves a field as it is, except `lease`, which is replaced
-/// (a step holds a lease only while `running`).
+/// What a transition sets. `None` leaves a field as it is, except `lease` and `deadline`,
+/// which are replaced: a step holds a lease only while `running` and a deadline only while
+/// it waits.
 #[derive(Debug, Clone, Default)]
 pub struct StepUpdate {
     pub status: Option<StepStatus>,
     pub lease: Option<Lease>,
+    /// When a wait (approval, provider callback) times out; see [`RunStore::expired_waits`].
+    pub deadline: Option<jiff::Timestamp>,
     pub bump_attempt: bool,
     pub provider: Option<String>,
     pub model: Option<String>,
@@ -148,8 +151,10 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Option<StepState>, PortError>;
 
     /// Counts `upstream` as finished for `dependant`: decrements `pending_deps` and, when
-    /// `upstream_succeeded` is false, marks it blocked. Counting the same upstream twice is a
-    /// no-op. Returns the dependant's state afterwards.
+    /// `upstream_succeeded` is false, marks it blocked. A `pending` step whose count reaches
+    /// zero without being blocked is `queued` from then on, with no further write: this is
+    /// the one write a dependency costs. Counting the same upstream twice is a no-op.
+    /// Returns the dependant's state afterwards.
     async fn release_step(
         &self,
         run_id: &RunId,
@@ -168,10 +173,30 @@ pub trait RunStore: Send + Sync {
 
     /// The run's history in the order it happened.
     async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError>;
+
+    /// Up to `limit` waiting steps whose deadline passed before `now`, oldest first.
+    async fn expired_waits(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<WaitRef>, PortError>;
+}
+
+/// A waiting step, as found by [`RunStore::expired_waits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitRef {
+    pub run_id: RunId,
+    pub step_id: StepId,
+}
+
+/// Large payloads (definitions, inputs, outputs) kept out of the run store's items. Keys
+/// are chosen by the caller and written once.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), PortError>;
+
+    /// The blob, or `None` when nothing was stored under `key`.
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, PortError>;
 }
 
 /// "Run this step": the message on the steps queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StepMessage {
     pub run_id: RunId,
     pub step_id: StepId,

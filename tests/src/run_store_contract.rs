@@ -7,7 +7,9 @@ use std::time::Duration;
 use chorus::domain::{
     EventKind, Lease, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, TenantId, WorkflowDefinition,
 };
-use chorus::ports::{CreateOutcome, IdempotencyClaim, NewRun, RunStore, RunTransition, StepTransition, StepUpdate};
+use chorus::ports::{
+    CreateOutcome, IdempotencyClaim, NewRun, RunStore, RunTransition, StepTransition, StepUpdate, WaitRef,
+};
 use serde_json::json;
 
 /// Runs every check against fresh stores from `make`.
@@ -23,6 +25,15 @@ where
     releases_count_each_upstream_once(make()).await;
     run_transitions_are_conditional(make()).await;
     runs_are_listed_newest_first_per_tenant_with_paging(make()).await;
+    a_release_to_zero_queues_the_step(make()).await;
+    expired_waits_are_found_until_the_wait_ends(make()).await;
+    large_payloads_read_back_whole(make()).await;
+}
+
+/// A tenant of its own for each check, so stores that share a table do not see each
+/// other's runs.
+fn fresh_tenant() -> String {
+    format!("t{:016x}", fastrand::u64(..))
 }
 
 fn id(s: &str) -> StepId {
@@ -94,10 +105,12 @@ async fn creates_and_reads_back(store: Arc<dyn RunStore>) {
 }
 
 async fn idempotency_keys_are_per_tenant_and_first_wins(store: Arc<dyn RunStore>) {
-    let first = create(store.as_ref(), new_run("acme", 1_000, Some("k1"))).await;
-    let replay = store.create_run(new_run("acme", 2_000, Some("k1"))).await.ok();
-    assert_eq!(replay, Some(CreateOutcome::KeyTaken { run_id: first, request_hash: "hash-1000".into() }));
-    create(store.as_ref(), new_run("globex", 3_000, Some("k1"))).await;
+    let (acme, globex) = (fresh_tenant(), fresh_tenant());
+    let first = create(store.as_ref(), new_run(&acme, 1_000, Some("k1"))).await;
+    let replay = store.create_run(new_run(&acme, 2_000, Some("k1"))).await.ok();
+    assert_eq!(replay, Some(CreateOutcome::KeyTaken { run_id: first.clone(), request_hash: "hash-1000".into() }));
+    assert!(store.get_run(&first).await.unwrap().is_some(), "the first run stays");
+    create(store.as_ref(), new_run(&globex, 3_000, Some("k1"))).await;
 }
 
 async fn transitions_apply_only_from_the_expected_status(store: Arc<dyn RunStore>) {
@@ -215,12 +228,13 @@ async fn run_transitions_are_conditional(store: Arc<dyn RunStore>) {
 }
 
 async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunStore>) {
-    let tenant = TenantId::parse("acme").unwrap();
+    let name = fresh_tenant();
+    let tenant = TenantId::parse(&name).unwrap();
     let mut ids = Vec::new();
     for at in 1..=5 {
-        ids.push(create(store.as_ref(), new_run("acme", at * 1_000, None)).await);
+        ids.push(create(store.as_ref(), new_run(&name, at * 1_000, None)).await);
     }
-    create(store.as_ref(), new_run("globex", 9_000, None)).await;
+    create(store.as_ref(), new_run(&fresh_tenant(), 9_000, None)).await;
     ids.reverse();
 
     let first = store.list_runs(&tenant, None, 2).await.unwrap();
@@ -231,4 +245,70 @@ async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunS
     assert_eq!(last.next_cursor, None);
     let listed: Vec<RunId> = [first, second, last].into_iter().flat_map(|p| p.runs).map(|r| r.id).collect();
     assert_eq!(listed, ids);
+}
+
+async fn a_release_to_zero_queues_the_step(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let released = store.release_step(&run_id, &id("b"), &id("a"), true).await.unwrap();
+    assert_eq!((released.status, released.pending_deps), (StepStatus::Queued, 0));
+    assert_eq!(step(store.as_ref(), &run_id, "b").await.status, StepStatus::Queued);
+    let claim = claim("w1", jiff::Timestamp::now(), Duration::from_secs(60));
+    let claimed = store.transition_step(&run_id, &id("b"), claim).await.unwrap();
+    assert!(claimed.is_some(), "a released step can be claimed");
+
+    let blocked = store.release_step(&run_id, &id("c"), &id("a"), false).await.unwrap();
+    assert_eq!((blocked.status, blocked.blocked), (StepStatus::Pending, true));
+    let skip = store.transition_step(&run_id, &id("c"), move_to(StepStatus::Pending, StepStatus::Skipped)).await;
+    assert_eq!(skip.unwrap().map(|s| s.status), Some(StepStatus::Skipped), "a blocked step is still pending");
+}
+
+async fn expired_waits_are_found_until_the_wait_ends(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    // Far in the future, so waits left by other checks on a shared table have expired first.
+    let deadline = jiff::Timestamp::now() + Duration::from_secs(400 * 24 * 3600);
+    let mut wait = move_to(StepStatus::Queued, StepStatus::WaitingApproval);
+    wait.update.deadline = Some(deadline);
+    let waiting = store.transition_step(&run_id, &id("a"), wait).await.unwrap().expect("queued → waiting");
+    assert_eq!(waiting.deadline, Some(deadline));
+
+    let ours = |waits: Vec<WaitRef>| waits.into_iter().any(|w| w.run_id == run_id && w.step_id == id("a"));
+    let before = store.expired_waits(deadline - Duration::from_secs(1), 1_000).await.unwrap();
+    assert!(!ours(before), "not expired before its deadline");
+    let after = store.expired_waits(deadline + Duration::from_secs(1), 1_000).await.unwrap();
+    assert!(ours(after), "expired after its deadline");
+
+    let decide = move_to(StepStatus::WaitingApproval, StepStatus::Succeeded);
+    let decided = store.transition_step(&run_id, &id("a"), decide).await.unwrap();
+    assert_eq!(decided.map(|s| s.deadline), Some(None), "leaving the wait clears the deadline");
+    let after = store.expired_waits(deadline + Duration::from_secs(1), 1_000).await.unwrap();
+    assert!(!ours(after), "an ended wait is not expired");
+}
+
+async fn large_payloads_read_back_whole(store: Arc<dyn RunStore>) {
+    // Far above what one DynamoDB item may hold inline.
+    let big = "chorus ".repeat(80 * 1024);
+    let mut new = new_run("acme", 1_000, None);
+    new.run.input = json!({"text": big});
+    let expected = new.run.clone();
+    let run_id = create(store.as_ref(), new).await;
+    assert_eq!(store.get_run(&run_id).await.unwrap(), Some(expected));
+
+    let mut done = move_to(StepStatus::Queued, StepStatus::Succeeded);
+    done.update.output = Some(json!({"text": big}));
+    let after = store.transition_step(&run_id, &id("a"), done).await.unwrap().expect("queued → succeeded");
+    assert_eq!(after.output, Some(json!({"text": big})));
+    assert_eq!(step(store.as_ref(), &run_id, "a").await.output, Some(json!({"text": big})));
+
+    let finish = RunTransition {
+        from: RunStatus::UNFINISHED.to_vec(),
+        to: RunStatus::Succeeded,
+        output: Some(json!({"all": big})),
+        error: None,
+        finished_at: None,
+        events: Vec::new(),
+    };
+    let ended = store.transition_run(&run_id, finish).await.unwrap().expect("the run ends");
+    assert_eq!(ended.output, Some(json!({"all": big})));
+    let read = store.get_run(&run_id).await.unwrap().expect("the run exists");
+    assert_eq!(read.output, Some(json!({"all": big})));
 }

@@ -6,13 +6,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 
 use crate::domain::{Run, RunEvent, RunId, StepId, StepState, StepStatus, TenantId};
 use crate::ports::{
-    CreateOutcome, NewRun, PortError, Queue, RunPage, RunStore, RunSummary, RunTransition, StepTransition, Tenant,
-    TenantDirectory, hash_api_key,
+    BlobStore, CreateOutcome, NewRun, PortError, Queue, RunPage, RunStore, RunSummary, RunTransition, StepTransition,
+    Tenant, TenantDirectory, WaitRef, hash_api_key,
 };
 
 /// One run with its steps and history.
@@ -43,10 +44,7 @@ impl MemoryRunStore {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, PortError> {
-        self.state.lock().map_err(|_| PortError::Corrupt {
-            what: "memory run store",
-            detail: "a writer panicked while holding the lock".to_owned(),
-        })
+        self.state.lock().map_err(|_| poisoned("memory run store"))
     }
 }
 
@@ -136,6 +134,7 @@ impl RunStore for MemoryRunStore {
             step.status = status;
         }
         step.lease = update.lease;
+        step.deadline = update.deadline;
         if update.bump_attempt {
             step.attempt += 1;
         }
@@ -170,6 +169,9 @@ impl RunStore for MemoryRunStore {
             step.released_by.push(upstream.clone());
             step.pending_deps = step.pending_deps.saturating_sub(1);
             step.blocked |= !upstream_succeeded;
+            if step.status == StepStatus::Pending && step.pending_deps == 0 && !step.blocked {
+                step.status = StepStatus::Queued;
+            }
         }
         Ok(step.clone())
     }
@@ -219,6 +221,50 @@ impl RunStore for MemoryRunStore {
     async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError> {
         Ok(self.lock()?.runs.get(run_id).map(|e| e.events.clone()).unwrap_or_default())
     }
+
+    async fn expired_waits(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<WaitRef>, PortError> {
+        let state = self.lock()?;
+        let mut expired: Vec<(jiff::Timestamp, WaitRef)> = state
+            .runs
+            .values()
+            .flat_map(|entry| entry.steps.values().map(move |step| (entry, step)))
+            .filter(|(_, step)| step.status.is_waiting())
+            .filter_map(|(entry, step)| {
+                let deadline = step.deadline.filter(|deadline| *deadline < now)?;
+                Some((deadline, WaitRef { run_id: entry.run.id.clone(), step_id: step.step_id.clone() }))
+            })
+            .collect();
+        expired.sort_by_key(|(deadline, _)| *deadline);
+        Ok(expired.into_iter().take(limit).map(|(_, wait)| wait).collect())
+    }
+}
+
+/// [`BlobStore`] in memory.
+#[derive(Default)]
+pub struct MemoryBlobStore {
+    blobs: Mutex<HashMap<String, Bytes>>,
+}
+
+impl MemoryBlobStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryBlobStore {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), PortError> {
+        self.blobs.lock().map_err(|_| poisoned("memory blob store"))?.insert(key.to_owned(), body);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, PortError> {
+        Ok(self.blobs.lock().map_err(|_| poisoned("memory blob store"))?.get(key).cloned())
+    }
+}
+
+fn poisoned(what: &'static str) -> PortError {
+    PortError::Corrupt { what, detail: "a writer panicked while holding the lock".to_owned() }
 }
 
 /// [`Queue`] over an unbounded tokio channel; delayed messages are sent from a timer task.

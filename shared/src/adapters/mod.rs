@@ -3,4 +3,4 @@
 
 pub mod memory;
 
-pub use memory::{MemoryQueue, MemoryRunStore, MemoryTenants};
+pub use memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenants};

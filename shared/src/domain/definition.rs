@@ -54,7 +54,8 @@ pub struct StepDefinition {
     /// A condition over `input` and `steps`; when false the step is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
-    /// Time allowed for one provider attempt.
+    /// Time allowed for one provider attempt; for an `approval` step, time the approver has
+    /// before the step fails (default 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Extra attempts on the same model for retryable errors, before moving to a fallback.
@@ -79,9 +80,15 @@ pub struct StepDefinition {
 impl StepDefinition {
     pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
     pub const DEFAULT_RETRIES: u32 = 2;
+    pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 
     pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS))
+    }
+
+    /// How long an `approval` step waits for a decision.
+    pub fn wait_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.unwrap_or(Self::DEFAULT_APPROVAL_TIMEOUT_MS))
     }
 
     pub fn retries(&self) -> u32 {

@@ -184,6 +184,9 @@ pub struct StepState {
     /// Times a worker claimed the step.
     pub attempt: u32,
     pub lease: Option<Lease>,
+    /// While waiting: when the wait times out and the sweep fails the step.
+    #[serde(default)]
+    pub deadline: Option<jiff::Timestamp>,
     /// Dependencies not yet finished; the step is queued when this reaches zero.
     pub pending_deps: u32,
     /// Set when a dependency ended without succeeding: the step will be skipped.
@@ -210,6 +213,7 @@ impl StepState {
             status: if pending_deps == 0 { StepStatus::Queued } else { StepStatus::Pending },
             attempt: 0,
             lease: None,
+            deadline: None,
             pending_deps,
             blocked: false,
             released_by: Vec::new(),

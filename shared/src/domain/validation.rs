@@ -47,6 +47,8 @@ impl Default for Limits {
 }
 
 const MAX_TIMEOUT_MS: u64 = 900_000;
+/// Thirty days for a person to decide.
+const MAX_APPROVAL_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_RETRIES: u32 = 10;
 
 /// A workflow that passed validation, with its dependency graph.
@@ -273,10 +275,11 @@ impl Checker<'_> {
             (None, _) => {}
         }
 
+        let max_timeout = if task.uses_model() { MAX_TIMEOUT_MS } else { MAX_APPROVAL_TIMEOUT_MS };
         if let Some(timeout) = step.timeout_ms
-            && !(1..=MAX_TIMEOUT_MS).contains(&timeout)
+            && !(1..=max_timeout).contains(&timeout)
         {
-            self.problem(format!("{at}/timeout_ms"), format!("must be between 1 and {MAX_TIMEOUT_MS}"));
+            self.problem(format!("{at}/timeout_ms"), format!("must be between 1 and {max_timeout}"));
         }
         if step.retries.is_some_and(|r| r > MAX_RETRIES) {
             self.problem(format!("{at}/retries"), format!("at most {MAX_RETRIES} retries"));

@@ -73,6 +73,7 @@ impl Engine {
                 from: vec![StepStatus::Queued],
                 update: StepUpdate {
                     status: Some(StepStatus::WaitingApproval),
+                    deadline: Some(now + step.wait_timeout()),
                     output: question.map(|question| serde_json::json!({ "question": question })),
                     started_at: Some(now),
                     ..StepUpdate::default()

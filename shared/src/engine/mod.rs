@@ -8,6 +8,7 @@ mod execute;
 mod notify;
 mod progress;
 mod submit;
+mod sweep;
 mod views;
 
 use std::sync::Arc;

@@ -71,18 +71,8 @@ impl Engine {
                             finished.push_back(skipped);
                         }
                     }
-                    StepStatus::Pending => {
-                        let queue = StepTransition {
-                            from: vec![StepStatus::Pending],
-                            update: StepUpdate { status: Some(StepStatus::Queued), ..StepUpdate::default() },
-                            events: vec![RunEvent::step_status(now, dependant, StepStatus::Queued, None)],
-                            ..StepTransition::default()
-                        };
-                        if self.store.transition_step(&run.id, dependant, queue).await?.is_some() {
-                            ready.push(dependant.clone());
-                        }
-                    }
-                    // Queued earlier by a delivery that crashed before sending: send again.
+                    // The release made it ready (or a delivery that crashed before sending
+                    // did): send it. A duplicate message is harmless, the claim is conditional.
                     StepStatus::Queued => ready.push(dependant.clone()),
                     _ => {}
                 }
@@ -146,7 +136,11 @@ impl Engine {
         let Some(ended) = self.store.transition_run(&run.id, transition).await? else {
             return Ok(());
         };
-        self.cancel_unstarted(&ended, status == RunStatus::Cancelled).await?;
+        // A run succeeds when its last sink ends, and a sink ends only after everything
+        // upstream of it: then nothing is left to cancel, and the read is saved.
+        if status != RunStatus::Succeeded {
+            self.cancel_unstarted(&ended, status == RunStatus::Cancelled).await?;
+        }
         if ended.notify.is_some() {
             let message = NotificationMessage { run_id: ended.id.clone(), attempt: 0 };
             self.notifications.send(vec![message], Duration::ZERO).await?;

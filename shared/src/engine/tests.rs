@@ -303,6 +303,26 @@ async fn a_rejection_fails_the_run() {
 }
 
 #[tokio::test]
+async fn the_sweep_fails_an_approval_nobody_answered_in_time() {
+    let mut h = harness();
+    let workflow = json!({"steps": [
+        generate("draft", "{{ input.text }}"),
+        {"id": "review", "task": "approval", "needs": ["draft"], "timeout_ms": 300},
+        generate("publish", "{{ steps.draft.text }}")
+    ]});
+    let run_id = h.submit(workflow, json!({"text": "hi"})).await;
+    h.drive(9).await;
+    assert_eq!(h.engine.sweep().await.unwrap(), 0, "not yet expired");
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+
+    assert_eq!(h.engine.sweep().await.unwrap(), 1);
+    assert_eq!(h.engine.sweep().await.unwrap(), 0, "a wait is failed once");
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.steps[1].error.as_ref().unwrap().kind, "deadline_exceeded");
+}
+
+#[tokio::test]
 async fn cancelling_stops_further_steps() {
     let mut h = harness();
     let run_id = h.submit(json!({"steps": [generate("a", "1"), generate("b", "{{ steps.a.text }}")]}), json!({})).await;
