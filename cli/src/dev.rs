@@ -25,8 +25,6 @@ use tokio::task::JoinSet;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::models;
-
 /// Steps (and notifications) handled at once. Local models are instant; the bound matters
 /// for the day `dev` routes to real providers with rate limits.
 const DEFAULT_CONCURRENCY: u16 = 8;
@@ -137,7 +135,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
         store: store.clone(),
         steps: Arc::new(steps.clone()),
         notifications: Arc::new(notifications.clone()),
-        router: Arc::new(models::router()),
+        router: Arc::new(chorus::providers::default_router()),
         clock: clock.clone(),
         callbacks: policy,
         limits: Limits::default(),

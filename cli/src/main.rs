@@ -3,7 +3,6 @@
 //! checks a workflow file the way `POST /v1/runs` would, without a server.
 
 mod dev;
-mod models;
 mod validate;
 
 use std::io::IsTerminal;

@@ -10,8 +10,6 @@ use chorus::domain::{Limits, Templates};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::models;
-
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// A JSON file: a `POST /v1/runs` body (`{"workflow": ..., "input": ...}`) or a bare
@@ -54,7 +52,7 @@ pub fn run(args: &ValidateArgs) -> Result<ExitCode, ValidateError> {
         workflow => (workflow, Value::Object(Map::new()), true),
     };
 
-    let router = models::router();
+    let router = chorus::providers::default_router();
     let problems = match validate_submission(&workflow, &input, &router, &Templates::default(), Limits::default()) {
         Ok(validated) => {
             println!("{path}: ok ({} steps)", validated.definition.steps.len());

@@ -2,6 +2,7 @@
 //! not a Lambda `main`: the domain, the engine, ports and adapters, providers and the HTTP API.
 
 pub mod adapters;
+pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;

@@ -122,8 +122,9 @@ pub struct RunSummary {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunPage {
     pub runs: Vec<RunSummary>,
-    /// Pass back to get the next page; absent on the last one.
-    pub next_cursor: Option<String>,
+    /// The last run of this page: pass it back as `after` for the next page. Absent on the
+    /// last page.
+    pub next_after: Option<RunId>,
 }
 
 /// Durable run state. Every method that changes state is a single conditional write, so
@@ -138,8 +139,8 @@ pub trait RunStore: Send + Sync {
     /// All steps of a run, in no particular order.
     async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError>;
 
-    /// The tenant's runs, newest first; `cursor` comes from a previous page.
-    async fn list_runs(&self, tenant: &TenantId, cursor: Option<&str>, limit: usize) -> Result<RunPage, PortError>;
+    /// The tenant's runs, newest first, starting after the run `after` (from a previous page).
+    async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError>;
 
     /// Applies `transition` if its conditions hold; returns the new state, or `None` when they
     /// did not (someone else got there first).

@@ -4,6 +4,7 @@
 // Test support: a failed expectation should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod aws;
 pub mod blob_store_contract;
 pub mod queue_contract;
 pub mod run_store_contract;

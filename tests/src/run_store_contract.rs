@@ -116,7 +116,8 @@ async fn idempotency_keys_are_per_tenant_and_first_wins(store: Arc<dyn RunStore>
 async fn transitions_apply_only_from_the_expected_status(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     let wrong = store.transition_step(&run_id, &id("a"), move_to(StepStatus::Pending, StepStatus::Queued)).await;
-    assert_eq!(wrong.ok(), Some(None));
+    let wrong = wrong.map_err(|e| format!("{e:?}"));
+    assert_eq!(wrong, Ok(None));
 
     let now = jiff::Timestamp::now();
     let mut to_done = move_to(StepStatus::Queued, StepStatus::Succeeded);
@@ -182,7 +183,7 @@ async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc
         update: StepUpdate { status: Some(StepStatus::Succeeded), ..StepUpdate::default() },
         ..StepTransition::default()
     };
-    assert_eq!(store.transition_step(&run_id, &id("a"), complete("w1")).await.ok(), Some(None));
+    assert_eq!(store.transition_step(&run_id, &id("a"), complete("w1")).await.map_err(|e| format!("{e:?}")), Ok(None));
     let done = store.transition_step(&run_id, &id("a"), complete("w2")).await.ok().flatten();
     let done = done.expect("the owner completes");
     assert_eq!((done.status, done.lease), (StepStatus::Succeeded, None));
@@ -238,11 +239,11 @@ async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunS
     ids.reverse();
 
     let first = store.list_runs(&tenant, None, 2).await.unwrap();
-    let cursor = first.next_cursor.clone().expect("more pages");
-    let second = store.list_runs(&tenant, Some(&cursor), 2).await.unwrap();
-    let cursor = second.next_cursor.clone().expect("more pages");
-    let last = store.list_runs(&tenant, Some(&cursor), 2).await.unwrap();
-    assert_eq!(last.next_cursor, None);
+    let after = first.next_after.clone().expect("more pages");
+    let second = store.list_runs(&tenant, Some(&after), 2).await.unwrap();
+    let after = second.next_after.clone().expect("more pages");
+    let last = store.list_runs(&tenant, Some(&after), 2).await.unwrap();
+    assert_eq!(last.next_after, None);
     let listed: Vec<RunId> = [first, second, last].into_iter().flat_map(|p| p.runs).map(|r| r.id).collect();
     assert_eq!(listed, ids);
 }

@@ -81,19 +81,19 @@ impl RunStore for MemoryRunStore {
         Ok(self.lock()?.runs.get(run_id).map(|e| e.steps.values().cloned().collect()).unwrap_or_default())
     }
 
-    async fn list_runs(&self, tenant: &TenantId, cursor: Option<&str>, limit: usize) -> Result<RunPage, PortError> {
+    async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError> {
         let state = self.lock()?;
         let mut runs: Vec<&Run> = state
             .runs
             .values()
             .map(|e| &e.run)
-            .filter(|r| &r.tenant == tenant && cursor.is_none_or(|c| r.id.as_str() < c))
+            .filter(|r| &r.tenant == tenant && after.is_none_or(|after| &r.id < after))
             .collect();
         // Run ids are ULIDs: descending id order is newest first.
         runs.sort_by(|a, b| b.id.cmp(&a.id));
         let more = runs.len() > limit;
         runs.truncate(limit);
-        let next_cursor = if more { runs.last().map(|r| r.id.to_string()) } else { None };
+        let next_after = if more { runs.last().map(|r| r.id.clone()) } else { None };
         let runs = runs
             .into_iter()
             .map(|r| RunSummary {
@@ -104,7 +104,7 @@ impl RunStore for MemoryRunStore {
                 finished_at: r.finished_at,
             })
             .collect();
-        Ok(RunPage { runs, next_cursor })
+        Ok(RunPage { runs, next_after })
     }
 
     async fn transition_step(

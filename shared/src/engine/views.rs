@@ -136,10 +136,10 @@ impl Engine {
     pub async fn list_runs(
         &self,
         tenant: &TenantId,
-        cursor: Option<&str>,
+        after: Option<&RunId>,
         limit: usize,
     ) -> Result<RunPage, EngineError> {
-        Ok(self.store.list_runs(tenant, cursor, limit).await?)
+        Ok(self.store.list_runs(tenant, after, limit).await?)
     }
 
     /// The run's history, oldest first.

@@ -230,23 +230,23 @@ pub async fn list_runs(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE}, not {limit}")));
     }
-    let cursor = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let page = state.engine.list_runs(&tenant, cursor.as_deref(), limit as usize).await?;
-    Ok(Json(RunList { runs: page.runs, next_cursor: page.next_cursor.as_deref().map(encode_cursor) }))
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = state.engine.list_runs(&tenant, after.as_ref(), limit as usize).await?;
+    Ok(Json(RunList { runs: page.runs, next_cursor: page.next_after.as_ref().map(encode_cursor) }))
 }
 
-/// Clients get the store's cursor wrapped, so they treat it as opaque and the store may
-/// change its format without breaking anyone.
-fn encode_cursor(store_cursor: &str) -> String {
-    URL_SAFE_NO_PAD.encode(store_cursor)
+/// Clients get the cursor wrapped, so they treat it as opaque and its content may change
+/// without breaking anyone.
+fn encode_cursor(after: &RunId) -> String {
+    URL_SAFE_NO_PAD.encode(after.as_str())
 }
 
-fn decode_cursor(opaque: &str) -> Result<String, ApiError> {
+fn decode_cursor(opaque: &str) -> Result<RunId, ApiError> {
     URL_SAFE_NO_PAD
         .decode(opaque)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|cursor| !cursor.is_empty())
+        .and_then(|text| RunId::parse(&text).ok())
         .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API returned".to_owned()))
 }
 

@@ -2,6 +2,7 @@
 //! between them. Each provider's wire format lives in its own file; the engine only sees
 //! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
 
+mod catalog;
 pub mod local;
 pub mod router;
 
@@ -15,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{StepDefinition, Task, TaskOutput, Usage};
 
+pub use catalog::default_router;
 pub use local::LocalProvider;
 pub use router::{Price, PriceTable, ProviderRouter, RetryPolicy, Routed, RoutedCompletion};
 

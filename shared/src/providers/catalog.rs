@@ -1,14 +1,14 @@
-//! The models `chorus dev` offers: the offline `local` provider and nothing else, so every
+//! The models every entry point offers today: the offline `local` provider, so every
 //! workflow runs without keys or network. No routes are configured: with one local model
 //! per task, a route name would only be a second spelling of that model.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chorus::providers::{LocalProvider, PriceTable, ProviderRouter, RetryPolicy};
+use super::{LocalProvider, PriceTable, ProviderRouter, RetryPolicy};
 
-/// The router `dev` and `validate` check and run steps with.
-pub fn router() -> ProviderRouter {
+/// The router `chorus dev`, `chorus validate` and the Lambda functions run steps with.
+pub fn default_router() -> ProviderRouter {
     ProviderRouter::new(
         vec![Arc::new(LocalProvider::new())],
         BTreeMap::new(),

@@ -1,0 +1,725 @@
+//! [`RunStore`] on one DynamoDB table (DESIGN §5). Every state change is a single
+//! conditional `UpdateItem` that returns the item as written, with the history it records
+//! appended to the same item, so a step costs one request per transition. JSON payloads
+//! above [`INLINE_LIMIT`] go to the [`BlobStore`] (S3) and only their key stays in the item.
+
+mod expression;
+mod items;
+mod tenants;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use self::expression::{Expression, number, string};
+use self::items::{
+    IDEMPOTENCY_SK, IdempotencyItem, Payload, RUN_SK, RUNS_BY_TENANT, RunItem, STEP_SK_PREFIX, StepItem, WAIT_BUCKET,
+    WAITS_BY_DEADLINE, idempotency_pk, run_pk, step_sk,
+};
+use crate::domain::{Run, RunEvent, RunId, StepId, StepState, StepStatus, TenantId};
+use crate::ports::{
+    BlobStore, CreateOutcome, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition, StepTransition, WaitRef,
+};
+
+pub use tenants::DynamoTenants;
+
+/// JSON payloads up to this size stay in the item (DESIGN §4); bigger ones go to S3. Three
+/// of them (definition, input, output) still fit DynamoDB's 400 KB item limit.
+pub const INLINE_LIMIT: usize = 64 * 1024;
+/// How long an idempotency key holds (DESIGN §5).
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// BatchWriteItem's limit.
+const BATCH_WRITE_MAX: usize = 25;
+/// Rounds of resending what BatchWriteItem left unprocessed (throttling) before giving up.
+const BATCH_WRITE_ROUNDS: u32 = 8;
+
+/// Run state in DynamoDB, payloads above [`INLINE_LIMIT`] in a [`BlobStore`].
+pub struct DynamoRunStore {
+    client: Client,
+    table: String,
+    blobs: Arc<dyn BlobStore>,
+    /// Items expire (TTL) this long after the run was created.
+    retention: Duration,
+}
+
+impl DynamoRunStore {
+    pub fn new(client: Client, table: impl Into<String>, blobs: Arc<dyn BlobStore>, retention: Duration) -> Self {
+        Self { client, table: table.into(), blobs, retention }
+    }
+
+    fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), string(pk)), ("sk".to_owned(), string(sk))])
+    }
+
+    /// Stores `value` inline, or in the blob store under `tenants/<tenant>/runs/<run>/…`.
+    /// Without `tenant`, a large payload costs one read to find it.
+    async fn store_payload(
+        &self,
+        tenant: Option<&TenantId>,
+        run_id: &RunId,
+        name: &str,
+        value: &Value,
+    ) -> Result<Payload, PortError> {
+        let text = serde_json::to_string(value)
+            .map_err(|err| PortError::Corrupt { what: "JSON payload", detail: err.to_string() })?;
+        if text.len() <= INLINE_LIMIT {
+            return Ok(Payload::Json(text));
+        }
+        let tenant = match tenant {
+            Some(tenant) => tenant.clone(),
+            None => self.tenant_of(run_id).await?,
+        };
+        // A fresh key per write: a payload is never overwritten in place, so a reader never
+        // sees a key whose object changed under it.
+        let key = format!("tenants/{tenant}/runs/{run_id}/{name}-{:016x}.json", fastrand::u64(..));
+        self.blobs.put(&key, Bytes::from(text)).await?;
+        Ok(Payload::Blob(key))
+    }
+
+    async fn load_payload(&self, payload: Payload) -> Result<Value, PortError> {
+        let text = match payload {
+            Payload::Json(text) => Bytes::from(text),
+            Payload::Blob(key) => self.blobs.get(&key).await?.ok_or_else(|| PortError::Corrupt {
+                what: "blob store",
+                detail: format!("payload `{key}` is missing"),
+            })?,
+        };
+        serde_json::from_slice(&text)
+            .map_err(|err| PortError::Corrupt { what: "JSON payload", detail: err.to_string() })
+    }
+
+    async fn load_optional(&self, payload: Option<Payload>) -> Result<Option<Value>, PortError> {
+        match payload {
+            Some(payload) => Ok(Some(self.load_payload(payload).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn run_from_item(&self, item: RunItem) -> Result<Run, PortError> {
+        Ok(Run {
+            definition: serde_json::from_value(self.load_payload(item.definition).await?)
+                .map_err(|err| PortError::Corrupt { what: "stored workflow definition", detail: err.to_string() })?,
+            input: self.load_payload(item.input).await?,
+            output: self.load_optional(item.output).await?,
+            id: item.id,
+            tenant: item.tenant,
+            status: item.status,
+            notify: item.notify,
+            error: item.error,
+            pending_sinks: item.pending_sinks,
+            created_at: item.created_at,
+            updated_at: item.updated_at,
+            finished_at: item.finished_at,
+        })
+    }
+
+    async fn step_from_item(&self, mut item: StepItem) -> Result<StepState, PortError> {
+        let output = self.load_optional(item.output.take()).await?;
+        Ok(item.into_state(output))
+    }
+
+    /// The tenant a run belongs to, for blob keys (only needed for large outputs).
+    async fn tenant_of(&self, run_id: &RunId) -> Result<TenantId, PortError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK)))
+            .projection_expression("tenant")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let item = found.item.ok_or_else(|| missing("run", run_id))?;
+        let tenant = item.get("tenant").and_then(|value| value.as_s().ok()).ok_or_else(|| missing("run", run_id))?;
+        TenantId::parse(tenant).map_err(|err| PortError::Corrupt { what: "run item", detail: err.to_string() })
+    }
+
+    fn expires_at(&self, from: jiff::Timestamp) -> i64 {
+        (from + self.retention).as_second()
+    }
+
+    /// Writes the steps in batches, resending what DynamoDB leaves unprocessed.
+    async fn put_steps(&self, items: Vec<HashMap<String, AttributeValue>>) -> Result<(), PortError> {
+        for chunk in items.chunks(BATCH_WRITE_MAX) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    let put = PutRequest::builder().set_item(Some(item.clone())).build().map_err(unavailable)?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>, PortError>>()?;
+            let mut round = 0;
+            while !requests.is_empty() {
+                if round == BATCH_WRITE_ROUNDS {
+                    return Err(PortError::Unavailable {
+                        what: "DynamoDB",
+                        source: "writes stayed unprocessed (throttled)".into(),
+                    });
+                }
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_millis(50 << round)).await;
+                }
+                let written = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                requests = written.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+                round += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a conditional update. `Ok(None)` when the condition failed; with
+    /// `old_on_failure`, the item as it was is returned in the error case instead.
+    async fn update(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        expression: Expression,
+        old_on_failure: bool,
+    ) -> Result<Updated, PortError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .set_update_expression(expression.update_expression())
+            .set_condition_expression(expression.condition_expression())
+            .set_expression_attribute_names(expression.names())
+            .set_expression_attribute_values(expression.values())
+            .return_values(ReturnValue::AllNew);
+        let request = if old_on_failure {
+            request.return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        } else {
+            request
+        };
+        match request.send().await {
+            Ok(output) => Ok(Updated::Applied(output.attributes.unwrap_or_default())),
+            Err(SdkError::ServiceError(failure))
+                if matches!(failure.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let old = match failure.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => failed.item,
+                    _ => None,
+                };
+                Ok(Updated::Refused(old))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+}
+
+/// The outcome of a conditional update.
+enum Updated {
+    Applied(HashMap<String, AttributeValue>),
+    /// The condition failed; the item as it was, when asked for and when it exists.
+    Refused(Option<HashMap<String, AttributeValue>>),
+}
+
+fn from_item<T: DeserializeOwned>(what: &'static str, item: HashMap<String, AttributeValue>) -> Result<T, PortError> {
+    serde_dynamo::from_item(item).map_err(|err| PortError::Corrupt { what, detail: err.to_string() })
+}
+
+fn to_item(value: &impl serde::Serialize) -> Result<HashMap<String, AttributeValue>, PortError> {
+    serde_dynamo::to_item(value)
+        .map_err(|err| PortError::Corrupt { what: "DynamoDB item", detail: format!("cannot be written: {err}") })
+}
+
+fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> PortError {
+    PortError::Unavailable { what: "DynamoDB", source: Box::new(err) }
+}
+
+fn missing(what: &str, id: &impl std::fmt::Display) -> PortError {
+    PortError::Corrupt { what: "DynamoDB run store", detail: format!("{what} `{id}` does not exist") }
+}
+
+/// The condition that a step is in one of `from`. `queued` also covers a `pending` step
+/// whose dependencies were all released (see [`StepItem::into_state`]), and `pending`
+/// excludes it. The clauses are joined by OR without parentheses (AND binds tighter).
+fn step_status_condition(expression: &mut Expression, from: &[StepStatus]) -> Result<String, PortError> {
+    // DynamoDB refuses placeholders an expression does not use: declare them as needed.
+    let status = expression.name("status");
+    let mut clauses = Vec::new();
+    for wanted in from {
+        let value = expression.serde_value(wanted)?;
+        let clause = match wanted {
+            StepStatus::Queued => {
+                let (deps, blocked) = (expression.name("pending_deps"), expression.name("blocked"));
+                let pending = expression.serde_value(&StepStatus::Pending)?;
+                let (zero, no) = (expression.value(number(0)), expression.value(AttributeValue::Bool(false)));
+                format!("{status} = {value} OR ({status} = {pending} AND {deps} = {zero} AND {blocked} = {no})")
+            }
+            StepStatus::Pending => {
+                let (deps, blocked) = (expression.name("pending_deps"), expression.name("blocked"));
+                let (zero, yes) = (expression.value(number(0)), expression.value(AttributeValue::Bool(true)));
+                format!("{status} = {value} AND ({deps} > {zero} OR {blocked} = {yes})")
+            }
+            _ => format!("{status} = {value}"),
+        };
+        clauses.push(clause);
+    }
+    Ok(if clauses.is_empty() { "attribute_not_exists(pk)".to_owned() } else { clauses.join(" OR ") })
+}
+
+#[async_trait]
+impl RunStore for DynamoRunStore {
+    async fn create_run(&self, new: NewRun) -> Result<CreateOutcome, PortError> {
+        let NewRun { run, steps, idempotency, events } = new;
+        let expires_at = self.expires_at(run.created_at);
+        // Steps first, the run item last: a run is visible only once complete. Steps
+        // orphaned by a failure in between expire with their TTL.
+        let step_items = steps
+            .into_iter()
+            .map(|state| to_item(&StepItem::new(&run.id, state, expires_at)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.put_steps(step_items).await?;
+
+        let definition = serde_json::to_value(&run.definition)
+            .map_err(|err| PortError::Corrupt { what: "workflow definition", detail: err.to_string() })?;
+        let output = match &run.output {
+            Some(output) => Some(self.store_payload(Some(&run.tenant), &run.id, "output", output).await?),
+            None => None,
+        };
+        let item = RunItem {
+            pk: run_pk(&run.id),
+            sk: RUN_SK.to_owned(),
+            tenant_pk: run.tenant.to_string(),
+            created_sk: run.id.to_string(),
+            run_name: run.definition.name.clone(),
+            definition: self.store_payload(Some(&run.tenant), &run.id, "definition", &definition).await?,
+            input: self.store_payload(Some(&run.tenant), &run.id, "input", &run.input).await?,
+            output,
+            id: run.id.clone(),
+            tenant: run.tenant.clone(),
+            status: run.status,
+            notify: run.notify,
+            error: run.error,
+            pending_sinks: run.pending_sinks,
+            released_sinks: Vec::new(),
+            created_at: run.created_at,
+            updated_at: run.updated_at,
+            finished_at: run.finished_at,
+            expires_at,
+            events,
+        };
+        let run_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&item)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+
+        let Some(claim) = idempotency else {
+            let put = TransactWriteItem::builder().put(run_put).build();
+            self.client.transact_write_items().transact_items(put).send().await.map_err(unavailable)?;
+            return Ok(CreateOutcome::Created);
+        };
+        let key_item = IdempotencyItem {
+            pk: idempotency_pk(&run.tenant, &claim.key),
+            sk: IDEMPOTENCY_SK.to_owned(),
+            run_id: run.id.clone(),
+            request_hash: claim.request_hash,
+            expires_at: (run.created_at + IDEMPOTENCY_TTL).as_second(),
+        };
+        // TTL deletes lazily (within days): an expired key counts as free.
+        let key_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&key_item)?))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", number(run.created_at.as_second()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(unavailable)?;
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(key_put).build())
+            .transact_items(TransactWriteItem::builder().put(run_put).build())
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(CreateOutcome::Created),
+            Err(SdkError::ServiceError(failure)) => {
+                let taken = match failure.err() {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                        cancelled,
+                    ) => cancelled
+                        .cancellation_reasons()
+                        .first()
+                        .filter(|reason| reason.code() == Some("ConditionalCheckFailed"))
+                        .and_then(|reason| reason.item().cloned()),
+                    _ => None,
+                };
+                match taken {
+                    Some(item) => {
+                        let existing: IdempotencyItem = from_item("idempotency item", item)?;
+                        Ok(CreateOutcome::KeyTaken { run_id: existing.run_id, request_hash: existing.request_hash })
+                    }
+                    None => Err(unavailable(SdkError::ServiceError(failure))),
+                }
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, PortError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match found.item {
+            Some(item) => Ok(Some(self.run_from_item(from_item("run item", item)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :steps)")
+            .expression_attribute_values(":pk", string(run_pk(run_id)))
+            .expression_attribute_values(":steps", string(STEP_SK_PREFIX))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut steps = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item: StepItem = from_item("step item", item.map_err(unavailable)?)?;
+            steps.push(self.step_from_item(item).await?);
+        }
+        Ok(steps)
+    }
+
+    async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError> {
+        let start = after.map(|after| {
+            HashMap::from([
+                ("pk".to_owned(), string(run_pk(after))),
+                ("sk".to_owned(), string(RUN_SK)),
+                ("tenant_pk".to_owned(), string(tenant.to_string())),
+                ("created_sk".to_owned(), string(after.to_string())),
+            ])
+        });
+        // One more than asked tells whether another page exists.
+        let fetch = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
+        let found = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(RUNS_BY_TENANT)
+            .key_condition_expression("tenant_pk = :tenant")
+            .expression_attribute_values(":tenant", string(tenant.to_string()))
+            .scan_index_forward(false)
+            .limit(fetch)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut runs = found
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| from_item::<SummaryItem>("run summary", item).map(RunSummary::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = runs.len() > limit;
+        runs.truncate(limit);
+        let next_after = if more { runs.last().map(|run| run.id.clone()) } else { None };
+        Ok(RunPage { runs, next_after })
+    }
+
+    async fn transition_step(
+        &self,
+        run_id: &RunId,
+        step_id: &StepId,
+        transition: StepTransition,
+    ) -> Result<Option<StepState>, PortError> {
+        let StepTransition { from, or_lease_expired_before, lease_owner, update, events } = transition;
+        let mut expression = Expression::default();
+
+        let mut allowed = step_status_condition(&mut expression, &from)?;
+        if let Some(now) = or_lease_expired_before {
+            let (status, until) = (expression.name("status"), expression.name("lease_until_ms"));
+            let running = expression.serde_value(&StepStatus::Running)?;
+            let now = expression.value(number(now.as_millisecond()));
+            allowed =
+                format!("{allowed} OR ({status} = {running} AND (attribute_not_exists({until}) OR {until} < {now}))");
+        }
+        expression.require("attribute_exists(pk)".to_owned());
+        expression.require(allowed);
+        if let Some(owner) = &lease_owner {
+            let (lease, owner_name) = (expression.name("lease"), expression.name("owner"));
+            let owner = expression.value(string(owner.clone()));
+            expression.require(format!("{lease}.{owner_name} = {owner}"));
+        }
+
+        if let Some(status) = update.status {
+            expression.set("status", &status)?;
+        }
+        match &update.lease {
+            Some(lease) => {
+                expression.set("lease", lease)?;
+                expression.set("lease_until_ms", &lease.until.as_millisecond())?;
+            }
+            None => {
+                expression.set("lease", &Option::<()>::None)?;
+                expression.remove("lease_until_ms");
+            }
+        }
+        match update.deadline {
+            Some(deadline) => {
+                expression.set("deadline", &deadline)?;
+                expression.set("wait_bucket", &WAIT_BUCKET)?;
+                expression.set("wait_deadline", &deadline.as_second())?;
+            }
+            None => {
+                expression.set("deadline", &Option::<()>::None)?;
+                expression.remove("wait_bucket");
+                expression.remove("wait_deadline");
+            }
+        }
+        if update.bump_attempt {
+            let attempt = expression.name("attempt");
+            let one = expression.value(number(1));
+            expression.set_raw(format!("{attempt} = {attempt} + {one}"));
+        }
+        if !update.attempts.is_empty() {
+            expression.append("attempts", &update.attempts)?;
+        }
+        if let Some(provider) = &update.provider {
+            expression.set("provider", provider)?;
+        }
+        if let Some(model) = &update.model {
+            expression.set("model", model)?;
+        }
+        if let Some(usage) = &update.usage {
+            expression.set("usage", usage)?;
+        }
+        if let Some(cost) = update.cost_usd {
+            expression.set("cost_usd", &cost)?;
+        }
+        if let Some(latency) = update.latency_ms {
+            expression.set("latency_ms", &latency)?;
+        }
+        if let Some(error) = &update.error {
+            expression.set("error", error)?;
+        }
+        if let Some(at) = update.started_at {
+            expression.set("started_at", &at)?;
+        }
+        if let Some(at) = update.finished_at {
+            expression.set("finished_at", &at)?;
+        }
+        if let Some(output) = &update.output {
+            let name = format!("steps/{step_id}/output");
+            expression.set("output", &self.store_payload(None, run_id, &name, output).await?)?;
+        }
+        if !events.is_empty() {
+            expression.append("events", &events)?;
+        }
+
+        match self.update(Self::key(run_pk(run_id), step_sk(step_id)), expression, false).await? {
+            Updated::Applied(item) => Ok(Some(self.step_from_item(from_item("step item", item)?).await?)),
+            Updated::Refused(_) => Ok(None),
+        }
+    }
+
+    async fn release_step(
+        &self,
+        run_id: &RunId,
+        dependant: &StepId,
+        upstream: &StepId,
+        upstream_succeeded: bool,
+    ) -> Result<StepState, PortError> {
+        let mut expression = Expression::default();
+        let (deps, released) = (expression.name("pending_deps"), expression.name("released_by"));
+        let one = expression.value(number(1));
+        expression.set_raw(format!("{deps} = {deps} - {one}"));
+        expression.append("released_by", &[upstream])?;
+        if !upstream_succeeded {
+            expression.set("blocked", &true)?;
+        }
+        let upstream = expression.serde_value(upstream)?;
+        expression.require(format!("attribute_exists(pk) AND NOT contains({released}, {upstream})"));
+
+        let item = match self.update(Self::key(run_pk(run_id), step_sk(dependant)), expression, true).await? {
+            Updated::Applied(item) => item,
+            // Counted before: report the step as it is.
+            Updated::Refused(Some(item)) => item,
+            Updated::Refused(None) => return Err(missing("step", dependant)),
+        };
+        self.step_from_item(from_item("step item", item)?).await
+    }
+
+    async fn release_run(&self, run_id: &RunId, sink: &StepId) -> Result<Run, PortError> {
+        let mut expression = Expression::default();
+        let (pending, released) = (expression.name("pending_sinks"), expression.name("released_sinks"));
+        let one = expression.value(number(1));
+        expression.set_raw(format!("{pending} = {pending} - {one}"));
+        expression.append("released_sinks", &[sink])?;
+        let sink = expression.serde_value(sink)?;
+        expression.require(format!("attribute_exists(pk) AND NOT contains({released}, {sink})"));
+
+        let item = match self.update(Self::key(run_pk(run_id), RUN_SK), expression, true).await? {
+            Updated::Applied(item) | Updated::Refused(Some(item)) => item,
+            Updated::Refused(None) => return Err(missing("run", run_id)),
+        };
+        self.run_from_item(from_item("run item", item)?).await
+    }
+
+    async fn transition_run(&self, run_id: &RunId, transition: RunTransition) -> Result<Option<Run>, PortError> {
+        let RunTransition { from, to, output, error, finished_at, events } = transition;
+        let mut expression = Expression::default();
+        let status = expression.name("status");
+        let allowed = from
+            .iter()
+            .map(|wanted| Ok(format!("{status} = {}", expression.serde_value(wanted)?)))
+            .collect::<Result<Vec<_>, PortError>>()?;
+        expression.require("attribute_exists(pk)".to_owned());
+        expression.require(if allowed.is_empty() {
+            "attribute_not_exists(pk)".to_owned()
+        } else {
+            allowed.join(" OR ")
+        });
+
+        expression.set("status", &to)?;
+        if let Some(output) = &output {
+            expression.set("output", &self.store_payload(None, run_id, "output", output).await?)?;
+        }
+        if let Some(error) = &error {
+            expression.set("error", error)?;
+        }
+        if let Some(at) = finished_at {
+            expression.set("finished_at", &at)?;
+        }
+        if let Some(last) = events.last() {
+            expression.set("updated_at", &last.at)?;
+        }
+        if !events.is_empty() {
+            expression.append("events", &events)?;
+        }
+
+        match self.update(Self::key(run_pk(run_id), RUN_SK), expression, false).await? {
+            Updated::Applied(item) => Ok(Some(self.run_from_item(from_item("run item", item)?).await?)),
+            Updated::Refused(_) => Ok(None),
+        }
+    }
+
+    async fn append_events(&self, run_id: &RunId, events: Vec<RunEvent>) -> Result<(), PortError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut expression = Expression::default();
+        expression.append("events", &events)?;
+        expression.require("attribute_exists(pk)".to_owned());
+        match self.update(Self::key(run_pk(run_id), RUN_SK), expression, false).await? {
+            Updated::Applied(_) => Ok(()),
+            Updated::Refused(_) => Err(missing("run", run_id)),
+        }
+    }
+
+    async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", string(run_pk(run_id)))
+            .projection_expression("events")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut events = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item: EventsItem = from_item("event history", item.map_err(unavailable)?)?;
+            events.extend(item.events);
+        }
+        // Each item keeps its own events in order; merging them by time is stable.
+        events.sort_by_key(|event| event.at);
+        Ok(events)
+    }
+
+    async fn expired_waits(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<WaitRef>, PortError> {
+        let found = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(WAITS_BY_DEADLINE)
+            .key_condition_expression("wait_bucket = :bucket AND wait_deadline < :now")
+            .expression_attribute_values(":bucket", string(WAIT_BUCKET))
+            .expression_attribute_values(":now", number(now.as_second()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        found
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let keys: KeysItem = from_item("wait index entry", item)?;
+                let corrupt =
+                    || PortError::Corrupt { what: "wait index entry", detail: format!("{}/{}", keys.pk, keys.sk) };
+                let run_id = keys.pk.strip_prefix("RUN#").and_then(|id| RunId::parse(id).ok()).ok_or_else(corrupt)?;
+                let step_id =
+                    keys.sk.strip_prefix(STEP_SK_PREFIX).and_then(|id| StepId::parse(id).ok()).ok_or_else(corrupt)?;
+                Ok(WaitRef { run_id, step_id })
+            })
+            .collect()
+    }
+}
+
+/// What the `runs_by_tenant` index projects.
+#[derive(serde::Deserialize)]
+struct SummaryItem {
+    id: RunId,
+    run_name: Option<String>,
+    status: crate::domain::RunStatus,
+    created_at: jiff::Timestamp,
+    finished_at: Option<jiff::Timestamp>,
+}
+
+impl From<SummaryItem> for RunSummary {
+    fn from(item: SummaryItem) -> Self {
+        Self {
+            id: item.id,
+            name: item.run_name,
+            status: item.status,
+            created_at: item.created_at,
+            finished_at: item.finished_at,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EventsItem {
+    #[serde(default)]
+    events: Vec<RunEvent>,
+}
+
+#[derive(serde::Deserialize)]
+struct KeysItem {
+    pk: String,
+    sk: String,
+}
