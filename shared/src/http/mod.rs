@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod callbacks;
 pub mod openapi;
 pub mod problem;
 pub mod runs;
@@ -21,6 +22,7 @@ use crate::engine::Engine;
 use crate::ports::TenantDirectory;
 
 pub use auth::AuthedTenant;
+pub use callbacks::callbacks_app;
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, ProblemDetails};
 

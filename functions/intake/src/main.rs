@@ -1,0 +1,77 @@
+//! The `intake` Lambda: serves the HTTP API (DESIGN §6) behind API Gateway. Clients and
+//! use cases are built once per cold start; each request then goes through the same axum
+//! router `chorus dev` serves.
+
+use chorus::config::Services;
+use chorus::http::{AppState, app};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let services = Services::from_env().await?;
+    lambda_http::run(app(AppState { engine: services.engine, tenants: services.tenants })).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use chorus::adapters::{MemoryQueue, MemoryRunStore, MemoryTenants};
+    use chorus::domain::{Limits, TenantId};
+    use chorus::engine::{Engine, EngineParts};
+    use chorus::http::{AppState, app};
+    use chorus::notify::CallbackPolicy;
+    use chorus::ports::{SystemClock, Tenant};
+    use http_body_util::BodyExt;
+    use secrecy::SecretString;
+    use tower::ServiceExt;
+
+    /// An API Gateway HTTP API (payload 2.0) event, as the function receives it.
+    fn api_gateway_event(method: &str, path: &str, body: &str) -> String {
+        serde_json::json!({
+            "version": "2.0",
+            "routeKey": "ANY /{proxy+}",
+            "rawPath": path,
+            "rawQueryString": "",
+            "headers": {"content-type": "application/json", "x-api-key": "key-1", "host": "api.example.com"},
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com",
+                "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},
+                "requestId": "r1", "routeKey": "ANY /{proxy+}", "stage": "$default", "time": "21/Nov/2026:10:00:00 +0000", "timeEpoch": 0
+            },
+            "body": body,
+            "isBase64Encoded": false
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn an_api_gateway_event_submits_a_run() {
+        let (steps, mut queued) = MemoryQueue::channel();
+        let (notifications, _) = MemoryQueue::channel();
+        let engine = Arc::new(Engine::new(EngineParts {
+            store: Arc::new(MemoryRunStore::new()),
+            steps: Arc::new(steps),
+            notifications: Arc::new(notifications),
+            router: Arc::new(chorus::providers::default_router()),
+            clock: Arc::new(SystemClock),
+            callbacks: CallbackPolicy::production(),
+            limits: Limits::default(),
+        }));
+        let tenant = Tenant { id: TenantId::parse("acme").unwrap(), webhook_secret: SecretString::from("whsec_eA==") };
+        let tenants = Arc::new(MemoryTenants::new().with_key(tenant, &SecretString::from("key-1")));
+        let workflow =
+            r#"{"workflow": {"steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": "hi"}]}}"#;
+
+        let request = lambda_http::request::from_str(&api_gateway_event("POST", "/v1/runs", workflow)).unwrap();
+        let response = app(AppState { engine, tenants }).oneshot(request).await.unwrap();
+
+        assert_eq!(response.status(), 202);
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["status"], "queued");
+        assert_eq!(queued.try_recv().unwrap().step_id.as_str(), "a");
+    }
+}
