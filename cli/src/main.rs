@@ -9,6 +9,7 @@ mod validate;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use chorus_cli::{error_chain, shutdown_signal};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -67,16 +68,4 @@ fn init_tracing() {
         // Colour codes help a person at a terminal; in a file or a CI log they are noise.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-}
-
-/// `outer: inner: innermost`, so the cause of a failure is never hidden behind its context.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
