@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::shutdown_signal;
+
 /// Steps (and notifications) handled at once. Local models are instant; the bound matters
 /// for the day `dev` routes to real providers with rate limits.
 const DEFAULT_CONCURRENCY: u16 = 8;
@@ -208,34 +210,6 @@ fn generate_api_key() -> SecretString {
     let mut bytes = [0_u8; 16];
     rand::fill(&mut bytes[..]);
     SecretString::from(format!("ck_{}", hex::encode(bytes)))
-}
-
-/// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and process managers send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 /// A queue consumer: what to do with each message, and with one that keeps failing.

@@ -1,6 +1,7 @@
 //! The `chorus` command. `chorus dev` runs the whole service (HTTP API, worker, notifier)
 //! in one process over the memory adapters and the offline `local` models; `chorus validate`
-//! checks a workflow file the way `POST /v1/runs` would, without a server.
+//! checks a workflow file the way `POST /v1/runs` would, without a server; `chorus local` runs
+//! the Lambda functions on a local AWS emulator (the library half, `chorus_cli`, holds it).
 
 mod dev;
 mod validate;
@@ -9,6 +10,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use chorus::error::error_chain;
+use chorus_cli::local;
+use chorus_cli::shutdown_signal;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -25,6 +28,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Check a workflow file (a `POST /v1/runs` body or a bare workflow) and list every problem.
     Validate(validate::ValidateArgs),
+    /// The Lambda functions on a local AWS emulator: `up`, `down`, and the SQS → Lambda `bridge`.
+    Local(local::LocalArgs),
 }
 
 /// Why a command could not do its job (as opposed to finding problems it reports).
@@ -34,6 +39,8 @@ enum CliError {
     Dev(#[from] dev::DevError),
     #[error(transparent)]
     Validate(#[from] validate::ValidateError),
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
 }
 
 #[tokio::main]
@@ -43,6 +50,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await.map_err(CliError::from),
         Command::Validate(args) => validate::run(&args).map_err(CliError::from),
+        Command::Local(args) => local::run(args).await.map_err(CliError::from),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,35 @@
+//! The library half of the `chorus` command: what the binary and the integration tests share.
+//! `local` is the local AWS stack (template reading, resources, the SQS → Lambda bridge), which
+//! `tests/tests/local_bridge.rs` drives directly against an emulator.
+
+pub mod local;
+
+pub use chorus::error::error_chain;
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and process managers send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,469 @@
+//! `chorus local`: the service on a local AWS stack. `up` starts the emulator
+//! (`infra/local/emulator.sh`), creates the template's resources in it, serves the functions with
+//! `cargo lambda watch` and bridges the template's SQS and Schedule events to them; `down` stops
+//! all of it; `bridge` is the bridge on its own (what `up` runs in the background).
+
+pub mod bridge;
+pub mod processes;
+pub mod resources;
+pub mod seed;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use secrecy::ExposeSecret;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use self::bridge::{Bridge, BridgeError, RouteOptions};
+use self::processes::{ProcessError, STATE_DIR, Started, State};
+use self::resources::{CreateOptions, ResourceError};
+use self::seed::SeedError;
+use self::template::{Template, TemplateError, local_name};
+
+/// The template, relative to the repository root.
+pub const TEMPLATE: &str = "infra/template.yaml";
+/// The contract's resource name prefix.
+pub const DEFAULT_PREFIX: &str = "chorus";
+/// Set (to the exported names) in a `chorus local up` that was re-started with the emulator's
+/// environment, so it does not run the emulator script again.
+const EMULATOR_ENV_MARKER: &str = "CHORUS_LOCAL_EMULATOR_ENV";
+/// `cargo lambda watch` compiles a function inside its first invocation; on two cores a cold
+/// debug build of the workspace takes minutes.
+const COMPILE_ALLOWANCE: Duration = Duration::from_secs(15 * 60);
+/// How often `up` says what it is still waiting for.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+/// Where tools.sh installs cargo-lambda (next to SAM, which needs it), relative to the repo.
+const TOOLS_BIN: &str = ".tools/sam/bin";
+
+#[derive(Debug, clap::Args)]
+pub struct LocalArgs {
+    /// The repository root (default: the workspace around the current directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    repo: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: LocalCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum LocalCommand {
+    /// Start the emulator, create the resources, serve the functions and bridge their events.
+    Up(UpArgs),
+    /// Stop what `up` started (safe to run twice).
+    Down,
+    /// Feed the template's SQS queues and schedules to the functions (until Ctrl-C).
+    Bridge(BridgeArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Emulator {
+    /// LocalStack (SQS, S3) + DynamoDB Local.
+    Localstack,
+    /// moto server (SQS, S3, DynamoDB).
+    Moto,
+}
+
+impl Emulator {
+    fn name(self) -> &'static str {
+        match self {
+            Emulator::Localstack => "localstack",
+            Emulator::Moto => "moto",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// The emulator `infra/local/emulator.sh` starts (ignored when AWS_ENDPOINT_URL is set:
+    /// then that endpoint is used).
+    #[arg(long, value_enum, default_value = "localstack")]
+    emulator: Emulator,
+
+    /// Replace every queue's visibility timeout (seconds): how long a failed message waits
+    /// before its next try. The template's 360-720 s suit AWS; a few seconds let you watch a
+    /// failing message reach its dead-letter queue.
+    #[arg(long, value_name = "SECS")]
+    visibility_timeout: Option<u32>,
+
+    /// Port of `cargo lambda watch` (the Invoke API and /lambda-url/<function>/).
+    #[arg(long, default_value_t = 9000)]
+    lambda_port: u16,
+
+    /// How long to wait for the intake function to answer /healthz (the first start compiles
+    /// the functions).
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    wait_timeout: u64,
+
+    #[command(flatten)]
+    bridge: BridgeOptions,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct BridgeOptions {
+    /// Resource names are <PREFIX>-<kebab-case logical id>.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+
+    /// Pollers per queue at most (each with one batch in flight).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+}
+
+#[derive(Debug, clap::Args)]
+struct BridgeArgs {
+    /// The Lambda Invoke API to call, e.g. `cargo lambda watch` at http://127.0.0.1:9000.
+    #[arg(long, env = "AWS_ENDPOINT_URL_LAMBDA", value_name = "URL")]
+    lambda_endpoint: Option<String>,
+
+    #[command(flatten)]
+    options: BridgeOptions,
+}
+
+/// Why a `chorus local` command failed.
+#[derive(Debug, Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    #[error("the local stack already runs (see {}); `chorus local down` first", state.display())]
+    AlreadyRunning { state: PathBuf },
+    #[error("cannot find the current directory or executable")]
+    Environment(#[source] std::io::Error),
+    #[error("the emulator's environment did not reach the re-started `chorus local up`")]
+    EnvironmentLost,
+    #[error("cannot build an HTTP client")]
+    Http(#[source] reqwest::Error),
+    #[error("cargo lambda watch exited; last lines of {}:\n{tail}", log.display())]
+    LambdaExited { log: PathBuf, tail: String },
+    #[error("{url} did not answer 200 within {waited:?} (last: {last}); last lines of {}:\n{tail}", log.display())]
+    NotHealthy { url: String, waited: Duration, last: String, log: PathBuf, tail: String },
+}
+
+/// Runs a `chorus local` command.
+pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
+    let repo = match args.repo {
+        Some(repo) => repo,
+        None => processes::find_repo_root(&std::env::current_dir().map_err(LocalError::Environment)?)?,
+    };
+    match args.command {
+        LocalCommand::Up(up_args) => up(&repo, &up_args).await,
+        LocalCommand::Down => down(&repo).await,
+        LocalCommand::Bridge(bridge_args) => run_bridge(&repo, bridge_args).await,
+    }
+}
+
+async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
+    if let Some(state) = State::load(repo)?
+        && [&state.lambda, &state.bridge].into_iter().flatten().any(|p| processes::is_running(p.pid, &p.expect))
+    {
+        return Err(LocalError::AlreadyRunning { state: State::path(repo) });
+    }
+    let emulator_env = match std::env::var(EMULATOR_ENV_MARKER) {
+        Ok(names) => {
+            let env: BTreeMap<String, String> = names
+                .split(',')
+                .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
+                .collect();
+            if env.is_empty() {
+                return Err(LocalError::EnvironmentLost);
+            }
+            env
+        }
+        Err(_) => {
+            eprintln!("starting the emulator ({})", args.emulator.name());
+            let exports = processes::emulator_script(repo, "start", &[("EMULATOR", args.emulator.name())])?;
+            // Saved now so that `down` knows which emulator to stop even if what follows fails.
+            let state =
+                State { emulator: args.emulator.name().to_owned(), emulator_env: exports.clone(), ..State::default() };
+            state.save(repo)?;
+            if exports.iter().any(|(name, value)| std::env::var(name).ok().as_ref() != Some(value)) {
+                return restart_with(&exports);
+            }
+            exports
+        }
+    };
+
+    let mut state =
+        State { emulator: args.emulator.name().to_owned(), emulator_env: emulator_env.clone(), ..State::default() };
+    state.save(repo)?;
+    let config = resources::sdk_config().await;
+    let template = Template::load(&repo.join(TEMPLATE))?;
+    eprintln!("creating the resources of {TEMPLATE}");
+    let options = CreateOptions { prefix: args.bridge.prefix.clone(), visibility_timeout: args.visibility_timeout };
+    let created = resources::create(&config, &template, &options).await?;
+    state.function_env = template.local_environment(&created)?;
+    state.save(repo)?;
+
+    let lambda_url = format!("http://127.0.0.1:{}", args.lambda_port);
+    let lambda = start_lambda(repo, args.lambda_port, &state)?;
+    state.lambda = Some(lambda.clone());
+    state.save(repo)?;
+    let api_url = format!("{lambda_url}/lambda-url/intake");
+    wait_until_healthy(&format!("{api_url}/healthz"), &lambda, Duration::from_secs(args.wait_timeout)).await?;
+    state.api_url = Some(api_url.clone());
+    state.save(repo)?;
+    warm_up(&config, &lambda_url, &template, &lambda).await?;
+
+    let bridge = start_bridge(repo, &args.bridge, &lambda_url, &state)?;
+    state.bridge = Some(bridge.clone());
+    state.save(repo)?;
+
+    let table = local_name(&args.bridge.prefix, &template.table.logical_id);
+    let seeded = seed::seed_api_key(&config, &table).await?;
+    print_banner(repo, &state, &lambda, &bridge, &lambda_url, &api_url, seeded.as_ref());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// aws-config reads the process environment, and a running program cannot change its own
+/// safely (`set_var` is `unsafe` and this workspace forbids unsafe code): run `up` again as a
+/// child that inherits the emulator's variables, and exit with its status.
+fn restart_with(exports: &BTreeMap<String, String>) -> Result<ExitCode, LocalError> {
+    let exe = std::env::current_exe().map_err(LocalError::Environment)?;
+    let names: Vec<&str> = exports.keys().map(String::as_str).collect();
+    let status = Command::new(exe)
+        .args(std::env::args_os().skip(1).collect::<Vec<OsString>>())
+        .envs(exports)
+        .env(EMULATOR_ENV_MARKER, names.join(","))
+        .status()
+        .map_err(LocalError::Environment)?;
+    Ok(status.code().and_then(|code| u8::try_from(code).ok()).map_or(ExitCode::FAILURE, ExitCode::from))
+}
+
+/// `cargo lambda watch` with the emulator's and the functions' environment: every function it
+/// starts inherits it.
+fn start_lambda(repo: &Path, port: u16, state: &State) -> Result<Started, LocalError> {
+    let log = repo.join(STATE_DIR).join("lambda.log");
+    let mut command = Command::new("cargo");
+    command
+        .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()])
+        .current_dir(repo)
+        .envs(&state.emulator_env)
+        .envs(&state.function_env)
+        // Without it aws-config probes the EC2 metadata address for credentials and region.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove(EMULATOR_ENV_MARKER);
+    if let Some(path) = path_with_tools(repo) {
+        command.env("PATH", path);
+    }
+    eprintln!("starting cargo lambda watch on 127.0.0.1:{port} (log: {})", log.display());
+    let pid = processes::spawn_detached(command, &log)?;
+    Ok(Started { pid, expect: "lambda".to_owned(), log })
+}
+
+/// PATH with tools.sh's cargo-lambda first, when it is installed.
+fn path_with_tools(repo: &Path) -> Option<OsString> {
+    let tools = repo.join(TOOLS_BIN);
+    if !tools.is_dir() {
+        return None;
+    }
+    let current = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(tools).chain(std::env::split_paths(&current))).ok()
+}
+
+fn start_bridge(repo: &Path, options: &BridgeOptions, lambda_url: &str, state: &State) -> Result<Started, LocalError> {
+    let log = repo.join(STATE_DIR).join("bridge.log");
+    let exe = std::env::current_exe().map_err(LocalError::Environment)?;
+    let mut command = Command::new(exe);
+    command
+        .arg("local")
+        .arg("--repo")
+        .arg(repo)
+        .args(["bridge", "--prefix", &options.prefix, "--concurrency", &options.concurrency.to_string()])
+        .current_dir(repo)
+        .envs(&state.emulator_env)
+        .env("AWS_ENDPOINT_URL_LAMBDA", lambda_url)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        // The bridge is not marked by the re-start: it must never run the emulator script.
+        .env_remove(EMULATOR_ENV_MARKER);
+    eprintln!("starting the SQS → Lambda bridge (log: {})", log.display());
+    let pid = processes::spawn_detached(command, &log)?;
+    Ok(Started { pid, expect: "bridge".to_owned(), log })
+}
+
+/// Polls `url` until it answers 200, saying every [`PROGRESS_EVERY`] what the build is doing.
+async fn wait_until_healthy(url: &str, lambda: &Started, timeout: Duration) -> Result<(), LocalError> {
+    // A request blocks while cargo lambda compiles the function, so each may take long.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().map_err(LocalError::Http)?;
+    let started = Instant::now();
+    let mut reported = started;
+    eprintln!("waiting for {url} (the first start compiles the functions: minutes)");
+    loop {
+        if !processes::is_running(lambda.pid, &lambda.expect) {
+            return Err(LocalError::LambdaExited {
+                log: lambda.log.clone(),
+                tail: processes::log_tail(&lambda.log, 30),
+            });
+        }
+        let last = match client.get(url).send().await {
+            Ok(response) if response.status() == reqwest::StatusCode::OK => {
+                eprintln!("intake answers ({} s)", started.elapsed().as_secs());
+                return Ok(());
+            }
+            Ok(response) => format!("HTTP {}", response.status()),
+            Err(err) => crate::error_chain(&err),
+        };
+        if started.elapsed() >= timeout {
+            return Err(LocalError::NotHealthy {
+                url: url.to_owned(),
+                waited: started.elapsed(),
+                last,
+                log: lambda.log.clone(),
+                tail: processes::log_tail(&lambda.log, 30),
+            });
+        }
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            let doing = processes::log_tail(&lambda.log, 1);
+            eprintln!("  {} s: {}", started.elapsed().as_secs(), doing.trim());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Invokes every SQS-fed function once with an empty batch, so `cargo lambda watch` compiles it
+/// now rather than inside the first real batch, where a short visibility timeout would hand the
+/// same messages out again while the build runs. Also shows a function that cannot start.
+async fn warm_up(
+    config: &SdkConfig,
+    lambda_url: &str,
+    template: &Template,
+    lambda: &Started,
+) -> Result<(), LocalError> {
+    let client = bridge::lambda_client(config, Some(lambda_url));
+    for function in template.functions.iter().filter(|f| !f.sqs_events.is_empty()) {
+        eprintln!("compiling and starting {}", function.binary);
+        let started = Instant::now();
+        let invoked = tokio::time::timeout(
+            function.timeout + COMPILE_ALLOWANCE,
+            client
+                .invoke()
+                .function_name(&function.binary)
+                .payload(aws_sdk_lambda::primitives::Blob::new(r#"{"Records":[]}"#))
+                .send(),
+        )
+        .await;
+        match invoked {
+            Ok(Ok(output)) if output.function_error.is_none() => {
+                eprintln!("  {} ready ({} s)", function.binary, started.elapsed().as_secs());
+            }
+            Ok(Ok(output)) => tracing::warn!(
+                function = function.binary,
+                error = output.function_error,
+                "the function failed on an empty batch; see {}",
+                lambda.log.display()
+            ),
+            Ok(Err(err)) => tracing::warn!(
+                function = function.binary,
+                error = %crate::error_chain(&err),
+                "the function failed on an empty batch; see {}",
+                lambda.log.display()
+            ),
+            Err(_) => {
+                tracing::warn!(function = function.binary, "no answer to an empty batch; see {}", lambda.log.display())
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn down(repo: &Path) -> Result<ExitCode, LocalError> {
+    let state = State::load(repo)?;
+    let mut stopped = Vec::new();
+    if let Some(state) = &state {
+        // The bridge first, so it does not invoke functions that are going away.
+        for (name, process) in [("bridge", &state.bridge), ("cargo lambda watch", &state.lambda)] {
+            if let Some(process) = process
+                && processes::stop_group(process.pid, &process.expect).await
+            {
+                stopped.push(name);
+            }
+        }
+    }
+    let emulator = state.as_ref().map_or("localstack", |s| s.emulator.as_str());
+    processes::emulator_script(repo, "stop", &[("EMULATOR", emulator)])?;
+    State::remove(repo)?;
+    if stopped.is_empty() {
+        eprintln!("stopped the emulator (if it ran); no bridge or cargo lambda watch was running");
+    } else {
+        eprintln!("stopped {} and the emulator", stopped.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_bridge(repo: &Path, args: BridgeArgs) -> Result<ExitCode, LocalError> {
+    let config = resources::sdk_config().await;
+    let template = Template::load(&repo.join(TEMPLATE))?;
+    let found = resources::locate(&config, &template, &args.options.prefix).await?;
+    let route_options = RouteOptions {
+        prefix: args.options.prefix.clone(),
+        max_concurrency: usize::from(args.options.concurrency),
+        compile_allowance: COMPILE_ALLOWANCE,
+    };
+    let routes = bridge::routes(&template, &found, &route_options)?;
+    if args.lambda_endpoint.is_none() {
+        tracing::warn!("AWS_ENDPOINT_URL_LAMBDA is not set: invoking functions at the environment's default endpoint");
+    }
+    let lambda = bridge::lambda_client(&config, args.lambda_endpoint.as_deref());
+    let bridge = Bridge::with_clients(aws_sdk_sqs::Client::new(&config), lambda, &config);
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(async move { bridge.run(routes, stopped).await });
+    crate::shutdown_signal().await;
+    tracing::info!("stopping the bridge");
+    // Nobody is left to receive it if the bridge already ended; that is fine.
+    let _ = stop.send(true);
+    if let Err(err) = running.await {
+        tracing::error!(error = %err, "the bridge ended abnormally");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How to use the stack: printed, not logged, so it reads the same whatever the log filter.
+fn print_banner(
+    repo: &Path,
+    state: &State,
+    lambda: &Started,
+    bridge: &Started,
+    lambda_url: &str,
+    api_url: &str,
+    seeded: Option<&seed::SeededKey>,
+) {
+    let relative = |path: &Path| path.strip_prefix(repo).unwrap_or(path).display().to_string();
+    let key_line = match seeded {
+        Some(seeded) => format!("  tenant:    {}\n  API key:   {}\n", seeded.tenant, seeded.key.expose_secret()),
+        None => "  API key:   none yet (seed_api_key in cli/src/local/seed.rs is not wired)\n".to_owned(),
+    };
+    let mut exports: Vec<String> =
+        state.emulator_env.iter().map(|(name, value)| format!("{name}={}", processes::shell_quote(value))).collect();
+    exports.push(format!("AWS_ENDPOINT_URL_LAMBDA={lambda_url}"));
+    exports.push(format!("CHORUS_URL={api_url}"));
+    if let Some(seeded) = seeded {
+        exports.push(format!("CHORUS_API_KEY={}", processes::shell_quote(seeded.key.expose_secret())));
+    }
+    println!(
+        "\nChorus local stack is up (emulator: {emulator})\n\n\
+         \x20 API:       {api_url}\n\
+         {key_line}\
+         \x20 logs:      {lambda_log} (functions), {bridge_log} (bridge), .chorus/emulator/ (emulator)\n\
+         \x20 state:     {state_file}\n\
+         \x20 stop:      chorus local down\n\n\
+         export {exports}\n",
+        emulator = state.emulator,
+        lambda_log = relative(&lambda.log),
+        bridge_log = relative(&bridge.log),
+        state_file = relative(&State::path(repo)),
+        exports = exports.join(" "),
+    );
+}
