@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::shutdown_signal;
+use chorus_cli::{generate_api_key, shutdown_signal};
 
 /// Steps (and notifications) handled at once. Local models are instant; the bound matters
 /// for the day `dev` routes to real providers with rate limits.
@@ -206,12 +206,6 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
 
 /// `ck_` + 32 hex digits (128 bits) from the OS-seeded CSPRNG, as `WebhookSecret::generate`
 /// uses for signing secrets.
-fn generate_api_key() -> SecretString {
-    let mut bytes = [0_u8; 16];
-    rand::fill(&mut bytes[..]);
-    SecretString::from(format!("ck_{}", hex::encode(bytes)))
-}
-
 /// A queue consumer: what to do with each message, and with one that keeps failing.
 struct Consumer<F, D> {
     name: &'static str,

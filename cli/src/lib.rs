@@ -5,6 +5,14 @@
 pub mod local;
 
 pub use chorus::error::error_chain;
+use secrecy::SecretString;
+
+/// A new random API key (`ck_` + 32 hex digits), from the operating system's CSPRNG.
+pub fn generate_api_key() -> SecretString {
+    let mut bytes = [0_u8; 16];
+    rand::fill(&mut bytes[..]);
+    SecretString::from(format!("ck_{}", hex::encode(bytes)))
+}
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and process managers send).
 pub async fn shutdown_signal() {

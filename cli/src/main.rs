@@ -11,7 +11,6 @@ use std::process::ExitCode;
 
 use chorus::error::error_chain;
 use chorus_cli::local;
-use chorus_cli::shutdown_signal;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 

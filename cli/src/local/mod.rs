@@ -223,7 +223,7 @@ async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
 
     let table = local_name(&args.bridge.prefix, &template.table.logical_id);
     let seeded = seed::seed_api_key(&config, &table).await?;
-    print_banner(repo, &state, &lambda, &bridge, &lambda_url, &api_url, seeded.as_ref());
+    print_banner(repo, &state, &lambda, &bridge, &lambda_url, &api_url, &seeded);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -438,20 +438,20 @@ fn print_banner(
     bridge: &Started,
     lambda_url: &str,
     api_url: &str,
-    seeded: Option<&seed::SeededKey>,
+    seeded: &seed::SeededKey,
 ) {
     let relative = |path: &Path| path.strip_prefix(repo).unwrap_or(path).display().to_string();
-    let key_line = match seeded {
-        Some(seeded) => format!("  tenant:    {}\n  API key:   {}\n", seeded.tenant, seeded.key.expose_secret()),
-        None => "  API key:   none yet (seed_api_key in cli/src/local/seed.rs is not wired)\n".to_owned(),
-    };
+    let key_line = format!(
+        "  tenant:    {}\n  API key:   {}\n  webhooks:  signed with {}\n",
+        seeded.tenant,
+        seeded.key.expose_secret(),
+        seeded.webhook_secret.to_whsec().expose_secret()
+    );
     let mut exports: Vec<String> =
         state.emulator_env.iter().map(|(name, value)| format!("{name}={}", processes::shell_quote(value))).collect();
     exports.push(format!("AWS_ENDPOINT_URL_LAMBDA={lambda_url}"));
     exports.push(format!("CHORUS_URL={api_url}"));
-    if let Some(seeded) = seeded {
-        exports.push(format!("CHORUS_API_KEY={}", processes::shell_quote(seeded.key.expose_secret())));
-    }
+    exports.push(format!("CHORUS_API_KEY={}", processes::shell_quote(seeded.key.expose_secret())));
     println!(
         "\nChorus local stack is up (emulator: {emulator})\n\n\
          \x20 API:       {api_url}\n\

@@ -1,40 +1,51 @@
-//! The API key `chorus local up` hands out: a tenant registered in the local table, so the
-//! first request against the local API can authenticate.
-//!
-//! PENDING(lead): `seed_api_key` is a hook. It is called by `up` and its result printed, but
-//! it registers nothing yet: the lead wires it to the DynamoDB tenants adapter.
+//! The API key `chorus local up` hands out: tenant `local`, registered in the local table
+//! with a fresh key and webhook signing secret, so the first request can authenticate and
+//! notifications can be verified.
 
 use aws_config::SdkConfig;
+use chorus::adapters::DynamoTenants;
+use chorus::domain::TenantId;
+use chorus::notify::WebhookSecret;
+use chorus::ports::{PortError, Tenant};
 use secrecy::SecretString;
 use thiserror::Error;
+
+use crate::generate_api_key;
 
 /// The tenant `up` registers.
 pub const LOCAL_TENANT: &str = "local";
 
-/// A tenant and the API key it was registered with. `Debug` never shows the key.
+/// A tenant, its API key and its signing secret. `Debug` shows neither secret.
 #[derive(Debug)]
 pub struct SeededKey {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub key: SecretString,
+    pub webhook_secret: WebhookSecret,
 }
 
 /// Why the key could not be registered.
 #[derive(Debug, Error)]
 pub enum SeedError {
-    #[error("cannot register tenant {tenant} in table {table}")]
+    #[error("the local tenant name is invalid")]
+    Tenant(#[from] chorus::domain::InvalidId),
+    #[error("cannot register tenant {LOCAL_TENANT} in table {table}")]
     Store {
-        tenant: String,
         table: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: PortError,
     },
 }
 
-/// Registers [`LOCAL_TENANT`] with a fresh API key in `table` and returns it; `Ok(None)` while
-/// the hook is not wired, which `up` reports instead of a key.
-pub async fn seed_api_key(config: &SdkConfig, table: &str) -> Result<Option<SeededKey>, SeedError> {
-    // PENDING(lead): generate a key, store the tenant through the DynamoDB tenants adapter over a
-    // client built from `config`, return `Some(SeededKey { .. })`.
-    let _ = (config, table);
-    Ok(None)
+/// Registers [`LOCAL_TENANT`] with a fresh API key and secret in `table`.
+pub async fn seed_api_key(config: &SdkConfig, table: &str) -> Result<SeededKey, SeedError> {
+    let tenant = TenantId::parse(LOCAL_TENANT)?;
+    let key = generate_api_key();
+    let webhook_secret = WebhookSecret::generate();
+    let tenants = DynamoTenants::new(aws_sdk_dynamodb::Client::new(config), table);
+    let registered = Tenant { id: tenant.clone(), webhook_secret: webhook_secret.to_whsec() };
+    tenants
+        .register(&registered, &key)
+        .await
+        .map_err(|source| SeedError::Store { table: table.to_owned(), source })?;
+    Ok(SeededKey { tenant, key, webhook_secret })
 }
