@@ -171,8 +171,12 @@ async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
     {
         return Err(LocalError::AlreadyRunning { state: State::path(repo) });
     }
+    // A restarted `up` (see `restart_with`) learns from the state its parent saved whether
+    // the emulator was started for it.
+    let mut owns_emulator = std::env::var_os("AWS_ENDPOINT_URL").is_none();
     let emulator_env = match std::env::var(EMULATOR_ENV_MARKER) {
         Ok(names) => {
+            owns_emulator = State::load(repo)?.is_some_and(|state| state.owns_emulator);
             let env: BTreeMap<String, String> = names
                 .split(',')
                 .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
@@ -186,8 +190,12 @@ async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
             eprintln!("starting the emulator ({})", args.emulator.name());
             let exports = processes::emulator_script(repo, "start", &[("EMULATOR", args.emulator.name())])?;
             // Saved now so that `down` knows which emulator to stop even if what follows fails.
-            let state =
-                State { emulator: args.emulator.name().to_owned(), emulator_env: exports.clone(), ..State::default() };
+            let state = State {
+                emulator: args.emulator.name().to_owned(),
+                owns_emulator,
+                emulator_env: exports.clone(),
+                ..State::default()
+            };
             state.save(repo)?;
             if exports.iter().any(|(name, value)| std::env::var(name).ok().as_ref() != Some(value)) {
                 return restart_with(&exports);
@@ -196,8 +204,12 @@ async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
         }
     };
 
-    let mut state =
-        State { emulator: args.emulator.name().to_owned(), emulator_env: emulator_env.clone(), ..State::default() };
+    let mut state = State {
+        emulator: args.emulator.name().to_owned(),
+        owns_emulator,
+        emulator_env: emulator_env.clone(),
+        ..State::default()
+    };
     state.save(repo)?;
     let config = resources::sdk_config().await;
     let template = Template::load(&repo.join(TEMPLATE))?;
@@ -246,7 +258,11 @@ fn restart_with(exports: &BTreeMap<String, String>) -> Result<ExitCode, LocalErr
 /// starts inherits it.
 fn start_lambda(repo: &Path, port: u16, state: &State) -> Result<Started, LocalError> {
     let log = repo.join(STATE_DIR).join("lambda.log");
-    let mut command = Command::new("cargo");
+    // cargo-lambda itself rather than `cargo lambda`: the pid is then the watcher's from
+    // the start, not a rustup proxy's that execs into it.
+    let tools = repo.join(TOOLS_BIN).join("cargo-lambda");
+    let program = if tools.is_file() { tools.into_os_string() } else { OsString::from("cargo-lambda") };
+    let mut command = Command::new(program);
     command
         .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()])
         .current_dir(repo)
@@ -392,13 +408,18 @@ async fn down(repo: &Path) -> Result<ExitCode, LocalError> {
             }
         }
     }
-    let emulator = state.as_ref().map_or("localstack", |s| s.emulator.as_str());
-    processes::emulator_script(repo, "stop", &[("EMULATOR", emulator)])?;
+    // Without a state file nothing says who started an emulator: stop what the script
+    // started, as `down` after a lost state file should.
+    if state.as_ref().is_none_or(|state| state.owns_emulator) {
+        let emulator = state.as_ref().map_or("localstack", |s| s.emulator.as_str());
+        processes::emulator_script(repo, "stop", &[("EMULATOR", emulator)])?;
+        stopped.push("the emulator");
+    }
     State::remove(repo)?;
     if stopped.is_empty() {
-        eprintln!("stopped the emulator (if it ran); no bridge or cargo lambda watch was running");
+        eprintln!("nothing was running");
     } else {
-        eprintln!("stopped {} and the emulator", stopped.join(", "));
+        eprintln!("stopped {}", stopped.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

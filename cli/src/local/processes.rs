@@ -252,6 +252,10 @@ pub fn log_tail(log: &Path, lines: usize) -> String {
 pub struct State {
     /// `localstack` or `moto`, as given to `up`.
     pub emulator: String,
+    /// Whether `up` started the emulator (rather than using one from `AWS_ENDPOINT_URL`):
+    /// `down` stops only what `up` started.
+    #[serde(default)]
+    pub owns_emulator: bool,
     /// The variables the emulator script exported.
     pub emulator_env: BTreeMap<String, String>,
     /// The functions' resolved environment.

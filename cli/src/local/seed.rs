@@ -43,9 +43,6 @@ pub async fn seed_api_key(config: &SdkConfig, table: &str) -> Result<SeededKey, 
     let webhook_secret = WebhookSecret::generate();
     let tenants = DynamoTenants::new(aws_sdk_dynamodb::Client::new(config), table);
     let registered = Tenant { id: tenant.clone(), webhook_secret: webhook_secret.to_whsec() };
-    tenants
-        .register(&registered, &key)
-        .await
-        .map_err(|source| SeedError::Store { table: table.to_owned(), source })?;
+    tenants.register(&registered, &key).await.map_err(|source| SeedError::Store { table: table.to_owned(), source })?;
     Ok(SeededKey { tenant, key, webhook_secret })
 }

@@ -316,18 +316,24 @@ impl RunStore for DynamoRunStore {
             expires_at,
             events,
         };
+        let Some(claim) = idempotency else {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(to_item(&item)?))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+                .map_err(unavailable)?;
+            return Ok(CreateOutcome::Created);
+        };
+        // With a key, the run and the key are written together or not at all.
         let run_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(to_item(&item)?))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(unavailable)?;
-
-        let Some(claim) = idempotency else {
-            let put = TransactWriteItem::builder().put(run_put).build();
-            self.client.transact_write_items().transact_items(put).send().await.map_err(unavailable)?;
-            return Ok(CreateOutcome::Created);
-        };
         let key_item = IdempotencyItem {
             pk: idempotency_pk(&run.tenant, &claim.key),
             sk: IDEMPOTENCY_SK.to_owned(),

@@ -1,0 +1,149 @@
+//! What a step costs in AWS requests (DESIGN §4, issue 3): the engine over the DynamoDB and
+//! SQS adapters on the emulator, every request counted by an SDK interceptor. The numbers
+//! asserted here are the ones the README states.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use chorus::adapters::{DynamoRunStore, S3BlobStore, SqsQueue};
+use chorus::config::s3_client;
+use chorus::domain::{Limits, RunStatus, TenantId};
+use chorus::engine::{Engine, EngineParts, Submission};
+use chorus::notify::CallbackPolicy;
+use chorus::ports::{RunStore, StepMessage, SystemClock};
+use chorus_tests::aws::emulator;
+use serde_json::json;
+
+/// Counts requests by operation (`UpdateItem`, `SendMessageBatch`, …) from the target
+/// header both DynamoDB and SQS (JSON protocol) requests carry.
+#[derive(Debug, Default, Clone)]
+struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<String, u32>>>,
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context.request().headers().get("x-amz-target").unwrap_or("unknown");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        *self.counts.lock().unwrap().entry(operation).or_default() += 1;
+        Ok(())
+    }
+}
+
+impl RequestCounter {
+    fn take(&self) -> Cost {
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap());
+        let sum = |ops: &[&str]| ops.iter().map(|op| counts.get(*op).copied().unwrap_or(0)).sum();
+        let cost = Cost {
+            reads: sum(&["GetItem", "Query"]),
+            writes: sum(&["UpdateItem", "PutItem", "TransactWriteItems", "BatchWriteItem"]),
+            sends: sum(&["SendMessage", "SendMessageBatch"]),
+        };
+        let known = ["GetItem", "Query", "UpdateItem", "PutItem", "TransactWriteItems", "BatchWriteItem"];
+        let unknown: Vec<_> =
+            counts.keys().filter(|op| !known.contains(&op.as_str()) && !op.starts_with("Send")).collect();
+        assert!(unknown.is_empty(), "unexpected requests: {unknown:?}");
+        cost
+    }
+}
+
+/// Requests of one kind: DynamoDB reads, DynamoDB writes, SQS sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cost {
+    reads: u32,
+    writes: u32,
+    sends: u32,
+}
+
+const fn cost(reads: u32, writes: u32, sends: u32) -> Cost {
+    Cost { reads, writes, sends }
+}
+
+#[tokio::test]
+async fn a_diamond_costs_two_writes_per_step_one_per_dependency_two_reads_and_one_batched_send() {
+    let Some(emulator) = emulator().await else { return };
+    let counter = RequestCounter::default();
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&emulator.config).interceptor(counter.clone()).build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&emulator.config).interceptor(counter.clone()).build(),
+    );
+    let setup = aws_sdk_sqs::Client::new(&emulator.config);
+    let name = format!("chorus-cost-{:016x}", fastrand::u64(..));
+    let url = setup.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+
+    let blobs = Arc::new(S3BlobStore::new(s3_client(&emulator.config), &emulator.bucket));
+    let store = Arc::new(DynamoRunStore::new(dynamodb, &emulator.table, blobs, Duration::from_secs(3600)));
+    let engine = Engine::new(EngineParts {
+        store: store.clone(),
+        steps: Arc::new(SqsQueue::new(sqs.clone(), &url)),
+        notifications: Arc::new(SqsQueue::new(sqs, &url)),
+        router: Arc::new(chorus::providers::default_router()),
+        clock: Arc::new(SystemClock),
+        callbacks: CallbackPolicy::production(),
+        limits: Limits::default(),
+    });
+    let generate =
+        |id: &str, prompt: &str| json!({"id": id, "task": "generate", "model": "local:echo", "prompt": prompt});
+    let workflow = json!({"steps": [
+        generate("a", "{{ input.topic }}"),
+        generate("b", "{{ steps.a.text }} one"),
+        generate("c", "{{ steps.a.text }} two"),
+        generate("d", "{{ steps.b.text }} and {{ steps.c.text }}")
+    ], "output": {"d": "{{ steps.d.text }}"}});
+    let tenant = TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap();
+    let submission = Submission { workflow, input: json!({"topic": "costs"}), notify: None };
+    let run_id = engine.submit(&tenant, submission, None).await.unwrap().run_id;
+    // Submission: the steps in one batch write, the run in one more, the root step sent.
+    assert_eq!(counter.take(), cost(0, 2, 1), "submission");
+
+    let mut per_step = BTreeMap::new();
+    let mut pending: Vec<StepMessage> = Vec::new();
+    while per_step.len() < 4 {
+        if pending.is_empty() {
+            pending = receive(&setup, &url).await;
+        }
+        let Some(message) = pending.pop() else { continue };
+        engine.execute_step(&message).await.unwrap();
+        per_step.insert(message.step_id.to_string(), counter.take());
+    }
+
+    // Of its own, every step reads run and steps (2) and writes its claim and completion
+    // (2). Then: `a` counts down `b` and `c` (2 writes) and sends both in one batch; it is
+    // also the run's first step (1 write: queued → running). Of `b` and `c`, each counts
+    // down `d`; the one that takes it to zero sends it. `d`, the run's only sink, counts the
+    // run down (1 write), reads the steps to render the output and ends the run (1 write).
+    let (b, c) = (per_step["b"], per_step["c"]);
+    assert_eq!(per_step["a"], cost(2, 5, 1), "a");
+    assert_eq!((b.reads, b.writes, c.reads, c.writes), (2, 3, 2, 3), "b and c");
+    assert_eq!(b.sends + c.sends, 1, "d is sent once");
+    assert_eq!(per_step["d"], cost(3, 4, 0), "d");
+
+    let run = store.get_run(&run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    setup.delete_queue().queue_url(&url).send().await.unwrap();
+}
+
+async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<StepMessage> {
+    let received = sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1).send().await;
+    let mut messages = Vec::new();
+    for message in received.unwrap().messages.unwrap_or_default() {
+        messages.push(serde_json::from_str(message.body().unwrap()).unwrap());
+        sqs.delete_message().queue_url(url).receipt_handle(message.receipt_handle().unwrap()).send().await.unwrap();
+    }
+    messages
+}
