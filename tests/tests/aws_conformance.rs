@@ -1,6 +1,9 @@
 //! The port contracts against the AWS adapters on the emulator: the same suites
 //! `memory_conformance.rs` runs against the memory adapters.
 
+// Test support: a failed expectation should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

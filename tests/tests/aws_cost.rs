@@ -2,6 +2,9 @@
 //! SQS adapters on the emulator, every request counted by an SDK interceptor. The numbers
 //! asserted here are the ones the README states.
 
+// Test support: a failed expectation should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The port contracts, run against the memory adapters (`aws_conformance.rs` runs the same
 //! suites against the AWS adapters on an emulator).
 
+// Test support: a failed expectation should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenants};
