@@ -9,3 +9,4 @@ pub mod blob_store_contract;
 pub mod queue_contract;
 pub mod run_store_contract;
 pub mod tenant_directory_contract;
+pub mod webhook_receiver;

@@ -13,15 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use chorus::notify::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use chorus::notify::{WebhookHeaders, WebhookSecret, verify};
+use axum::http::StatusCode;
+use chorus::notify::WebhookSecret;
+use chorus_tests::webhook_receiver::start_receiver;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 const TENANT_KEY: &str = "t1:secret-key";
 const API_KEY: &str = "secret-key";
@@ -118,31 +113,6 @@ fn chorus_binary() -> PathBuf {
 fn free_port() -> SocketAddr {
     let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
-}
-
-/// One webhook delivery as received.
-#[derive(Debug)]
-struct Delivery {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// A notification receiver on a loopback port, answering 204 and handing every delivery over.
-async fn start_receiver() -> (String, mpsc::UnboundedReceiver<Delivery>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = Router::new()
-        .route(
-            "/hook",
-            post(|State(tx): State<mpsc::UnboundedSender<Delivery>>, headers: HeaderMap, body: Bytes| async move {
-                tx.send(Delivery { headers, body }).unwrap();
-                StatusCode::NO_CONTENT
-            }),
-        )
-        .with_state(tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/hook"), rx)
 }
 
 fn examples_dir() -> PathBuf {
@@ -278,22 +248,13 @@ async fn every_example_runs_to_completion_in_chorus_dev() {
         let Ok(Some(delivery)) = tokio::time::timeout(left, deliveries.recv()).await else {
             panic!("notifications arrived for {notified:?} only; expected every run in {runs:?}");
         };
-        let header = |name: &str| delivery.headers.get(name).unwrap().to_str().unwrap();
-        let signed = WebhookHeaders {
-            id: header(HEADER_ID),
-            timestamp: header(HEADER_TIMESTAMP),
-            signature: header(HEADER_SIGNATURE),
-        };
-        verify(&secret, &signed, &delivery.body, jiff::Timestamp::now(), DEFAULT_TOLERANCE)
-            .unwrap_or_else(|err| panic!("notification signature: {err}"));
-        assert_eq!(header("content-type"), "application/json");
-        let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        let body = delivery.verified(&secret);
         let id = body["data"]["id"].as_str().unwrap().to_owned();
         let name = runs.get(&id).unwrap_or_else(|| panic!("notification for unknown run {id}"));
         assert_eq!(body["type"], "run.finished", "{name}");
         assert_eq!(body["data"]["status"], "succeeded", "{name}");
         assert!(body["data"]["output"].is_object(), "{name}: the notification carries the output");
-        assert!(notified.insert(id, signed.id.to_owned()).is_none(), "{name}: notified twice");
+        assert!(notified.insert(id, delivery.webhook_id().to_owned()).is_none(), "{name}: notified twice");
     }
 
     // AND a SIGTERM stops the server cleanly
