@@ -3,31 +3,36 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: test lint fmt build dev
+.PHONY: test lint fmt build dev local-up local-down
 
-## test: lint, build the `chorus` binary the end-to-end test starts, run every test
-# nextest runs each test in its own process and ends on one summary line; plain cargo test
-# is the fallback where it is not installed.
+## test: lint, build, then every test on a local AWS emulator (infra/local/test.sh installs the
+# emulators, SAM and cargo-lambda into .tools/ on first use and starts and stops everything)
 test: lint build
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
-	else \
-		$(CARGO) test --workspace --all-targets; \
-	fi
+	CARGO=$(CARGO) infra/local/test.sh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy (warnings are errors), cfn-lint and sam validate on the template
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	infra/lint.sh
 
 ## fmt: format the whole workspace
 fmt:
 	$(CARGO) fmt --all
 
-## build: the `chorus` binary (tests/tests/dev_binary.rs runs target/debug/chorus)
+## build: the `chorus` binary (tests/tests/dev_binary.rs runs target/debug/chorus) and the
+# four Lambda functions (served by `cargo lambda watch` in the local AWS loop)
 build:
-	$(CARGO) build -p chorus-cli
+	$(CARGO) build --workspace
 
 ## dev: the whole service in one process on http://127.0.0.1:3000, no AWS, no keys
 dev:
 	$(CARGO) run --release -p chorus-cli -- dev
+
+## local-up: the full-fidelity local loop (emulator, functions under cargo lambda watch, bridge)
+local-up: build
+	$(CARGO_TARGET_DIR)/debug/chorus local up
+
+## local-down: stop what local-up started
+local-down:
+	$(CARGO_TARGET_DIR)/debug/chorus local down

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` runs it (after lint and build). For each emulator
+# (LocalStack + DynamoDB Local, then moto): start it, bring up the local AWS loop with
+# `chorus local up` (the four functions under cargo lambda watch, the SQS → Lambda bridge),
+# run the tests with CHORUS_REQUIRE_EMULATOR=1 so no AWS test can skip, then stop it all.
+# Everything runs on the first emulator; the AWS suites (conformance, request counts, bridge,
+# end to end) run again on moto.
+# Usage: infra/local/test.sh     (CARGO, CARGO_TARGET_DIR as in the Makefile)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+CARGO=${CARGO:-cargo}
+CHORUS=${CARGO_TARGET_DIR:-$ROOT/target}/debug/chorus
+AWS_SUITES='binary(aws_conformance) | binary(aws_cost) | binary(local_bridge) | binary(local_e2e)'
+
+infra/local/tools.sh >&2
+
+# nextest when installed (one summary line), else cargo test.
+run_tests() {
+  local filter=$1
+  if "$CARGO" nextest --version >/dev/null 2>&1; then
+    "$CARGO" nextest run --workspace --no-fail-fast ${filter:+-E "$filter"}
+  elif [[ -z $filter ]]; then
+    "$CARGO" test --workspace --all-targets
+  else
+    "$CARGO" test -p chorus-tests --test aws_conformance --test aws_cost --test local_bridge --test local_e2e
+  fi
+}
+
+stop_all() {
+  "$CHORUS" local down >/dev/null 2>&1 || true
+  infra/local/emulator.sh stop 2>/dev/null || true
+}
+
+# with_emulator NAME FILTER: the suite (FILTER: nextest filterset, empty for all) on NAME.
+with_emulator() {
+  local name=$1 filter=$2 status=0
+  echo "── tests on $name ──" >&2
+  unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB
+  eval "$(EMULATOR=$name infra/local/emulator.sh start)"
+  trap stop_all EXIT
+  # A short visibility timeout lets a poison message reach the dead-letter queue in seconds.
+  "$CHORUS" local up --visibility-timeout 2 >/dev/null
+  CHORUS_REQUIRE_EMULATOR=1 run_tests "$filter" || status=$?
+  stop_all
+  trap - EXIT
+  return "$status"
+}
+
+# Build the test binaries first: cargo lambda watch rebuilds the functions when sources
+# change, and must not wait on cargo's lock while tests run.
+if "$CARGO" nextest --version >/dev/null 2>&1; then
+  "$CARGO" nextest run --workspace --no-run >/dev/null
+else
+  "$CARGO" test --workspace --all-targets --no-run >/dev/null
+fi
+
+failed=0
+with_emulator localstack "" || failed=1
+with_emulator moto "$AWS_SUITES" || failed=1
+exit "$failed"
