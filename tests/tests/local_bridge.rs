@@ -36,15 +36,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The emulator's SDK configuration, or `None` (test skipped) without one.
 async fn emulator() -> Option<SdkConfig> {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-        assert!(
-            std::env::var("CHORUS_REQUIRE_EMULATOR").as_deref() != Ok("1"),
-            "CHORUS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set: start infra/local/emulator.sh"
-        );
-        eprintln!("skipped: no emulator (run through make test)");
-        return None;
-    }
-    Some(resources::sdk_config().await)
+    chorus_tests::aws::emulator().await.map(|emulator| emulator.config)
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.
@@ -456,7 +448,7 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
         assert!(main[&QueueAttributeName::QueueArn].ends_with(&local_name(&prefix, queue)));
     }
 
-    resources::s3_client(&config).head_bucket().bucket(local_name(&prefix, "Bucket")).send().await.unwrap();
+    chorus::config::s3_client(&config).head_bucket().bucket(local_name(&prefix, "Bucket")).send().await.unwrap();
 
     // The functions' environment and the bridge's routes point at what was created.
     let env = template.local_environment(&created).unwrap();
@@ -488,5 +480,5 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
         let _ = sqs.delete_queue().queue_url(created.reference(&queue.logical_id).unwrap()).send().await;
     }
     let _ = dynamodb.delete_table().table_name(&table_name).send().await;
-    let _ = resources::s3_client(&config).delete_bucket().bucket(local_name(&prefix, "Bucket")).send().await;
+    let _ = chorus::config::s3_client(&config).delete_bucket().bucket(local_name(&prefix, "Bucket")).send().await;
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
@@ -52,18 +52,6 @@ pub struct CreateOptions {
     pub visibility_timeout: Option<u32>,
 }
 
-/// SDK configuration from the standard AWS environment and config files, nothing local-specific:
-/// `infra/local/emulator.sh env` prints the variables that point it at an emulator.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
-}
-
-/// An S3 client that addresses buckets by path (`http://host/bucket/key`): emulators on
-/// 127.0.0.1 have no DNS for virtual-hosted bucket names.
-pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
-}
-
 /// Creates (or finds) every resource and returns what the template's references mean.
 pub async fn create(
     config: &SdkConfig,
@@ -95,7 +83,7 @@ pub async fn locate(config: &SdkConfig, template: &Template, prefix: &str) -> Re
     let arn = describe_table(&dynamodb, &table).await?.1;
     record_table(&template.table, &table, arn, &mut resources);
     let bucket = local_name(prefix, &template.bucket.logical_id);
-    s3_client(config)
+    chorus::config::s3_client(config)
         .head_bucket()
         .bucket(&bucket)
         .send()
@@ -406,7 +394,7 @@ async fn ensure_bucket(
     resources: &mut LocalResources,
 ) -> Result<(), ResourceError> {
     let name = local_name(prefix, &template.bucket.logical_id);
-    let mut request = s3_client(config).create_bucket().bucket(&name);
+    let mut request = chorus::config::s3_client(config).create_bucket().bucket(&name);
     if region != S3_DEFAULT_REGION {
         let location = BucketLocationConstraint::from(region);
         request = request
