@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
@@ -361,9 +362,7 @@ impl RunStore for DynamoRunStore {
             Ok(_) => Ok(CreateOutcome::Created),
             Err(SdkError::ServiceError(failure)) => {
                 let taken = match failure.err() {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
-                        cancelled,
-                    ) => cancelled
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
                         .cancellation_reasons()
                         .first()
                         .filter(|reason| reason.code() == Some("ConditionalCheckFailed"))
