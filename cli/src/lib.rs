@@ -3,6 +3,7 @@
 //! `tests/tests/local_bridge.rs` drives directly against an emulator.
 
 pub mod local;
+pub mod mock;
 
 pub use chorus::error::error_chain;
 use secrecy::SecretString;

@@ -9,7 +9,7 @@ use crate::domain::{
     Attempt, EventKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepState, StepStatus, Task,
 };
 use crate::ports::{RunTransition, StepMessage, StepTransition, StepUpdate};
-use crate::providers::{RoutedCompletion, TaskRequest};
+use crate::providers::{RouteOutcome, RoutedCompletion, TaskRequest};
 
 /// Time a claimed step keeps its lease beyond what its attempts may take.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
@@ -118,7 +118,11 @@ impl Engine {
                 let take = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, text)| text.clone());
                 let request = TaskRequest::for_step(step, take("prompt"), take("input"));
                 let routed = self.router.run(step, &request).await;
-                (routed.attempts, routed.result.map_err(StepError::from))
+                let result = match routed.outcome {
+                    RouteOutcome::Completed(done) => Ok(done),
+                    RouteOutcome::Failed(error) => Err(StepError::from(error)),
+                };
+                (routed.attempts, result)
             }
             Err(error) => (Vec::new(), Err(error)),
         };

@@ -3,6 +3,8 @@
 //! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
 
 mod catalog;
+pub mod chat;
+pub mod http_call;
 pub mod local;
 pub mod router;
 
@@ -18,7 +20,7 @@ use crate::domain::{StepDefinition, Task, TaskOutput, Usage};
 
 pub use catalog::default_router;
 pub use local::LocalProvider;
-pub use router::{Price, PriceTable, ProviderRouter, RetryPolicy, Routed, RoutedCompletion};
+pub use router::{Price, PriceTable, ProviderRouter, RetryPolicy, RouteOutcome, Routed, RoutedCompletion};
 
 /// What a step asks of a model, already rendered.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +70,9 @@ pub struct Completion {
 pub enum ProviderError {
     #[error("rate limited by the provider")]
     RateLimited { retry_after: Option<Duration> },
+    /// The provider is busy or warming up (Anthropic 529, Hugging Face 503 "loading", …).
     #[error("the provider is overloaded")]
-    Overloaded,
+    Overloaded { retry_after: Option<Duration> },
     #[error("the call timed out")]
     Timeout,
     #[error("transient provider failure: {0}")]
@@ -87,6 +90,12 @@ pub enum ProviderError {
     /// The model answered, but the answer breaks the step's contract (e.g. its `schema`).
     #[error("the model's output is not valid for this step: {0}")]
     InvalidOutput(String),
+    /// The call's estimated cost would take the run past its `budget_usd`; never sent.
+    #[error("the call would exceed the run's budget: {0}")]
+    BudgetExceeded(String),
+    /// The router skipped the model: it failed repeatedly and is cooling down.
+    #[error("skipped: {0}")]
+    CircuitOpen(String),
 }
 
 impl ProviderError {
@@ -95,7 +104,7 @@ impl ProviderError {
         matches!(
             self,
             ProviderError::RateLimited { .. }
-                | ProviderError::Overloaded
+                | ProviderError::Overloaded { .. }
                 | ProviderError::Timeout
                 | ProviderError::Transient(_)
         )
@@ -104,7 +113,7 @@ impl ProviderError {
     /// The delay the provider asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProviderError::RateLimited { retry_after } => *retry_after,
+            ProviderError::RateLimited { retry_after } | ProviderError::Overloaded { retry_after } => *retry_after,
             _ => None,
         }
     }
@@ -113,7 +122,7 @@ impl ProviderError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderError::RateLimited { .. } => "rate_limited",
-            ProviderError::Overloaded => "overloaded",
+            ProviderError::Overloaded { .. } => "overloaded",
             ProviderError::Timeout => "timeout",
             ProviderError::Transient(_) => "transient",
             ProviderError::InvalidRequest(_) => "invalid_request",
@@ -122,6 +131,8 @@ impl ProviderError {
             ProviderError::ContentFiltered(_) => "content_filtered",
             ProviderError::MalformedResponse(_) => "malformed_response",
             ProviderError::InvalidOutput(_) => "invalid_output",
+            ProviderError::BudgetExceeded(_) => "budget_exceeded",
+            ProviderError::CircuitOpen(_) => "circuit_open",
         }
     }
 }
@@ -164,6 +175,68 @@ pub trait Provider: Send + Sync {
     }
 
     async fn call(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError>;
+
+    /// Providers that can also run a call as a job finishing later through a webhook
+    /// (Replicate) return `Some`; the router then submits instead of calling whenever the
+    /// deployment has a public callback URL.
+    fn jobs(&self) -> Option<&dyn Jobs> {
+        None
+    }
+}
+
+/// A provider's asynchronous side: start a job, hear about it by webhook, or ask once.
+#[async_trait]
+pub trait Jobs: Send + Sync {
+    /// Starts `request` on `model`; the provider will POST the outcome to `callback_url`.
+    /// Returns the provider's job id.
+    async fn submit(&self, model: &str, request: &TaskRequest, callback_url: &str) -> Result<String, ProviderError>;
+
+    /// Asks for a job's state once: the sweep does this before giving up on a silent job.
+    async fn poll(&self, job_id: &str, request: &TaskRequest) -> Result<JobReport, ProviderError>;
+
+    /// Verifies a webhook (signature, freshness) and reads the job's state from its body.
+    /// `request` is the step's request shape (task, labels, schema) used to normalize output.
+    fn receive(&self, callback: &Callback<'_>, request: &TaskRequest) -> Result<JobReport, CallbackRejection>;
+}
+
+/// A webhook as received: its headers and raw body, and when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Callback<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub body: &'a [u8],
+    pub received_at: jiff::Timestamp,
+}
+
+/// What a provider says about one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    pub job_id: String,
+    /// The webhook's own id (Standard Webhooks `webhook-id`), stable across redeliveries.
+    pub delivery_id: Option<String>,
+    pub state: JobState,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    Running,
+    /// Finished: the normalized result, and the provider's raw output for archiving (the
+    /// provider may delete it soon after).
+    Finished {
+        result: Result<Completion, ProviderError>,
+        raw_output: Value,
+    },
+}
+
+/// Why a webhook was not accepted. Answered with a 4xx; the details stay in our logs.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CallbackRejection {
+    #[error("the webhook signature is missing or does not verify")]
+    BadSignature,
+    #[error("the webhook timestamp is outside the accepted window")]
+    Stale,
+    #[error("the webhook body is not a job this provider sends: {0}")]
+    Malformed(String),
 }
 
 /// Rough token count for providers that report none: about four characters a token.

@@ -66,10 +66,17 @@ impl PriceTable {
 /// Every attempt the router made for a step, and how it ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
-    /// In the order they were made; the last one succeeded when `result` is `Ok`.
+    /// In the order they were made; the last one succeeded when the outcome is `Completed`.
     pub attempts: Vec<Attempt>,
-    /// The successful call, or the last error when every candidate failed.
-    pub result: Result<RoutedCompletion, ProviderError>,
+    pub outcome: RouteOutcome,
+}
+
+/// How routing a step ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteOutcome {
+    Completed(RoutedCompletion),
+    /// Every candidate failed; the last error.
+    Failed(ProviderError),
 }
 
 /// The call that succeeded.
@@ -210,7 +217,7 @@ impl ProviderRouter {
                             completion,
                             latency_ms,
                         };
-                        return Routed { attempts, result: Ok(routed) };
+                        return Routed { attempts, outcome: RouteOutcome::Completed(routed) };
                     }
                     Err(error) => error,
                 };
@@ -234,7 +241,7 @@ impl ProviderRouter {
         }
         let error = last_error
             .unwrap_or_else(|| ProviderError::InvalidRequest(format!("step `{}` names no model to call", step.id)));
-        Routed { attempts, result: Err(error) }
+        Routed { attempts, outcome: RouteOutcome::Failed(error) }
     }
 
     /// The provider and model id of `target`, or why it cannot be called: it names no
@@ -403,7 +410,7 @@ mod tests {
 
     #[test]
     fn given_a_retryable_error_with_retries_left_when_deciding_then_backoff_doubles_within_the_cap() {
-        let err = ProviderError::Overloaded;
+        let err = ProviderError::Overloaded { retry_after: None };
         assert_eq!(next_move(&err, 0, 5, &policy(), 1.0), Move::RetryAfter(Duration::from_millis(100)));
         assert_eq!(next_move(&err, 2, 5, &policy(), 1.0), Move::RetryAfter(Duration::from_millis(400)));
         assert_eq!(next_move(&err, 4, 5, &policy(), 1.0), Move::RetryAfter(Duration::from_secs(1)));
@@ -564,7 +571,10 @@ mod tests {
     }
 
     fn winner(routed: &Routed) -> &RoutedCompletion {
-        routed.result.as_ref().unwrap()
+        match &routed.outcome {
+            RouteOutcome::Completed(done) => done,
+            other => panic!("not completed: {other:?}"),
+        }
     }
 
     // --- run
@@ -595,7 +605,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn given_retries_exhausted_when_run_then_the_fallback_is_tried() {
-        let alpha = Scripted::new("alpha", vec![], Act::Fail(ProviderError::Overloaded));
+        let alpha = Scripted::new("alpha", vec![], Act::Fail(ProviderError::Overloaded { retry_after: None }));
         let beta = Scripted::new("beta", vec![], ok("from beta"));
         let router = router(vec![alpha.clone(), beta.clone()], &[]);
         let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
@@ -614,7 +624,7 @@ mod tests {
         step.retries = Some(0);
         let routed = router.run(&step, &generate_request()).await;
         assert_eq!(trail(&routed), ["alpha:m transient", "beta:m quota_exhausted"]);
-        assert_eq!(routed.result, Err(ProviderError::QuotaExhausted("monthly cap".into())));
+        assert_eq!(routed.outcome, RouteOutcome::Failed(ProviderError::QuotaExhausted("monthly cap".into())));
     }
 
     #[tokio::test(start_paused = true)]
