@@ -9,7 +9,7 @@ use crate::domain::{
     Attempt, EventKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepState, StepStatus, Task,
 };
 use crate::ports::{RunTransition, StepMessage, StepTransition, StepUpdate};
-use crate::providers::{RouteOutcome, RoutedCompletion, TaskRequest};
+use crate::providers::{RouteContext, RouteOutcome, RoutedCompletion, TaskRequest};
 
 /// Time a claimed step keeps its lease beyond what its attempts may take.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
@@ -117,10 +117,11 @@ impl Engine {
             Ok(fields) => {
                 let take = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, text)| text.clone());
                 let request = TaskRequest::for_step(step, take("prompt"), take("input"));
-                let routed = self.router.run(step, &request).await;
+                let routed = self.router.run(step, &request, &RouteContext::default()).await;
                 let result = match routed.outcome {
                     RouteOutcome::Completed(done) => Ok(done),
                     RouteOutcome::Failed(error) => Err(StepError::from(error)),
+                    RouteOutcome::Submitted(_) | RouteOutcome::RetryLater(_) => todo!(),
                 };
                 (routed.attempts, result)
             }

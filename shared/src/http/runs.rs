@@ -22,7 +22,7 @@ use super::problem::{ApiError, MalformedJson, NotJson, ProblemDetails, Unauthori
 use crate::domain::{RunEvent, RunId, RunStatus, StepId};
 use crate::engine::{ApprovalDecision, RunView, Submission};
 use crate::ports::RunSummary;
-use crate::providers::ModelInfo;
+use crate::providers::{ModelInfo, Route};
 
 /// The request header that makes `POST /v1/runs` safe to retry.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -93,9 +93,9 @@ pub struct EventList {
 pub struct ModelList {
     /// Every `provider:model` a step may name.
     pub models: Vec<ModelInfo>,
-    /// Configured route names and the `provider:model` list each expands to, in order.
-    #[schema(example = json!({"fast": ["openai:gpt-4o-mini", "local:echo"]}))]
-    pub routes: BTreeMap<String, Vec<String>>,
+    /// Configured route names: how each picks among its `provider:model` entries.
+    #[schema(example = json!({"fast": {"strategy": "fallback", "models": ["openai:gpt-4o-mini", "local:echo"]}}))]
+    pub routes: BTreeMap<String, Route>,
 }
 
 /// The optional `Idempotency-Key` header, checked before the body is read.

@@ -19,7 +19,7 @@ use crate::domain::{Limits, TenantId};
 use crate::engine::EngineParts;
 use crate::notify::CallbackPolicy;
 use crate::ports::{NotificationMessage, StepMessage, SystemClock, Tenant};
-use crate::providers::{LocalProvider, PriceTable, Provider, ProviderRouter, RetryPolicy};
+use crate::providers::{LocalProvider, PriceTable, Provider, ProviderRouter, RetryPolicy, Route};
 
 const KEY_A: &str = "sk_test_tenant_a";
 const KEY_B: &str = "sk_test_tenant_b";
@@ -74,7 +74,7 @@ fn tenant(name: &str) -> Tenant {
 fn api() -> Api {
     let (step_queue, steps) = MemoryQueue::channel();
     let (notification_queue, notifications) = MemoryQueue::channel();
-    let routes = BTreeMap::from([("fast".to_owned(), vec!["local:echo".to_owned()])]);
+    let routes = BTreeMap::from([("fast".to_owned(), Route::fallback(&["local:echo"]))]);
     let router = ProviderRouter::new(
         vec![Arc::new(LocalProvider::new()) as Arc<dyn Provider>],
         routes,
@@ -549,7 +549,7 @@ async fn models_lists_local_models_and_routes() {
     let echo = echo.unwrap();
     assert_eq!(echo["provider"], "local");
     assert_eq!(echo["tasks"], json!(["generate"]));
-    assert_eq!(reply.body["routes"], json!({"fast": ["local:echo"]}));
+    assert_eq!(reply.body["routes"], json!({"fast": {"strategy": "fallback", "models": ["local:echo"]}}));
     api.send(request(Method::GET, "/v1/models", None).body(Body::empty()).unwrap())
         .await
         .problem(StatusCode::UNAUTHORIZED);

@@ -2,11 +2,14 @@
 //! between them. Each provider's wire format lives in its own file; the engine only sees
 //! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
 
+pub mod breaker;
 mod catalog;
 pub mod chat;
 pub mod http_call;
 pub mod local;
+pub mod pricing;
 pub mod router;
+pub mod routes;
 
 use std::time::Duration;
 
@@ -20,7 +23,9 @@ use crate::domain::{StepDefinition, Task, TaskOutput, Usage};
 
 pub use catalog::default_router;
 pub use local::LocalProvider;
-pub use router::{Price, PriceTable, ProviderRouter, RetryPolicy, RouteOutcome, Routed, RoutedCompletion};
+pub use pricing::{Price, PriceTable};
+pub use router::{ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed, RoutedCompletion, SubmittedJob};
+pub use routes::Route;
 
 /// What a step asks of a model, already rendered.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +140,12 @@ impl ProviderError {
             ProviderError::CircuitOpen(_) => "circuit_open",
         }
     }
+}
+
+/// Whether an error of `kind` (as recorded in a step's attempts) may succeed when retried:
+/// the same rule as [`ProviderError::is_retryable`], for errors read back from storage.
+pub fn kind_is_retryable(kind: &str) -> bool {
+    matches!(kind, "rate_limited" | "overloaded" | "timeout" | "transient")
 }
 
 /// A model a provider offers, as listed by `GET /v1/models`.

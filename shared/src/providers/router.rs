@@ -1,9 +1,13 @@
 //! Picks models for a step, retries and falls back between them (DESIGN §4 "Failures").
 //!
 //! A step names a model (`provider:model` or a route name) and fallbacks. The router expands
-//! routes, tries each candidate up to `1 + retries` times with a per-attempt timeout, backs
-//! off with full jitter between retryable failures (or waits the provider's `Retry-After`),
-//! moves on at once after a non-retryable one, and records every attempt.
+//! routes, skips models whose circuit is open or whose estimated cost would break the run's
+//! budget, and tries each candidate up to `1 + retries` times with a per-attempt timeout.
+//! Between retryable failures it backs off with full jitter (or waits the provider's
+//! `Retry-After`): short waits in process, long ones handed back to the engine as
+//! [`RouteOutcome::RetryLater`] so the step is re-enqueued with a delay instead of a Lambda
+//! being billed for sleeping. A later invocation resumes where this one stopped, from the
+//! step's recorded attempts. Non-retryable failures move on to the next candidate at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,55 +16,50 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Completion, ModelInfo, Provider, ProviderError, TaskRequest};
-use crate::domain::{Attempt, ModelCatalog, StepDefinition, StepError, Task, TaskOutput, Usage};
+use super::breaker::CircuitBreaker;
+use super::routes::Route;
+use super::{Completion, ModelInfo, PriceTable, Provider, ProviderError, TaskRequest, kind_is_retryable};
+use crate::domain::{Attempt, ModelCatalog, StepDefinition, StepError, Task, TaskOutput};
 
 /// At most this many schema violations are listed in an `InvalidOutput` message.
 const MAX_VIOLATIONS_SHOWN: usize = 10;
 
-/// How long to wait between retries of one model.
+/// How long to wait between retries of one model, and which waits happen in process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The cap of the first backoff; it doubles with each retry.
     pub base_delay: Duration,
-    /// No wait is longer, whether backoff or a provider's `Retry-After`.
+    /// No backoff is longer (a provider's `Retry-After` may be).
     pub max_delay: Duration,
+    /// Waits up to this long are slept in process; longer ones re-enqueue the step.
+    pub max_inline_wait: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+        Self {
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(60),
+            max_inline_wait: Duration::from_secs(5),
+        }
     }
 }
 
-/// What one model charges, in USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Price {
-    pub input_per_million: f64,
-    pub output_per_million: f64,
-}
-
-/// Prices by `provider:model`. Models not listed (the `local` ones, for a start) cost nothing.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PriceTable {
-    prices: BTreeMap<String, Price>,
-}
-
-impl PriceTable {
-    /// The table with `model` (`provider:model`) priced at `price`.
-    pub fn with(mut self, model: impl Into<String>, price: Price) -> Self {
-        self.prices.insert(model.into(), price);
-        self
-    }
-
-    /// The cost in USD of `usage` on `model`; zero for unknown models.
-    pub fn cost(&self, model: &str, usage: &Usage) -> f64 {
-        self.prices.get(model).map_or(0.0, |price| {
-            (usage.input_tokens as f64 * price.input_per_million
-                + usage.output_tokens as f64 * price.output_per_million)
-                / 1_000_000.0
-        })
-    }
+/// What the engine knows about the step beyond its definition.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteContext<'a> {
+    /// Attempts earlier invocations made; they count against each model's retries.
+    pub prior: &'a [Attempt],
+    /// What the run's other steps have cost so far, and the run's budget.
+    pub spent_usd: f64,
+    pub budget_usd: Option<f64>,
+    /// Where an async provider should report a job; without one, async providers are
+    /// called synchronously.
+    pub callback_url: Option<&'a str>,
+    /// Time left of the step's `step_timeout_ms`; `None` for no limit.
+    pub step_time_left: Option<Duration>,
+    /// Time this invocation may spend before handing the step back to the queue.
+    pub invocation_budget: Option<Duration>,
 }
 
 /// Every attempt the router made for a step, and how it ended.
@@ -75,6 +74,11 @@ pub struct Routed {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteOutcome {
     Completed(RoutedCompletion),
+    /// An async provider accepted the job; its webhook (or the sweep's poll) completes it.
+    Submitted(SubmittedJob),
+    /// Not done: run the step again after this delay (a long `Retry-After` or backoff, or
+    /// the invocation's time is up).
+    RetryLater(Duration),
     /// Every candidate failed; the last error.
     Failed(ProviderError),
 }
@@ -91,6 +95,14 @@ pub struct RoutedCompletion {
     pub latency_ms: u64,
 }
 
+/// A job an async provider accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmittedJob {
+    pub provider: String,
+    pub model: String,
+    pub job_id: String,
+}
+
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Move {
@@ -103,13 +115,13 @@ enum Move {
 /// The retry decision after attempt `attempt` (0-based) of a model allowed `retries` retries
 /// failed with `error`. `jitter` in `[0, 1]` picks the backoff within its window (full jitter:
 /// anywhere from zero to `min(max_delay, base_delay × 2^attempt)`); a provider's
-/// `retry_after` replaces the backoff, capped at `max_delay`.
+/// `retry_after` replaces the backoff.
 fn next_move(error: &ProviderError, attempt: u32, retries: u32, policy: &RetryPolicy, jitter: f64) -> Move {
     if !error.is_retryable() || attempt >= retries {
         return Move::NextCandidate;
     }
     if let Some(wait) = error.retry_after() {
-        return Move::RetryAfter(wait.min(policy.max_delay));
+        return Move::RetryAfter(wait);
     }
     let factor = 2_u32.checked_pow(attempt).unwrap_or(u32::MAX);
     let window = policy.base_delay.saturating_mul(factor).min(policy.max_delay);
@@ -136,12 +148,21 @@ impl<'a> Target<'a> {
     }
 }
 
+/// Why the attempts on one candidate stopped.
+enum Stop {
+    /// Move on to the next candidate.
+    Next,
+    /// The step is done routing, one way or another.
+    Done(RouteOutcome),
+}
+
 /// Routes calls to providers by `provider:model` and named routes.
 pub struct ProviderRouter {
     providers: BTreeMap<&'static str, Arc<dyn Provider>>,
-    routes: BTreeMap<String, Vec<String>>,
+    routes: BTreeMap<String, Route>,
     policy: RetryPolicy,
     prices: PriceTable,
+    breaker: CircuitBreaker,
 }
 
 impl fmt::Debug for ProviderRouter {
@@ -157,15 +178,21 @@ impl fmt::Debug for ProviderRouter {
 
 impl ProviderRouter {
     /// A router over `providers` (a later provider with the same name replaces an earlier one)
-    /// and `routes`: route name → ordered `provider:model` list.
+    /// and named `routes`.
     pub fn new(
         providers: Vec<Arc<dyn Provider>>,
-        routes: BTreeMap<String, Vec<String>>,
+        routes: BTreeMap<String, Route>,
         policy: RetryPolicy,
         prices: PriceTable,
     ) -> Self {
         let providers = providers.into_iter().map(|provider| (provider.name(), provider)).collect();
-        Self { providers, routes, policy, prices }
+        Self { providers, routes, policy, prices, breaker: CircuitBreaker::default() }
+    }
+
+    /// The same router with another circuit breaker.
+    pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     /// Every provider's models, sorted by id.
@@ -176,18 +203,30 @@ impl ProviderRouter {
     }
 
     /// The configured routes.
-    pub fn routes(&self) -> &BTreeMap<String, Vec<String>> {
+    pub fn routes(&self) -> &BTreeMap<String, Route> {
         &self.routes
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    /// The provider named `name`, if configured.
+    pub fn provider(&self, name: &str) -> Option<&dyn Provider> {
+        self.providers.get(name).map(|p| p.as_ref())
     }
 
     /// Runs `request` for `step`: each candidate in turn (routes expanded, duplicates tried
     /// once), each up to `1 + retries` times within `step.timeout()` per attempt. `extract`
-    /// output is checked against the request's schema. Never fails outright: the error is in
-    /// [`Routed::result`], with every attempt alongside.
-    pub async fn run(&self, step: &StepDefinition, request: &TaskRequest) -> Routed {
+    /// output is checked against the request's schema. Never fails outright: the outcome
+    /// says how it ended, with every attempt alongside.
+    pub async fn run(&self, step: &StepDefinition, request: &TaskRequest, context: &RouteContext<'_>) -> Routed {
+        let started = Instant::now();
+        let step_until = context.step_time_left.map(|left| started + left);
+        let yield_at = context.invocation_budget.map(|budget| started + budget);
         let mut attempts = Vec::new();
         let mut last_error = None;
-        for target in self.targets(step) {
+        for target in self.targets(step, request.task) {
             let (provider, model) = match self.resolve(&target, request.task) {
                 Ok(found) => found,
                 Err(error) => {
@@ -197,51 +236,125 @@ impl ProviderRouter {
                     continue;
                 }
             };
-            for attempt in 0..=step.retries() {
-                let started = Instant::now();
-                let outcome = call_once(provider, model, step, request).await;
-                let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let error = match outcome {
-                    Ok(completion) => {
-                        attempts.push(Attempt {
-                            provider: provider.name().to_owned(),
-                            model: model.to_owned(),
-                            latency_ms,
-                            error: None,
-                        });
-                        let id = format!("{}:{model}", provider.name());
-                        let routed = RoutedCompletion {
-                            provider: provider.name().to_owned(),
-                            model: model.to_owned(),
-                            cost_usd: self.prices.cost(&id, &completion.usage),
-                            completion,
-                            latency_ms,
-                        };
-                        return Routed { attempts, outcome: RouteOutcome::Completed(routed) };
-                    }
-                    Err(error) => error,
-                };
-                attempts.push(failed_attempt(provider.name(), model, latency_ms, &error));
-                let next = next_move(&error, attempt, step.retries(), &self.policy, fastrand::f64());
-                tracing::info!(
-                    step = %step.id,
-                    provider = provider.name(),
-                    model,
-                    attempt,
-                    kind = error.kind(),
-                    next = ?next,
-                    "provider attempt failed"
-                );
+            let Some(first) = resume_at(context.prior, provider.name(), model, step.retries()) else { continue };
+            if let Err(error) = self.admit(provider.name(), model, request, context) {
+                attempts.push(failed_attempt(provider.name(), model, 0, &error));
                 last_error = Some(error);
-                match next {
-                    Move::RetryAfter(wait) => tokio::time::sleep(wait).await,
-                    Move::NextCandidate => break,
-                }
+                continue;
+            }
+            let candidate = Candidate { provider, model, step, request, context, step_until, yield_at };
+            match self.attempt_candidate(&candidate, first, &mut attempts, &mut last_error).await {
+                Stop::Next => continue,
+                Stop::Done(outcome) => return Routed { attempts, outcome },
             }
         }
         let error = last_error
-            .unwrap_or_else(|| ProviderError::InvalidRequest(format!("step `{}` names no model to call", step.id)));
+            .unwrap_or_else(|| ProviderError::InvalidRequest(format!("step `{}` has no model left to try", step.id)));
         Routed { attempts, outcome: RouteOutcome::Failed(error) }
+    }
+
+    /// Attempts on one model from attempt number `first`, until it answers, runs out of
+    /// retries, or the step must wait.
+    async fn attempt_candidate(
+        &self,
+        candidate: &Candidate<'_>,
+        first: u32,
+        attempts: &mut Vec<Attempt>,
+        last_error: &mut Option<ProviderError>,
+    ) -> Stop {
+        let Candidate { provider, model, step, request, context, .. } = *candidate;
+        for attempt in first..=step.retries() {
+            let timeout = match candidate.attempt_timeout() {
+                Ok(timeout) => timeout,
+                Err(stop) => return stop,
+            };
+            let started = Instant::now();
+            let outcome = call_once(provider, model, request, context.callback_url, timeout).await;
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let error = match outcome {
+                Ok(Reply::Completed(completion)) => {
+                    self.breaker.record(provider.name(), true);
+                    attempts.push(Attempt {
+                        provider: provider.name().to_owned(),
+                        model: model.to_owned(),
+                        latency_ms,
+                        error: None,
+                    });
+                    let id = format!("{}:{model}", provider.name());
+                    return Stop::Done(RouteOutcome::Completed(RoutedCompletion {
+                        provider: provider.name().to_owned(),
+                        model: model.to_owned(),
+                        cost_usd: self.prices.cost(&id, &completion.usage),
+                        completion,
+                        latency_ms,
+                    }));
+                }
+                Ok(Reply::Submitted(job_id)) => {
+                    self.breaker.record(provider.name(), true);
+                    attempts.push(Attempt {
+                        provider: provider.name().to_owned(),
+                        model: model.to_owned(),
+                        latency_ms,
+                        error: None,
+                    });
+                    let job = SubmittedJob { provider: provider.name().to_owned(), model: model.to_owned(), job_id };
+                    return Stop::Done(RouteOutcome::Submitted(job));
+                }
+                Err(error) => error,
+            };
+            // Only failures that say the provider is unwell count towards its circuit.
+            self.breaker.record(provider.name(), !error.is_retryable());
+            attempts.push(failed_attempt(provider.name(), model, latency_ms, &error));
+            let next = next_move(&error, attempt, step.retries(), &self.policy, fastrand::f64());
+            tracing::info!(
+                step = %step.id,
+                provider = provider.name(),
+                model,
+                attempt,
+                kind = error.kind(),
+                next = ?next,
+                "provider attempt failed"
+            );
+            *last_error = Some(error);
+            if self.breaker.check(provider.name()).is_err() {
+                return Stop::Next; // that failure opened the circuit: no more retries here
+            }
+            match next {
+                Move::RetryAfter(wait) if wait <= self.policy.max_inline_wait => tokio::time::sleep(wait).await,
+                Move::RetryAfter(wait) => return Stop::Done(RouteOutcome::RetryLater(wait)),
+                Move::NextCandidate => return Stop::Next,
+            }
+        }
+        Stop::Next
+    }
+
+    /// Whether `model` may be called now: its circuit is closed and its estimated cost fits
+    /// the run's remaining budget.
+    fn admit(
+        &self,
+        provider: &str,
+        model: &str,
+        request: &TaskRequest,
+        context: &RouteContext<'_>,
+    ) -> Result<(), ProviderError> {
+        if let Err(remaining) = self.breaker.check(provider) {
+            return Err(ProviderError::CircuitOpen(format!(
+                "`{provider}` failed repeatedly and is skipped for another {} s",
+                remaining.as_secs().max(1)
+            )));
+        }
+        if let Some(budget) = context.budget_usd {
+            let id = format!("{provider}:{model}");
+            let estimate = self.prices.estimate(&id, request);
+            let remaining = budget - context.spent_usd;
+            if estimate > remaining {
+                return Err(ProviderError::BudgetExceeded(format!(
+                    "`{id}` may cost up to ${estimate:.6} but only ${:.6} of the run's ${budget:.6} budget is left",
+                    remaining.max(0.0)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The provider and model id of `target`, or why it cannot be called: it names no
@@ -261,13 +374,18 @@ impl ProviderRouter {
         Ok((found.as_ref(), model))
     }
 
-    /// The step's candidates with routes expanded, each model once, in order.
-    fn targets<'a>(&'a self, step: &'a StepDefinition) -> Vec<Target<'a>> {
+    /// The step's candidates with routes expanded, each model once, in order. A route's
+    /// entries whose provider is not configured here, or which cannot do `task`, are left
+    /// out: routes are shared configuration, and `fast` should work in `chorus dev` with only
+    /// the local models as well as in production.
+    fn targets<'a>(&'a self, step: &'a StepDefinition, task: Task) -> Vec<Target<'a>> {
         let mut seen: Vec<&str> = Vec::new();
         let mut targets = Vec::new();
         for candidate in step.candidates() {
             let entries: Vec<&str> = match self.routes.get(candidate) {
-                Some(route) if !candidate.contains(':') => route.iter().map(String::as_str).collect(),
+                Some(route) if !candidate.contains(':') => {
+                    route.order(&self.prices, fastrand::f64()).into_iter().filter(|e| self.usable(e, task)).collect()
+                }
                 _ => vec![candidate],
             };
             for entry in entries {
@@ -282,6 +400,11 @@ impl ProviderRouter {
             }
         }
         targets
+    }
+
+    /// Whether a route entry names a configured provider that can do `task`.
+    fn usable(&self, entry: &str, task: Task) -> bool {
+        self.check_entry(entry, task).is_ok()
     }
 
     /// Why `name` (a candidate or route entry) names nothing, listing what exists.
@@ -310,8 +433,8 @@ impl ProviderRouter {
 }
 
 impl ModelCatalog for ProviderRouter {
-    /// `provider:model` must be offered by its provider for `task`; a route name must expand
-    /// only to such models.
+    /// `provider:model` must be offered by its provider for `task`; a route name must have
+    /// at least one entry that can (the others are skipped when it runs).
     fn check_model(&self, model: &str, task: Task) -> Result<(), String> {
         if model.contains(':') {
             return self.check_entry(model, task);
@@ -319,29 +442,89 @@ impl ModelCatalog for ProviderRouter {
         let Some(route) = self.routes.get(model) else {
             return Err(self.unknown_message(model));
         };
-        if route.is_empty() {
+        let entries = route.models();
+        if entries.is_empty() {
             return Err(format!("route `{model}` lists no models"));
         }
-        let problems: Vec<String> = route.iter().filter_map(|entry| self.check_entry(entry, task).err()).collect();
-        if problems.is_empty() {
+        let problems: Vec<String> = entries.iter().filter_map(|entry| self.check_entry(entry, task).err()).collect();
+        if problems.len() < entries.len() {
             Ok(())
         } else {
-            Err(format!("route `{model}` cannot {task}: {}", problems.join("; ")))
+            Err(format!("route `{model}` has no model that can {task} here: {}", problems.join("; ")))
         }
     }
 }
 
-/// One call within the step's timeout, its output checked against the step's contract.
+/// One model being tried for a step.
+struct Candidate<'a> {
+    provider: &'a dyn Provider,
+    model: &'a str,
+    step: &'a StepDefinition,
+    request: &'a TaskRequest,
+    context: &'a RouteContext<'a>,
+    step_until: Option<Instant>,
+    yield_at: Option<Instant>,
+}
+
+impl Candidate<'_> {
+    /// The next attempt's timeout: the step's per-attempt timeout, cut to what is left of
+    /// the step. When the step's time is up it fails; when this invocation's is, the step
+    /// goes back to the queue to run again at once.
+    fn attempt_timeout(&self) -> Result<Duration, Stop> {
+        let now = Instant::now();
+        let mut timeout = self.step.timeout();
+        if let Some(until) = self.step_until {
+            let left = until.saturating_duration_since(now);
+            if left.is_zero() {
+                let error = ProviderError::Timeout;
+                return Err(Stop::Done(RouteOutcome::Failed(error)));
+            }
+            timeout = timeout.min(left);
+        }
+        if self.yield_at.is_some_and(|at| now + timeout > at) {
+            return Err(Stop::Done(RouteOutcome::RetryLater(Duration::ZERO)));
+        }
+        Ok(timeout)
+    }
+}
+
+/// Where to pick up `provider:model` given the attempts earlier invocations made: the next
+/// attempt number, or `None` when the model is done with (it answered, failed for good, or
+/// used its retries).
+fn resume_at(prior: &[Attempt], provider: &str, model: &str, retries: u32) -> Option<u32> {
+    let earlier: Vec<&Attempt> = prior.iter().filter(|a| a.provider == provider && a.model == model).collect();
+    let finished = earlier.iter().any(|a| a.error.as_ref().is_none_or(|e| !kind_is_retryable(&e.kind)));
+    let made = u32::try_from(earlier.len()).unwrap_or(u32::MAX);
+    (!finished && made <= retries).then_some(made)
+}
+
+/// What one attempt produced.
+enum Reply {
+    Completed(Completion),
+    /// An async provider's job id.
+    Submitted(String),
+}
+
+/// One call within `timeout`, its output checked against the step's contract. Providers
+/// with jobs submit instead when there is a callback URL to report to.
 async fn call_once(
     provider: &dyn Provider,
     model: &str,
-    step: &StepDefinition,
     request: &TaskRequest,
-) -> Result<Completion, ProviderError> {
-    match tokio::time::timeout(step.timeout(), provider.call(model, request)).await {
-        Ok(outcome) => outcome.and_then(|completion| check_output(request, completion)),
-        Err(_elapsed) => Err(ProviderError::Timeout),
-    }
+    callback_url: Option<&str>,
+    timeout: Duration,
+) -> Result<Reply, ProviderError> {
+    let call = async {
+        match (provider.jobs(), callback_url) {
+            (Some(jobs), Some(url)) => jobs.submit(model, request, url).await.map(Reply::Submitted),
+            _ => provider
+                .call(model, request)
+                .await
+                .and_then(|completion| check_output(request, completion))
+                .map(Reply::Completed),
+        }
+    };
+    tokio::time::timeout(timeout, call).await.unwrap_or(Err(ProviderError::Timeout))
 }
 
 fn failed_attempt(provider: &str, model: &str, latency_ms: u64, error: &ProviderError) -> Attempt {
@@ -354,7 +537,7 @@ fn failed_attempt(provider: &str, model: &str, latency_ms: u64, error: &Provider
 }
 
 /// The output must be of the request's task, and `extract` data must satisfy the schema.
-fn check_output(request: &TaskRequest, completion: Completion) -> Result<Completion, ProviderError> {
+pub(crate) fn check_output(request: &TaskRequest, completion: Completion) -> Result<Completion, ProviderError> {
     let matches_task = matches!(
         (&completion.output, request.task),
         (TaskOutput::Generate { .. }, Task::Generate)
@@ -399,13 +582,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::FinishReason;
+    use crate::domain::{FinishReason, Usage};
+    use crate::providers::Price;
     use crate::providers::local::LocalProvider;
 
     // --- next_move
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) }
+        RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        }
     }
 
     #[test]
@@ -441,22 +629,10 @@ mod tests {
     }
 
     #[test]
-    fn given_retry_after_when_deciding_then_it_replaces_backoff_capped_at_max_delay() {
+    fn given_retry_after_when_deciding_then_it_replaces_backoff() {
         let err = |secs| ProviderError::RateLimited { retry_after: Some(Duration::from_secs(secs)) };
-        let policy = RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) };
-        assert_eq!(next_move(&err(3), 0, 2, &policy, 0.0), Move::RetryAfter(Duration::from_secs(3)));
-        assert_eq!(next_move(&err(30), 0, 2, &policy, 0.0), Move::RetryAfter(Duration::from_secs(5)));
-    }
-
-    // --- prices
-
-    #[test]
-    fn given_prices_when_costing_then_known_models_cost_per_million_and_unknown_ones_nothing() {
-        let prices = PriceTable::default()
-            .with("openai:gpt-4o-mini", Price { input_per_million: 0.15, output_per_million: 0.60 });
-        let usage = Usage { input_tokens: 2_000_000, output_tokens: 500_000, estimated: false };
-        assert!((prices.cost("openai:gpt-4o-mini", &usage) - 0.60).abs() < 1e-12);
-        assert_eq!(prices.cost("local:echo", &usage), 0.0);
+        assert_eq!(next_move(&err(3), 0, 2, &policy(), 0.0), Move::RetryAfter(Duration::from_secs(3)));
+        assert_eq!(next_move(&err(300), 0, 2, &policy(), 0.0), Move::RetryAfter(Duration::from_secs(300)));
     }
 
     // --- fakes
@@ -554,10 +730,7 @@ mod tests {
     }
 
     fn router(providers: Vec<Arc<dyn Provider>>, routes: &[(&str, &[&str])]) -> ProviderRouter {
-        let routes = routes
-            .iter()
-            .map(|(name, models)| (name.to_string(), models.iter().map(|m| m.to_string()).collect()))
-            .collect();
+        let routes = routes.iter().map(|(name, models)| (name.to_string(), Route::fallback(models))).collect();
         ProviderRouter::new(providers, routes, RetryPolicy::default(), PriceTable::default())
     }
 
@@ -583,7 +756,8 @@ mod tests {
     async fn given_transient_failures_when_run_then_it_retries_and_records_every_attempt() {
         let alpha = Scripted::new("alpha", vec![transient(), transient()], ok("done"));
         let router = router(vec![alpha.clone()], &[]);
-        let routed = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request()).await;
+        let routed =
+            router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &RouteContext::default()).await;
         assert_eq!(trail(&routed), ["alpha:m transient", "alpha:m transient", "alpha:m -"]);
         let won = winner(&routed);
         assert_eq!((won.provider.as_str(), won.model.as_str()), ("alpha", "m"));
@@ -597,7 +771,9 @@ mod tests {
         let alpha = Scripted::new("alpha", vec![], Act::Fail(ProviderError::Auth("key revoked".into())));
         let beta = Scripted::new("beta", vec![], ok("from beta"));
         let router = router(vec![alpha.clone(), beta.clone()], &[]);
-        let routed = router.run(&step(Task::Generate, "alpha:m", &["beta:m"]), &generate_request()).await;
+        let routed = router
+            .run(&step(Task::Generate, "alpha:m", &["beta:m"]), &generate_request(), &RouteContext::default())
+            .await;
         assert_eq!(trail(&routed), ["alpha:m auth", "beta:m -"]);
         assert_eq!(alpha.calls(), 1);
         assert_eq!(winner(&routed).provider, "beta");
@@ -610,7 +786,7 @@ mod tests {
         let router = router(vec![alpha.clone(), beta.clone()], &[]);
         let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
         step.retries = Some(1);
-        let routed = router.run(&step, &generate_request()).await;
+        let routed = router.run(&step, &generate_request(), &RouteContext::default()).await;
         assert_eq!(trail(&routed), ["alpha:m overloaded", "alpha:m overloaded", "beta:m -"]);
         assert_eq!(alpha.calls(), 2);
     }
@@ -622,7 +798,7 @@ mod tests {
         let router = router(vec![alpha.clone(), beta.clone()], &[]);
         let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
         step.retries = Some(0);
-        let routed = router.run(&step, &generate_request()).await;
+        let routed = router.run(&step, &generate_request(), &RouteContext::default()).await;
         assert_eq!(trail(&routed), ["alpha:m transient", "beta:m quota_exhausted"]);
         assert_eq!(routed.outcome, RouteOutcome::Failed(ProviderError::QuotaExhausted("monthly cap".into())));
     }
@@ -635,7 +811,7 @@ mod tests {
         let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
         step.timeout_ms = Some(500);
         step.retries = Some(1);
-        let routed = router.run(&step, &generate_request()).await;
+        let routed = router.run(&step, &generate_request(), &RouteContext::default()).await;
         assert_eq!(trail(&routed), ["alpha:m timeout", "alpha:m timeout", "beta:m -"]);
         assert_eq!(routed.attempts[0].latency_ms, 500);
     }
@@ -646,7 +822,8 @@ mod tests {
         let alpha = Scripted::new("alpha", vec![limited], ok("done"));
         let router = router(vec![alpha.clone()], &[]);
         let started = Instant::now();
-        let routed = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request()).await;
+        let routed =
+            router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &RouteContext::default()).await;
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         assert_eq!(trail(&routed), ["alpha:m rate_limited", "alpha:m -"]);
     }
@@ -654,10 +831,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn given_backoff_when_run_then_waits_stay_within_the_full_jitter_window() {
         let alpha = Scripted::new("alpha", vec![transient(), transient()], ok("done"));
-        let policy = RetryPolicy { base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(10) };
+        let policy = RetryPolicy {
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        };
         let router = ProviderRouter::new(vec![alpha], BTreeMap::new(), policy, PriceTable::default());
         let started = Instant::now();
-        router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request()).await;
+        router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &RouteContext::default()).await;
         // At most 1 s then 2 s.
         assert!(started.elapsed() <= Duration::from_secs(3), "{:?}", started.elapsed());
     }
@@ -668,7 +849,9 @@ mod tests {
         let beta = Scripted::new("beta", vec![], Act::Fail(ProviderError::Auth("no".into())));
         let gamma = Scripted::new("gamma", vec![], ok("from gamma"));
         let router = router(vec![alpha.clone(), beta.clone(), gamma.clone()], &[("fast", &["alpha:m", "beta:m"])]);
-        let routed = router.run(&step(Task::Generate, "fast", &["alpha:m", "gamma:m"]), &generate_request()).await;
+        let routed = router
+            .run(&step(Task::Generate, "fast", &["alpha:m", "gamma:m"]), &generate_request(), &RouteContext::default())
+            .await;
         // `alpha:m` appears twice but is tried once.
         assert_eq!(trail(&routed), ["alpha:m invalid_request", "beta:m auth", "gamma:m -"]);
         assert_eq!(alpha.calls(), 1);
@@ -678,7 +861,9 @@ mod tests {
     async fn given_unknown_providers_and_routes_when_run_then_they_are_recorded_and_skipped() {
         let beta = Scripted::new("beta", vec![], ok("from beta"));
         let router = router(vec![beta.clone()], &[]);
-        let routed = router.run(&step(Task::Generate, "nope:m", &["slow", "beta:m"]), &generate_request()).await;
+        let routed = router
+            .run(&step(Task::Generate, "nope:m", &["slow", "beta:m"]), &generate_request(), &RouteContext::default())
+            .await;
         assert_eq!(trail(&routed), ["nope:m invalid_request", ":slow invalid_request", "beta:m -"]);
         assert!(routed.attempts[0].error.as_ref().unwrap().message.contains("unknown provider `nope`"));
         assert!(routed.attempts[1].error.as_ref().unwrap().message.contains("providers: beta; routes: none"));
@@ -701,7 +886,7 @@ mod tests {
             })),
             ..generate_request()
         };
-        let routed = router.run(&step(Task::Extract, "alpha:m", &["beta:m"]), &request).await;
+        let routed = router.run(&step(Task::Extract, "alpha:m", &["beta:m"]), &request, &RouteContext::default()).await;
         assert_eq!(trail(&routed), ["alpha:m invalid_output", "beta:m -"]);
         let message = &routed.attempts[0].error.as_ref().unwrap().message;
         assert!(message.contains("/age:") && message.contains("\"name\""), "{message}");
@@ -714,7 +899,8 @@ mod tests {
         let alpha = Scripted::new("alpha", vec![], ok("done"));
         let prices = PriceTable::default().with("alpha:m", Price { input_per_million: 2.0, output_per_million: 8.0 });
         let router = ProviderRouter::new(vec![alpha], BTreeMap::new(), RetryPolicy::default(), prices);
-        let routed = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request()).await;
+        let routed =
+            router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &RouteContext::default()).await;
         // 1,000 × $2/M + 500 × $8/M.
         assert!((winner(&routed).cost_usd - 0.006).abs() < 1e-12);
     }
@@ -730,11 +916,131 @@ mod tests {
             input: Some("Chorus runs workflows. Workflows have steps.".into()),
             ..generate_request()
         };
-        let routed = router.run(&step, &request).await;
+        let routed = router.run(&step, &request, &RouteContext::default()).await;
         assert_eq!(trail(&routed), ["local:outage transient", "local:outage transient", "local:extractive -"]);
         let won = winner(&routed);
         assert!(matches!(&won.completion.output, TaskOutput::Summarize { text } if !text.is_empty()));
         assert_eq!(won.cost_usd, 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_a_long_retry_after_when_run_then_the_step_is_handed_back_instead_of_sleeping() {
+        let limited = Act::Fail(ProviderError::RateLimited { retry_after: Some(Duration::from_secs(120)) });
+        let alpha = Scripted::new("alpha", vec![limited], ok("done"));
+        let router = router(vec![alpha.clone()], &[]);
+        let started = Instant::now();
+        let routed =
+            router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &RouteContext::default()).await;
+        assert_eq!(routed.outcome, RouteOutcome::RetryLater(Duration::from_secs(120)));
+        assert_eq!(started.elapsed(), Duration::ZERO, "no sleeping in the worker");
+        assert_eq!(trail(&routed), ["alpha:m rate_limited"]);
+
+        // The next invocation resumes from the recorded attempt: retry 1 of 2, then done.
+        let context = RouteContext { prior: &routed.attempts, ..RouteContext::default() };
+        let again = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &context).await;
+        assert_eq!(trail(&again), ["alpha:m -"]);
+        assert_eq!(alpha.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_prior_attempts_when_resumed_then_finished_models_are_skipped_and_retries_counted() {
+        let alpha = Scripted::new("alpha", vec![], transient());
+        let beta = Scripted::new("beta", vec![], ok("from beta"));
+        let router = router(vec![alpha.clone(), beta.clone()], &[]);
+        let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
+        step.retries = Some(2);
+        let failed = |kind: &str| Attempt {
+            provider: "alpha".into(),
+            model: "m".into(),
+            latency_ms: 1,
+            error: Some(StepError::new(kind, "x")),
+        };
+        // Two transient failures already: one retry left on alpha.
+        let prior = [failed("transient"), failed("transient")];
+        let routed =
+            router.run(&step, &generate_request(), &RouteContext { prior: &prior, ..RouteContext::default() }).await;
+        assert_eq!(trail(&routed), ["alpha:m transient", "beta:m -"]);
+        // A non-retryable failure earlier: alpha is not tried again.
+        let prior = [failed("auth")];
+        let routed =
+            router.run(&step, &generate_request(), &RouteContext { prior: &prior, ..RouteContext::default() }).await;
+        assert_eq!(trail(&routed), ["beta:m -"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_repeated_failures_when_the_circuit_opens_then_the_provider_is_skipped_until_the_cool_down() {
+        let alpha = Scripted::new("alpha", vec![], transient());
+        let beta = Scripted::new("beta", vec![], ok("from beta"));
+        let breaker = CircuitBreaker::new(2, Duration::from_secs(30));
+        let router = router(vec![alpha.clone(), beta.clone()], &[]).with_breaker(breaker);
+        let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
+        step.retries = Some(1);
+        let first = router.run(&step, &generate_request(), &RouteContext::default()).await;
+        assert_eq!(trail(&first), ["alpha:m transient", "alpha:m transient", "beta:m -"]);
+        let second = router.run(&step, &generate_request(), &RouteContext::default()).await;
+        assert_eq!(trail(&second), ["alpha:m circuit_open", "beta:m -"]);
+        assert_eq!(alpha.calls(), 2);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        router.run(&step, &generate_request(), &RouteContext::default()).await;
+        assert_eq!(alpha.calls(), 3, "one trial call after the cool-down");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_a_budget_when_a_model_would_exceed_it_then_a_cheaper_fallback_runs() {
+        let alpha = Scripted::new("alpha", vec![], ok("pricey"));
+        let beta = Scripted::new("beta", vec![], ok("cheap"));
+        let prices = PriceTable::default()
+            .with("alpha:m", Price { input_per_million: 10.0, output_per_million: 30.0 })
+            .with("beta:m", Price { input_per_million: 0.1, output_per_million: 0.1 });
+        let router = ProviderRouter::new(vec![alpha.clone(), beta], BTreeMap::new(), RetryPolicy::default(), prices);
+        let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
+        step.max_tokens = Some(1_000);
+        let request = TaskRequest { max_tokens: Some(1_000), ..generate_request() };
+        // alpha may cost 1,000 × $30/M = $0.03; $0.02 of the $0.05 budget is spent.
+        let context = RouteContext { spent_usd: 0.03, budget_usd: Some(0.05), ..RouteContext::default() };
+        let routed = router.run(&step, &request, &context).await;
+        assert_eq!(trail(&routed), ["alpha:m budget_exceeded", "beta:m -"]);
+        assert_eq!(alpha.calls(), 0, "a refused call is never sent");
+        let message = &routed.attempts[0].error.as_ref().unwrap().message;
+        assert!(message.contains("$0.030") && message.contains("budget"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_the_step_time_used_up_when_run_then_it_times_out_and_a_spent_invocation_hands_back() {
+        let alpha = Scripted::new("alpha", vec![], Act::Hang(Duration::from_secs(60)));
+        let router = router(vec![alpha.clone()], &[]);
+        let mut step = step(Task::Generate, "alpha:m", &[]);
+        step.timeout_ms = Some(10_000);
+        let context = RouteContext { step_time_left: Some(Duration::from_secs(3)), ..RouteContext::default() };
+        let routed = router.run(&step, &generate_request(), &context).await;
+        assert_eq!(trail(&routed), ["alpha:m timeout"], "the attempt is cut to the step's time left");
+        assert_eq!(routed.attempts[0].latency_ms, 3_000);
+        assert_eq!(routed.outcome, RouteOutcome::Failed(ProviderError::Timeout));
+
+        let context = RouteContext { invocation_budget: Some(Duration::from_secs(5)), ..RouteContext::default() };
+        let routed = router.run(&step, &generate_request(), &context).await;
+        assert_eq!(
+            routed.outcome,
+            RouteOutcome::RetryLater(Duration::ZERO),
+            "an attempt that cannot fit waits for the next invocation"
+        );
+        assert_eq!(alpha.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_a_route_with_unusable_entries_when_run_then_they_are_left_out() {
+        let router = router(
+            vec![Arc::new(LocalProvider)],
+            &[("fast", &["openai:gpt-4o-mini", "local:echo", "local:extractive"])],
+        );
+        let routed = router
+            .run(
+                &step(Task::Summarize, "fast", &[]),
+                &TaskRequest { task: Task::Summarize, input: Some("One. Two.".into()), ..generate_request() },
+                &RouteContext::default(),
+            )
+            .await;
+        assert_eq!(trail(&routed), ["local:extractive -"]);
     }
 
     // --- catalog
@@ -754,8 +1060,10 @@ mod tests {
         assert_eq!(err, "unknown provider `nope` in `nope:m`; providers: alpha, local; routes: empty, fast, mixed");
         let err = router.check_model("smart", Task::Generate).unwrap_err();
         assert!(err.starts_with("`smart` is neither `provider:model` nor a route; providers: alpha"), "{err}");
-        let err = router.check_model("mixed", Task::Generate).unwrap_err();
-        assert!(err.starts_with("route `mixed` cannot generate") && err.contains("local:lexicon"), "{err}");
+        // A route needs one entry that can do the task; the others are skipped when it runs.
+        assert_eq!(router.check_model("mixed", Task::Classify), Ok(()));
+        let err = router.check_model("mixed", Task::Embed).unwrap_err();
+        assert!(err.starts_with("route `mixed` has no model that can embed") && err.contains("local:lexicon"), "{err}");
         let err = router.check_model("empty", Task::Generate).unwrap_err();
         assert!(err.contains("no models"), "{err}");
     }
@@ -771,6 +1079,6 @@ mod tests {
         sorted.sort();
         assert_eq!(ids, sorted);
         assert_eq!(ids.first().map(String::as_str), Some("alpha:m"));
-        assert_eq!(router.routes()["fast"], ["local:echo"]);
+        assert_eq!(router.routes()["fast"], Route::fallback(&["local:echo"]));
     }
 }
