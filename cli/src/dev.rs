@@ -1,6 +1,8 @@
 //! `chorus dev`: the four Lambda functions' jobs in one process. The HTTP API serves
-//! intake, a worker loop drains the steps queue and a notifier loop the notifications queue,
-//! all over the memory adapters and the offline `local` provider: no AWS, no keys.
+//! intake and provider callbacks, a worker loop drains the steps queue, a notifier loop the
+//! notifications queue and a sweep runs every half minute, all over the memory adapters.
+//! Models: the offline `local` provider, plus each hosted provider whose key is in the
+//! environment (`chorus mock-providers` stands in for them all): no AWS, no keys needed.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -11,12 +13,13 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenants};
+use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenants};
 use chorus::domain::{InvalidId, Limits, TenantId};
 use chorus::engine::{DeliverySchedule, Engine, EngineError, EngineParts, Notifier};
-use chorus::http::{AppState, app};
+use chorus::http::{AppState, app, callbacks_routes};
 use chorus::notify::{CallbackPolicy, ClientBuildError, HttpWebhookSender, WebhookSecret};
 use chorus::ports::{NotificationMessage, Queue, StepMessage, SystemClock, Tenant};
+use chorus::providers::{CatalogError, router_from_env};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -37,6 +40,8 @@ const MAX_RECEIVES: u32 = 5;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// In-flight steps and notifications get this long to finish after Ctrl-C.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often expired waits (approvals, provider jobs) are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// The tenant that owns the generated API key.
 const DEV_TENANT: &str = "dev";
 const EXAMPLE: &str = "examples/draft-summarize-sentiment.json";
@@ -102,6 +107,8 @@ pub enum DevError {
     Tenant(#[from] InvalidId),
     #[error(transparent)]
     WebhookClient(#[from] ClientBuildError),
+    #[error(transparent)]
+    Providers(#[from] CatalogError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -133,14 +140,25 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
         tenants.with_key(tenant, &api_key.key)
     }));
     let clock = Arc::new(SystemClock);
+    let lookup = |name: &str| std::env::var(name).ok();
+    let router = router_from_env(&lookup).await?;
+    let mut providers: Vec<String> = router.models().into_iter().map(|m| m.provider).collect();
+    providers.dedup();
+
+    // Bound before the engine is built: providers' job callbacks need the address.
+    let listener = TcpListener::bind(args.addr).await.map_err(|source| DevError::Bind { addr: args.addr, source })?;
+    let addr = listener.local_addr().map_err(|source| DevError::Bind { addr: args.addr, source })?;
     let engine = Arc::new(Engine::new(EngineParts {
         store: store.clone(),
         steps: Arc::new(steps.clone()),
         notifications: Arc::new(notifications.clone()),
-        router: Arc::new(chorus::providers::default_router()),
+        router: Arc::new(router),
+        blobs: Arc::new(MemoryBlobStore::new()),
         clock: clock.clone(),
         callbacks: policy,
         limits: Limits::default(),
+        public_url: Some(format!("http://{addr}")),
+        invocation_budget: None,
     }));
     let notifier = Arc::new(Notifier {
         store,
@@ -151,9 +169,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
         schedule: DeliverySchedule::default(),
     });
 
-    let listener = TcpListener::bind(args.addr).await.map_err(|source| DevError::Bind { addr: args.addr, source })?;
-    let addr = listener.local_addr().map_err(|source| DevError::Bind { addr: args.addr, source })?;
-    print_banner(addr, &keys, generated, &secret, secret_generated);
+    print_banner(addr, &keys, generated, &secret, secret_generated, &providers);
 
     let (stop, stopped) = watch::channel(false);
     let worker = {
@@ -190,18 +206,33 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let trace = TraceLayer::new_for_http()
         .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
         .on_response(DefaultOnResponse::new().level(Level::INFO));
-    let app = app(AppState { engine, tenants }).layer(trace);
+    let sweeper = tokio::spawn(sweep_every(SWEEP_INTERVAL, engine.clone(), stop.subscribe()));
+    let app = app(AppState { engine: engine.clone(), tenants }).merge(callbacks_routes(engine)).layer(trace);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     tracing::info!("shutting down: finishing in-flight steps and notifications");
     // Nobody is left to receive the value if both loops already ended; that is fine.
     let _ = stop.send(true);
-    for (name, task) in [("worker", worker), ("notifier", notifier_loop)] {
+    for (name, task) in [("worker", worker), ("notifier", notifier_loop), ("sweep", sweeper)] {
         if let Err(err) = task.await {
             tracing::error!(loop = name, error = %err, "the loop ended abnormally");
         }
     }
     served.map_err(DevError::Serve)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the sweep every `interval` until `stop`, as the scheduled rule does on AWS.
+async fn sweep_every(interval: Duration, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(err) = engine.sweep().await {
+            tracing::error!(error = %crate::error_chain(&err), "sweep failed");
+        }
+    }
 }
 
 /// `ck_` + 32 hex digits (128 bits) from the OS-seeded CSPRNG, as `WebhookSecret::generate`
@@ -321,11 +352,20 @@ fn report_panic(consumer: &str, done: Result<(), tokio::task::JoinError>) {
 /// What a developer needs to start: where it listens, the credentials, and two commands
 /// that submit the example workflow and read it back. Printed, not logged, so it stays
 /// readable whatever the log filter.
-fn print_banner(addr: SocketAddr, keys: &[ApiKey], generated: bool, secret: &WebhookSecret, secret_generated: bool) {
+fn print_banner(
+    addr: SocketAddr,
+    keys: &[ApiKey],
+    generated: bool,
+    secret: &WebhookSecret,
+    secret_generated: bool,
+    providers: &[String],
+) {
     let base = format!("http://{addr}");
     let example = example_path();
-    let mut banner =
-        format!("\nChorus dev server on {base}  (in-memory: runs are gone when it stops; models: local)\n\n");
+    let mut banner = format!(
+        "\nChorus dev server on {base}  (in-memory: runs are gone when it stops)\n  providers:       {}\n\n",
+        providers.join(", ")
+    );
     if generated {
         banner.push_str(&format!(
             "  tenant:          {DEV_TENANT}\n  API key:         {}\n",

@@ -15,7 +15,7 @@ use crate::domain::Limits;
 use crate::engine::{DeliverySchedule, Engine, EngineParts, Notifier};
 use crate::notify::{CallbackPolicy, ClientBuildError, HttpWebhookSender};
 use crate::ports::SystemClock;
-use crate::providers::default_router;
+use crate::providers::{CatalogError, ProviderRouter, router_from_env};
 
 /// A function could not start: its configuration is missing or wrong.
 #[derive(Debug, Error)]
@@ -26,6 +26,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, detail: String },
     #[error(transparent)]
     WebhookClient(#[from] ClientBuildError),
+    #[error(transparent)]
+    Providers(#[from] CatalogError),
 }
 
 /// The resources a function works with, from its environment.
@@ -47,6 +49,12 @@ pub struct Settings {
     /// `CHORUS_CALLBACKS`: `production` (default: https, public addresses only) or `local`
     /// (loopback allowed, for the local AWS loop).
     pub callbacks: CallbackPolicy,
+    /// `CHORUS_PUBLIC_URL`: where providers reach the webhook function (the HTTP API's
+    /// URL). Without it, async providers (Replicate) are called synchronously.
+    pub public_url: Option<String>,
+    /// `CHORUS_INVOCATION_BUDGET_SECONDS` (default 90, under the worker's 120 s timeout):
+    /// how long one worker invocation works on a step before re-enqueueing it.
+    pub invocation_budget: Duration,
 }
 
 impl Settings {
@@ -78,7 +86,18 @@ impl Settings {
                 });
             }
         };
+        let invocation_budget = match lookup("CHORUS_INVOCATION_BUDGET_SECONDS") {
+            Some(seconds) => {
+                seconds.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| ConfigError::Invalid {
+                    name: "CHORUS_INVOCATION_BUDGET_SECONDS",
+                    detail: format!("`{seconds}` is not a number of seconds"),
+                })?
+            }
+            None => 90,
+        };
         Ok(Self {
+            public_url: lookup("CHORUS_PUBLIC_URL").filter(|url| !url.trim().is_empty()),
+            invocation_budget: Duration::from_secs(invocation_budget),
             table: required("CHORUS_TABLE")?,
             bucket: required("CHORUS_BUCKET")?,
             steps_queue_url: required("CHORUS_STEPS_QUEUE_URL")?,
@@ -104,6 +123,7 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
 /// The AWS adapters, wired.
 pub struct AwsAdapters {
     pub store: Arc<DynamoRunStore>,
+    pub blobs: Arc<S3BlobStore>,
     pub tenants: Arc<DynamoTenants>,
 }
 
@@ -112,7 +132,8 @@ impl AwsAdapters {
         let dynamodb = aws_sdk_dynamodb::Client::new(config);
         let blobs = Arc::new(S3BlobStore::new(s3_client(config), &settings.bucket));
         Self {
-            store: Arc::new(DynamoRunStore::new(dynamodb.clone(), &settings.table, blobs, settings.retention)),
+            store: Arc::new(DynamoRunStore::new(dynamodb.clone(), &settings.table, blobs.clone(), settings.retention)),
+            blobs,
             tenants: Arc::new(DynamoTenants::new(dynamodb, &settings.table)),
         }
     }
@@ -131,10 +152,12 @@ impl Services {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let settings = Settings::from_env()?;
         let config = sdk_config().await;
-        Self::new(&config, settings)
+        let lookup = |name: &str| std::env::var(name).ok();
+        let router = router_from_env(&lookup).await?;
+        Self::new(&config, settings, router)
     }
 
-    pub fn new(config: &SdkConfig, settings: Settings) -> Result<Self, ConfigError> {
+    pub fn new(config: &SdkConfig, settings: Settings, router: ProviderRouter) -> Result<Self, ConfigError> {
         let adapters = AwsAdapters::new(config, &settings);
         let sqs = aws_sdk_sqs::Client::new(config);
         let steps = Arc::new(SqsQueue::new(sqs.clone(), &settings.steps_queue_url));
@@ -144,10 +167,13 @@ impl Services {
             store: adapters.store.clone(),
             steps,
             notifications: notifications.clone(),
-            router: Arc::new(default_router()),
+            router: Arc::new(router),
+            blobs: adapters.blobs,
             clock: clock.clone(),
             callbacks: settings.callbacks,
             limits: Limits::default(),
+            public_url: settings.public_url.clone(),
+            invocation_budget: Some(settings.invocation_budget),
         }));
         let notifier = Arc::new(Notifier {
             store: adapters.store,

@@ -13,7 +13,7 @@ use thiserror::Error;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Attempt, Lease, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId, Usage,
+    Attempt, JobRef, Lease, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId, Usage,
 };
 
 /// A port's backend failed. Always worth retrying later; never shown to clients verbatim.
@@ -81,6 +81,8 @@ pub struct StepUpdate {
     /// When a wait (approval, provider callback) times out; see [`RunStore::expired_waits`].
     pub deadline: Option<jiff::Timestamp>,
     pub bump_attempt: bool,
+    /// The provider job the step now waits on.
+    pub job: Option<JobRef>,
     pub provider: Option<String>,
     pub model: Option<String>,
     /// Appended to the step's attempts.

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chorus::domain::{StepDefinition, Task, TaskOutput};
+use chorus::providers::breaker::CircuitBreaker;
 use chorus::providers::{
-    LocalProvider, Price, PriceTable, Provider, ProviderRouter, RetryPolicy, RouteOutcome, Routed, TaskRequest,
+    LocalProvider, Price, PriceTable, Provider, ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed,
+    TaskRequest,
 };
 use chorus_cli::mock::{self, Fault, MockState, Script};
 use serde_json::json;
@@ -112,7 +114,9 @@ fn router(case: &ProviderCase) -> ProviderRouter {
     }
     let policy = RetryPolicy { base_delay: std::time::Duration::from_millis(10), ..RetryPolicy::default() };
     let providers: Vec<Arc<dyn Provider>> = vec![case.provider.clone(), Arc::new(LocalProvider::new())];
-    ProviderRouter::new(providers, BTreeMap::new(), policy, prices)
+    // Faults are injected one after another: the breaker must not step in.
+    let breaker = CircuitBreaker::new(u32::MAX, std::time::Duration::ZERO);
+    ProviderRouter::new(providers, BTreeMap::new(), policy, prices).with_breaker(breaker)
 }
 
 fn kinds(routed: &Routed) -> Vec<String> {
@@ -128,7 +132,7 @@ pub async fn check_provider(mock: &MockServer, case: ProviderCase) {
     for (task, model) in &case.models {
         let id = format!("{name}:{model}");
         assert_eq!(case.provider.supports(model, *task), Ok(()), "{id} offers {task}");
-        let routed = router.run(&step(*task, &id, &[], 0), &request(*task)).await;
+        let routed = router.run(&step(*task, &id, &[], 0), &request(*task), &RouteContext::default()).await;
         let RouteOutcome::Completed(done) = &routed.outcome else {
             panic!("{id} failed to {task}: {:?}", routed.outcome)
         };
@@ -170,12 +174,12 @@ pub async fn check_provider(mock: &MockServer, case: ProviderCase) {
     };
     for (fault, kind) in &case.faults {
         let faulty = format!("{name}:fault-{}", fault.name());
-        let routed = router.run(&step(task, &faulty, &[fallback], 0), &request(task)).await;
+        let routed = router.run(&step(task, &faulty, &[fallback], 0), &request(task), &RouteContext::default()).await;
         assert_eq!(kinds(&routed), [*kind, "ok"], "{faulty} → {kind}, then the fallback answers");
         let message = &routed.attempts[0].error.as_ref().unwrap().message;
         assert!(!message.contains("mock") || *kind != "auth", "{faulty}: no credentials in {message}");
         if *fault == Fault::RateLimit {
-            let retry = router.run(&step(task, &faulty, &[], 1), &request(task)).await;
+            let retry = router.run(&step(task, &faulty, &[], 1), &request(task), &RouteContext::default()).await;
             assert_eq!(kinds(&retry), ["rate_limited", "rate_limited"], "{faulty}: a retryable error is retried");
         }
     }
@@ -183,10 +187,10 @@ pub async fn check_provider(mock: &MockServer, case: ProviderCase) {
     // Retryable errors are retried on the same model; the rest go straight to the fallback.
     mock.script(name, Fault::ServerError, 1);
     let id = format!("{name}:{model}");
-    let routed = router.run(&step(task, &id, &[fallback], 2), &request(task)).await;
+    let routed = router.run(&step(task, &id, &[fallback], 2), &request(task), &RouteContext::default()).await;
     assert_eq!(kinds(&routed), ["transient", "ok"], "{id}: a 500 is retried");
     mock.script(name, Fault::Quota, 1);
-    let routed = router.run(&step(task, &id, &[fallback], 2), &request(task)).await;
+    let routed = router.run(&step(task, &id, &[fallback], 2), &request(task), &RouteContext::default()).await;
     assert_eq!(kinds(&routed), ["quota_exhausted", "ok"], "{id}: quota exhaustion is never retried");
     let RouteOutcome::Completed(done) = &routed.outcome else { panic!("{id}: {:?}", routed.outcome) };
     assert_eq!(done.provider, "local");

@@ -99,6 +99,9 @@ async fn a_diamond_costs_two_writes_per_step_one_per_dependency_two_reads_and_on
         clock: Arc::new(SystemClock),
         callbacks: CallbackPolicy::production(),
         limits: Limits::default(),
+        blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),
+        public_url: None,
+        invocation_budget: None,
     });
     let generate =
         |id: &str, prompt: &str| json!({"id": id, "task": "generate", "model": "local:echo", "prompt": prompt});

@@ -59,6 +59,9 @@ mod tests {
             clock: Arc::new(SystemClock),
             callbacks: CallbackPolicy::production(),
             limits: Limits::default(),
+            blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),
+            public_url: None,
+            invocation_budget: None,
         }));
         let tenant = Tenant { id: TenantId::parse("acme").unwrap(), webhook_secret: SecretString::from("whsec_eA==") };
         let tenants = Arc::new(MemoryTenants::new().with_key(tenant, &SecretString::from("key-1")));

@@ -1,8 +1,14 @@
 //! The `webhook` Lambda: receives provider callbacks (`POST /v1/callbacks/{provider}/{token}`)
-//! behind API Gateway. Providers with async jobs (issue 4) complete their steps here.
+//! behind API Gateway, verifies them and completes the steps waiting on those jobs.
+
+use std::sync::Arc;
+
+use chorus::config::Services;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    lambda_http::run(chorus::http::callbacks_app()).await
+    // Clients, providers and secrets: once per cold start.
+    let services = Services::from_env().await?;
+    lambda_http::run(chorus::http::callbacks_app(Arc::clone(&services.engine))).await
 }

@@ -56,6 +56,9 @@ mod tests {
             clock: Arc::new(SystemClock),
             callbacks: CallbackPolicy::production(),
             limits: Limits::default(),
+            blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),
+            public_url: None,
+            invocation_budget: None,
         });
         let workflow =
             serde_json::json!({"steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": "hi"}]});

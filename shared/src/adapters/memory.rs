@@ -146,7 +146,7 @@ impl RunStore for MemoryRunStore {
                 }
             )*};
         }
-        set_if_some!(provider, model, usage, latency_ms, output, error, started_at, finished_at);
+        set_if_some!(job, provider, model, usage, latency_ms, output, error, started_at, finished_at);
         if let Some(cost) = update.cost_usd {
             step.cost_usd = cost;
         }

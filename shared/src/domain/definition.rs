@@ -21,6 +21,11 @@ pub struct WorkflowDefinition {
     #[schema(value_type = Option<Object>)]
     pub input_schema: Option<Value>,
     pub steps: Vec<StepDefinition>,
+    /// The most the run may spend on model calls, in USD. A call whose estimated cost (its
+    /// text in, `max_tokens` out, at the model's price) would exceed what is left is not
+    /// made: the step moves to its next fallback, or fails with `budget_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
     /// The run's output: any JSON whose strings are templates over `input` and `steps`.
     /// A string that is exactly one `{{ expression }}` keeps the expression's JSON type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +63,11 @@ pub struct StepDefinition {
     /// before the step fails (default 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Time allowed for the whole step: every attempt, retry, fallback and delayed retry
+    /// (default 15 minutes). For a provider job (Replicate), `timeout_ms` is how long the job
+    /// may take (default 10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout_ms: Option<u64>,
     /// Extra attempts on the same model for retryable errors, before moving to a fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
@@ -81,6 +91,8 @@ impl StepDefinition {
     pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
     pub const DEFAULT_RETRIES: u32 = 2;
     pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+    pub const DEFAULT_STEP_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+    pub const DEFAULT_JOB_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
     pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS))
@@ -89,6 +101,16 @@ impl StepDefinition {
     /// How long an `approval` step waits for a decision.
     pub fn wait_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.timeout_ms.unwrap_or(Self::DEFAULT_APPROVAL_TIMEOUT_MS))
+    }
+
+    /// How long the whole step may take across attempts and re-enqueues.
+    pub fn step_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.step_timeout_ms.unwrap_or(Self::DEFAULT_STEP_TIMEOUT_MS))
+    }
+
+    /// How long a provider job (an async call answered by webhook) may take.
+    pub fn job_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.unwrap_or(Self::DEFAULT_JOB_TIMEOUT_MS))
     }
 
     pub fn retries(&self) -> u32 {

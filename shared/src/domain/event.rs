@@ -37,6 +37,23 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<StepError>,
     },
+    /// An async provider accepted the step's job; its webhook will complete the step.
+    JobSubmitted {
+        provider: String,
+        model: String,
+        job_id: String,
+    },
+    /// The job's result arrived (by webhook, or by the sweep's poll).
+    JobFinished {
+        provider: String,
+        job_id: String,
+        /// The webhook's `webhook-id`; absent when the sweep polled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery_id: Option<String>,
+        /// Where the provider's raw output was archived.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        archived_at: Option<String>,
+    },
     ApprovalDecided {
         approved: bool,
         by: String,

@@ -15,6 +15,6 @@ pub use definition::{StepDefinition, Task, WorkflowDefinition};
 pub use event::{EventKind, RunEvent};
 pub use ids::{InvalidId, RunId, StepId, TenantId};
 pub use output::{FinishReason, TaskOutput};
-pub use run::{Attempt, Lease, NotifyTarget, Run, RunStatus, StepError, StepState, StepStatus, Usage};
+pub use run::{Attempt, JobRef, Lease, NotifyTarget, Run, RunStatus, StepError, StepState, StepStatus, Usage};
 pub use template::{TemplateContext, Templates};
 pub use validation::{Limits, ModelCatalog, Problem};

@@ -176,6 +176,17 @@ pub struct Attempt {
     pub error: Option<StepError>,
 }
 
+/// A provider job a step waits on: an async call whose result arrives by webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub provider: String,
+    pub model: String,
+    /// The provider's id for the job (a Replicate prediction id).
+    pub id: String,
+    /// SHA-256 (hex) of the secret in the job's callback URL; the URL itself is not stored.
+    pub token_sha256: String,
+}
+
 /// A step's state as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
@@ -189,6 +200,9 @@ pub struct StepState {
     pub deadline: Option<jiff::Timestamp>,
     /// Dependencies not yet finished; the step is queued when this reaches zero.
     pub pending_deps: u32,
+    /// The provider job the step waits on, once one was submitted.
+    #[serde(default)]
+    pub job: Option<JobRef>,
     /// Set when a dependency ended without succeeding: the step will be skipped.
     pub blocked: bool,
     /// Dependencies whose completion was already counted, so a redelivered release is a no-op.
@@ -215,6 +229,7 @@ impl StepState {
             lease: None,
             deadline: None,
             pending_deps,
+            job: None,
             blocked: false,
             released_by: Vec::new(),
             provider: None,

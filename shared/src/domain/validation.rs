@@ -50,6 +50,8 @@ const MAX_TIMEOUT_MS: u64 = 900_000;
 /// Thirty days for a person to decide.
 const MAX_APPROVAL_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_RETRIES: u32 = 10;
+/// A day for a step's attempts, retries and delayed retries all together.
+const MAX_STEP_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 /// A workflow that passed validation, with its dependency graph.
 #[derive(Debug, Clone)]
@@ -156,6 +158,9 @@ impl Checker<'_> {
     fn check(&mut self, definition: &WorkflowDefinition, limits: Limits) -> Option<Plan> {
         if definition.steps.is_empty() {
             self.problem("/workflow/steps", "a workflow needs at least one step");
+        }
+        if definition.budget_usd.is_some_and(|budget| !(budget.is_finite() && budget > 0.0)) {
+            self.problem("/workflow/budget_usd", "must be a positive number of US dollars");
         }
         if definition.steps.len() > limits.max_steps {
             self.problem(
@@ -280,6 +285,11 @@ impl Checker<'_> {
             && !(1..=max_timeout).contains(&timeout)
         {
             self.problem(format!("{at}/timeout_ms"), format!("must be between 1 and {max_timeout}"));
+        }
+        if let Some(timeout) = step.step_timeout_ms
+            && !(1..=MAX_STEP_TIMEOUT_MS).contains(&timeout)
+        {
+            self.problem(format!("{at}/step_timeout_ms"), format!("must be between 1 and {MAX_STEP_TIMEOUT_MS}"));
         }
         if step.retries.is_some_and(|r| r > MAX_RETRIES) {
             self.problem(format!("{at}/retries"), format!("at most {MAX_RETRIES} retries"));

@@ -3,16 +3,20 @@
 
 use std::time::Duration;
 
+use super::jobs::CallbackToken;
 use super::progress::{context_for, ending};
 use super::{Engine, EngineError};
 use crate::domain::{
-    Attempt, EventKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepState, StepStatus, Task,
+    Attempt, EventKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepId, StepState, StepStatus, Task,
 };
 use crate::ports::{RunTransition, StepMessage, StepTransition, StepUpdate};
-use crate::providers::{RouteContext, RouteOutcome, RoutedCompletion, TaskRequest};
+use crate::providers::{JobCallback, RouteContext, RouteOutcome, RoutedCompletion, TaskRequest};
 
 /// Time a claimed step keeps its lease beyond what its attempts may take.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// The longest delay a queue message can have (SQS `DelaySeconds`).
+const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
 impl Engine {
     /// Executes the step named by `message`. An `Err` means "not done, deliver again".
@@ -85,7 +89,7 @@ impl Engine {
             return self.mark_run_started(&run).await;
         }
 
-        let lease = Lease { owner: self.worker_id.clone(), until: now + lease_length(step) };
+        let lease = Lease { owner: self.worker_id.clone(), until: now + self.lease_length(step) };
         let claim = StepTransition {
             from: vec![StepStatus::Queued],
             or_lease_expired_before: Some(now),
@@ -93,7 +97,8 @@ impl Engine {
                 status: Some(StepStatus::Running),
                 lease: Some(lease),
                 bump_attempt: true,
-                started_at: Some(now),
+                // The first claim starts the clock of the step's `step_timeout_ms`.
+                started_at: state.started_at.is_none().then_some(now),
                 ..StepUpdate::default()
             },
             events: vec![RunEvent::step_status(now, step_id, StepStatus::Running, None)],
@@ -113,21 +118,67 @@ impl Engine {
                     .map_err(|err| StepError::new("template", format!("`{field}` could not be rendered: {err}")))
             })
             .collect::<Result<Vec<_>, _>>();
-        let (attempts, result) = match rendered {
-            Ok(fields) => {
-                let take = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, text)| text.clone());
-                let request = TaskRequest::for_step(step, take("prompt"), take("input"));
-                let routed = self.router.run(step, &request, &RouteContext::default()).await;
-                let result = match routed.outcome {
-                    RouteOutcome::Completed(done) => Ok(done),
-                    RouteOutcome::Failed(error) => Err(StepError::from(error)),
-                    RouteOutcome::Submitted(_) | RouteOutcome::RetryLater(_) => todo!(),
-                };
-                (routed.attempts, result)
-            }
-            Err(error) => (Vec::new(), Err(error)),
+        let fields = match rendered {
+            Ok(fields) => fields,
+            Err(error) => return self.complete_claimed(&run, step, Vec::new(), Err(error)).await,
         };
-        self.complete_claimed(&run, step, attempts, result).await
+        let take = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, text)| text.clone());
+        let request = TaskRequest::for_step(step, take("prompt"), take("input"));
+        let token = CallbackToken::generate(run_id, step_id);
+        let token_text = token.as_str();
+        let callback_base = self.public_url.as_ref().map(|url| format!("{url}/v1/callbacks"));
+        let started_at = state.started_at.unwrap_or(now);
+        let used = Duration::try_from(now.duration_since(started_at)).unwrap_or_default();
+        let context = RouteContext {
+            prior: &state.attempts,
+            // Other steps' spending; this step has spent nothing until it succeeds.
+            spent_usd: steps.iter().filter(|s| &s.step_id != step_id).map(|s| s.cost_usd).sum(),
+            budget_usd: run.definition.budget_usd,
+            job_callback: callback_base.as_deref().map(|base| JobCallback { base, token: &token_text }),
+            step_time_left: Some(step.step_timeout().saturating_sub(used)),
+            invocation_budget: self.invocation_budget,
+        };
+        let routed = self.router.run(step, &request, &context).await;
+        match routed.outcome {
+            RouteOutcome::Completed(done) => self.complete_claimed(&run, step, routed.attempts, Ok(done)).await,
+            RouteOutcome::Failed(error) => self.complete_claimed(&run, step, routed.attempts, Err(error.into())).await,
+            RouteOutcome::Submitted(job) => self.await_job(&run, step, routed.attempts, job, &token).await,
+            RouteOutcome::RetryLater(wait) => self.retry_later(&run, step, routed.attempts, wait).await,
+        }
+    }
+
+    /// Hands a claimed step back to the queue, to run again after `wait` (a provider's long
+    /// `Retry-After`, a long backoff, or this invocation's time being up). The attempts made
+    /// so far are kept, so the next run resumes where this one stopped.
+    async fn retry_later(
+        &self,
+        run: &Run,
+        step: &StepDefinition,
+        attempts: Vec<Attempt>,
+        wait: Duration,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let wait = wait.min(MAX_QUEUE_DELAY);
+        let reason = format!("trying again in {} s", wait.as_secs());
+        let mut events = provider_events(now, &step.id, &attempts);
+        events.push(RunEvent::step_status(now, &step.id, StepStatus::Queued, Some(reason)));
+        let requeue = StepTransition {
+            from: vec![StepStatus::Running],
+            lease_owner: Some(self.worker_id.clone()),
+            // No lease: the step is free for whichever worker gets the delayed message.
+            update: StepUpdate { status: Some(StepStatus::Queued), attempts, ..StepUpdate::default() },
+            events,
+            ..StepTransition::default()
+        };
+        if self.store.transition_step(&run.id, &step.id, requeue).await?.is_none() {
+            tracing::warn!(run_id = %run.id, step_id = %step.id, "lost the step's lease before re-enqueueing it");
+            return Ok(());
+        }
+        // After the transition, so the message can only find the step queued. Should the
+        // send fail, the error redelivers this message, which finds it queued too.
+        let message = StepMessage { run_id: run.id.clone(), step_id: step.id.clone() };
+        self.steps.send(vec![message], wait).await?;
+        Ok(())
     }
 
     /// A step message kept failing until the queue gave up on it (the steps dead-letter
@@ -154,21 +205,7 @@ impl Engine {
         result: Result<RoutedCompletion, StepError>,
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
-        let mut events: Vec<RunEvent> = attempts
-            .iter()
-            .map(|attempt| {
-                RunEvent::step(
-                    now,
-                    &step.id,
-                    EventKind::ProviderCalled {
-                        provider: attempt.provider.clone(),
-                        model: attempt.model.clone(),
-                        latency_ms: attempt.latency_ms,
-                        error: attempt.error.clone(),
-                    },
-                )
-            })
-            .collect();
+        let mut events = provider_events(now, &step.id, &attempts);
         let mut update = StepUpdate { attempts, finished_at: Some(now), ..StepUpdate::default() };
         match result {
             Ok(done) => {
@@ -246,11 +283,37 @@ impl Engine {
     }
 }
 
-/// Long enough for every attempt on every candidate, plus a margin.
-fn lease_length(step: &StepDefinition) -> Duration {
-    let candidates = u32::try_from(step.candidates().count()).unwrap_or(u32::MAX).max(1);
-    let attempts = candidates.saturating_mul(step.retries().saturating_add(1));
-    step.timeout().saturating_mul(attempts) + LEASE_MARGIN
+impl Engine {
+    /// Long enough for what one invocation may spend on the step, plus a margin: every
+    /// attempt on every candidate, bounded by the step's and the invocation's time.
+    fn lease_length(&self, step: &StepDefinition) -> Duration {
+        let candidates = u32::try_from(step.candidates().count()).unwrap_or(u32::MAX).max(1);
+        let attempts = candidates.saturating_mul(step.retries().saturating_add(1));
+        let mut busy = step.timeout().saturating_mul(attempts).min(step.step_timeout());
+        if let Some(budget) = self.invocation_budget {
+            busy = busy.min(budget);
+        }
+        busy + LEASE_MARGIN
+    }
+}
+
+/// The history entries of a step's provider calls.
+pub(super) fn provider_events(now: jiff::Timestamp, step_id: &StepId, attempts: &[Attempt]) -> Vec<RunEvent> {
+    attempts
+        .iter()
+        .map(|attempt| {
+            RunEvent::step(
+                now,
+                step_id,
+                EventKind::ProviderCalled {
+                    provider: attempt.provider.clone(),
+                    model: attempt.model.clone(),
+                    latency_ms: attempt.latency_ms,
+                    error: attempt.error.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 impl From<crate::providers::ProviderError> for StepError {

@@ -5,6 +5,7 @@
 mod control;
 mod error;
 mod execute;
+mod jobs;
 mod notify;
 mod progress;
 mod submit;
@@ -15,11 +16,12 @@ use std::sync::Arc;
 
 use crate::domain::{Limits, Templates};
 use crate::notify::CallbackPolicy;
-use crate::ports::{Clock, NotificationMessage, Queue, RunStore, StepMessage};
+use crate::ports::{BlobStore, Clock, NotificationMessage, Queue, RunStore, StepMessage};
 use crate::providers::ProviderRouter;
 
 pub use control::ApprovalDecision;
 pub use error::EngineError;
+pub use jobs::{CallbackError, CallbackOutcome};
 pub use notify::{DeliverySchedule, Notifier};
 pub use submit::{Submission, Submitted};
 pub use views::{RunView, StepView, Totals};
@@ -30,8 +32,15 @@ pub struct Engine {
     steps: Arc<dyn Queue<StepMessage>>,
     notifications: Arc<dyn Queue<NotificationMessage>>,
     router: Arc<ProviderRouter>,
+    blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
     callbacks: CallbackPolicy,
+    /// Where providers reach the webhook function, e.g. `https://api.example.com`; without
+    /// it async providers are called synchronously.
+    public_url: Option<String>,
+    /// How long one worker invocation may spend on a step before handing it back to the
+    /// queue (a Lambda's timeout); `None` in a long-lived process.
+    invocation_budget: Option<std::time::Duration>,
     templates: Templates,
     limits: Limits,
     /// Names this process in step leases, so a worker only completes what it claimed.
@@ -44,9 +53,13 @@ pub struct EngineParts {
     pub steps: Arc<dyn Queue<StepMessage>>,
     pub notifications: Arc<dyn Queue<NotificationMessage>>,
     pub router: Arc<ProviderRouter>,
+    /// Where provider job outputs are archived.
+    pub blobs: Arc<dyn BlobStore>,
     pub clock: Arc<dyn Clock>,
     pub callbacks: CallbackPolicy,
     pub limits: Limits,
+    pub public_url: Option<String>,
+    pub invocation_budget: Option<std::time::Duration>,
 }
 
 impl Engine {
@@ -56,8 +69,11 @@ impl Engine {
             steps: parts.steps,
             notifications: parts.notifications,
             router: parts.router,
+            blobs: parts.blobs,
             clock: parts.clock,
             callbacks: parts.callbacks,
+            public_url: parts.public_url.map(|url| url.trim_end_matches('/').to_owned()),
+            invocation_budget: parts.invocation_budget,
             templates: Templates::default(),
             limits: parts.limits,
             worker_id: format!("worker-{:016x}", fastrand::u64(..)),

@@ -1,5 +1,6 @@
 //! The scheduled sweep: waits (approvals, provider callbacks) that outlived their deadline
-//! fail, and the run moves on as it would after any other failure.
+//! fail, and the run moves on as it would after any other failure. A provider job is asked
+//! once first, in case only its webhook was lost.
 
 use super::progress::ending;
 use super::{Engine, EngineError};
@@ -16,7 +17,17 @@ impl Engine {
         let mut failed = 0;
         for wait in self.store.expired_waits(now, SWEEP_BATCH).await? {
             let Some(run) = self.store.get_run(&wait.run_id).await? else { continue };
-            let reason = "no answer arrived before the step's deadline".to_owned();
+            let steps = self.store.get_steps(&wait.run_id).await?;
+            let Some(state) = steps.iter().find(|s| s.step_id == wait.step_id) else { continue };
+            let reason = match state.status {
+                StepStatus::WaitingCallback => {
+                    if self.poll_expired_job(&run, state).await?.is_some() {
+                        continue; // the job had finished; its webhook was lost
+                    }
+                    "the provider's job did not finish before the step's deadline".to_owned()
+                }
+                _ => "no answer arrived before the step's deadline".to_owned(),
+            };
             let error = StepError::new("deadline_exceeded", reason.clone());
             let waits = vec![StepStatus::WaitingApproval, StepStatus::WaitingCallback];
             let transition = ending(&wait.step_id, waits, StepStatus::Failed, Some(error), reason, now);

@@ -95,6 +95,9 @@ fn harness() -> Harness {
         clock: Arc::new(SystemClock),
         callbacks: crate::notify::CallbackPolicy::local_development(),
         limits: crate::domain::Limits::default(),
+        blobs: Arc::new(crate::adapters::memory::MemoryBlobStore::new()),
+        public_url: None,
+        invocation_budget: None,
     });
     Harness { engine, store, provider, steps, notifications, tenant: TenantId::parse("acme").unwrap() }
 }

@@ -22,7 +22,7 @@ use crate::engine::Engine;
 use crate::ports::TenantDirectory;
 
 pub use auth::AuthedTenant;
-pub use callbacks::callbacks_app;
+pub use callbacks::{callbacks_app, callbacks_routes};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, ProblemDetails};
 

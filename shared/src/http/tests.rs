@@ -89,6 +89,9 @@ fn api() -> Api {
         clock: Arc::new(SystemClock),
         callbacks: CallbackPolicy::local_development(),
         limits: Limits::default(),
+        blobs: Arc::new(crate::adapters::memory::MemoryBlobStore::new()),
+        public_url: None,
+        invocation_budget: None,
     }));
     let tenants = MemoryTenants::new()
         .with_key(tenant("acme"), &SecretString::from(KEY_A))

@@ -1,19 +1,180 @@
-//! The models every entry point offers today: the offline `local` provider, so every
-//! workflow runs without keys or network. No routes are configured: with one local model
-//! per task, a route name would only be a second spelling of that model.
+//! Which providers a process offers, built once at start (Lambda cold start, `chorus dev`):
+//! `local` always, and each hosted provider whose credentials are in the environment. Prices
+//! and routes come from `providers.toml` (built in; `CHORUS_PROVIDERS_FILE` replaces it).
+//!
+//! A credential is the value itself, or a reference resolved once through AWS Systems
+//! Manager: `ssm:/chorus/openai-key` (a SecureString parameter) or
+//! `secretsmanager:chorus/openai-key` (a Secrets Manager secret, through SSM's
+//! `/aws/reference/secretsmanager/` bridge, so one client serves both). Values never reach
+//! logs or errors.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{LocalProvider, PriceTable, ProviderRouter, RetryPolicy};
+use aws_config::SdkConfig;
+use secrecy::SecretString;
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::OnceCell;
 
-/// The router `chorus dev`, `chorus validate` and the Lambda functions run steps with.
+use super::{LocalProvider, PriceTable, Provider, ProviderRouter, RetryPolicy, Route};
+
+/// The built-in `providers.toml`.
+const BUILT_IN: &str = include_str!("../../providers.toml");
+
+/// Reads one environment variable (a map in tests).
+pub type Lookup<'a> = &'a (dyn Fn(&str) -> Option<String> + Send + Sync);
+
+/// Why the providers could not be set up. Names the variable, never its value.
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("{name}: {detail}")]
+    Invalid { name: String, detail: String },
+    #[error("{name}: the secret could not be read from AWS Systems Manager")]
+    Secret {
+        name: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// `providers.toml`: prices and routes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    #[serde(default)]
+    pub prices: PriceTable,
+    #[serde(default)]
+    pub routes: BTreeMap<String, Route>,
+}
+
+impl ProviderConfig {
+    /// The built-in file, or the one `CHORUS_PROVIDERS_FILE` names.
+    pub fn load(lookup: Lookup<'_>) -> Result<Self, CatalogError> {
+        let name = "CHORUS_PROVIDERS_FILE";
+        let text = match lookup(name) {
+            Some(path) => std::fs::read_to_string(&path).map_err(|err| CatalogError::Invalid {
+                name: name.to_owned(),
+                detail: format!("cannot read `{path}`: {err}"),
+            })?,
+            None => BUILT_IN.to_owned(),
+        };
+        toml::from_str(&text).map_err(|err| CatalogError::Invalid { name: name.to_owned(), detail: err.to_string() })
+    }
+}
+
+/// The router `chorus validate` and the tests use: the `local` provider with the built-in
+/// prices and routes.
 pub fn default_router() -> ProviderRouter {
-    ProviderRouter::new(
-        vec![Arc::new(LocalProvider::new())],
-        BTreeMap::new(),
-        RetryPolicy::default(),
-        // Local models are free.
-        PriceTable::default(),
-    )
+    let config = toml::from_str::<ProviderConfig>(BUILT_IN).unwrap_or_default();
+    ProviderRouter::new(vec![Arc::new(LocalProvider::new())], config.routes, RetryPolicy::default(), config.prices)
+}
+
+/// Builds the router from the environment: `local`, plus every provider configured there.
+pub async fn router_from_env(lookup: Lookup<'_>) -> Result<ProviderRouter, CatalogError> {
+    let config = ProviderConfig::load(lookup)?;
+    let env = Env { lookup, aws: OnceCell::new(), ssm: OnceCell::new() };
+    let providers = hosted_providers(&env).await?;
+    let mut all: Vec<Arc<dyn Provider>> = vec![Arc::new(LocalProvider::new())];
+    all.extend(providers);
+    let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
+    tracing::info!(providers = ?names, prices = %config.prices.version, "providers configured");
+    Ok(ProviderRouter::new(all, config.routes, RetryPolicy::default(), config.prices))
+}
+
+/// The hosted providers whose settings are present.
+async fn hosted_providers(_env: &Env<'_>) -> Result<Vec<Arc<dyn Provider>>, CatalogError> {
+    Ok(Vec::new())
+}
+
+/// The environment, with the AWS clients credential references need, made on first use.
+struct Env<'a> {
+    lookup: Lookup<'a>,
+    aws: OnceCell<SdkConfig>,
+    ssm: OnceCell<aws_sdk_ssm::Client>,
+}
+
+impl Env<'_> {
+    /// A plain setting; blank counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// Whether a flag like `BEDROCK_ENABLED` is on.
+    fn enabled(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    }
+
+    /// The process's AWS configuration (region, credentials, endpoints), loaded once.
+    async fn aws(&self) -> &SdkConfig {
+        self.aws.get_or_init(crate::config::sdk_config).await
+    }
+
+    /// A credential: the value, or the secret an `ssm:`/`secretsmanager:` reference names.
+    async fn secret(&self, name: &'static str) -> Result<Option<SecretString>, CatalogError> {
+        let Some(value) = self.get(name) else { return Ok(None) };
+        let parameter = if let Some(path) = value.strip_prefix("ssm:") {
+            path.to_owned()
+        } else if let Some(id) = value.strip_prefix("secretsmanager:") {
+            format!("/aws/reference/secretsmanager/{id}")
+        } else {
+            return Ok(Some(SecretString::from(value)));
+        };
+        let config = self.aws().await.clone();
+        let ssm = self.ssm.get_or_init(|| async move { aws_sdk_ssm::Client::new(&config) }).await;
+        let answer = ssm
+            .get_parameter()
+            .name(parameter)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|err| CatalogError::Secret { name, source: Box::new(err) })?;
+        let secret = answer.parameter.and_then(|p| p.value).ok_or_else(|| CatalogError::Invalid {
+            name: name.to_owned(),
+            detail: "the referenced parameter has no value".to_owned(),
+        })?;
+        Ok(Some(SecretString::from(secret)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + use<> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn given_the_built_in_file_when_loaded_then_prices_are_versioned_and_routes_parse() {
+        let config = ProviderConfig::load(&lookup(&[])).unwrap();
+        assert!(!config.prices.version.is_empty());
+        assert!(config.prices.price("openai:gpt-4o-mini").is_some());
+        assert!(config.routes.contains_key("fast") && config.routes.contains_key("summaries"));
+    }
+
+    #[test]
+    fn given_a_broken_replacement_file_when_loaded_then_the_error_names_the_variable() {
+        let dir = std::env::temp_dir().join(format!("chorus-providers-{}.toml", std::process::id()));
+        std::fs::write(&dir, "[routes.x]\nstrategy = \"random\"\n").unwrap();
+        let err = ProviderConfig::load(&lookup(&[("CHORUS_PROVIDERS_FILE", dir.to_str().unwrap())])).unwrap_err();
+        assert!(err.to_string().starts_with("CHORUS_PROVIDERS_FILE:"), "{err}");
+        let err = ProviderConfig::load(&lookup(&[("CHORUS_PROVIDERS_FILE", "/nope.toml")])).unwrap_err();
+        assert!(err.to_string().contains("cannot read `/nope.toml`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn given_no_keys_when_built_then_only_local_is_offered_and_fast_still_works() {
+        use crate::domain::{ModelCatalog, Task};
+        let router = router_from_env(&lookup(&[])).await.unwrap();
+        assert!(router.models().iter().all(|m| m.provider == "local"));
+        for task in [Task::Generate, Task::Summarize, Task::Classify, Task::Extract, Task::Embed] {
+            assert_eq!(router.check_model("fast", task), Ok(()), "{task}");
+        }
+    }
 }

@@ -21,10 +21,12 @@ use utoipa::ToSchema;
 
 use crate::domain::{StepDefinition, Task, TaskOutput, Usage};
 
-pub use catalog::default_router;
+pub use catalog::{CatalogError, ProviderConfig, default_router, router_from_env};
 pub use local::LocalProvider;
 pub use pricing::{Price, PriceTable};
-pub use router::{ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed, RoutedCompletion, SubmittedJob};
+pub use router::{
+    JobCallback, ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed, RoutedCompletion, SubmittedJob,
+};
 pub use routes::Route;
 
 /// What a step asks of a model, already rendered.

@@ -53,13 +53,28 @@ pub struct RouteContext<'a> {
     /// What the run's other steps have cost so far, and the run's budget.
     pub spent_usd: f64,
     pub budget_usd: Option<f64>,
-    /// Where an async provider should report a job; without one, async providers are
+    /// Where an async provider should report a job; without it, async providers are
     /// called synchronously.
-    pub callback_url: Option<&'a str>,
+    pub job_callback: Option<JobCallback<'a>>,
     /// Time left of the step's `step_timeout_ms`; `None` for no limit.
     pub step_time_left: Option<Duration>,
     /// Time this invocation may spend before handing the step back to the queue.
     pub invocation_budget: Option<Duration>,
+}
+
+/// The parts of a job's callback URL: `{base}/{provider}/{token}`.
+#[derive(Debug, Clone, Copy)]
+pub struct JobCallback<'a> {
+    /// e.g. `https://api.example.com/v1/callbacks`.
+    pub base: &'a str,
+    /// Names the run and step and proves the caller got the URL from us.
+    pub token: &'a str,
+}
+
+impl JobCallback<'_> {
+    pub fn url(&self, provider: &str) -> String {
+        format!("{}/{provider}/{}", self.base, self.token)
+    }
 }
 
 /// Every attempt the router made for a step, and how it ended.
@@ -269,7 +284,8 @@ impl ProviderRouter {
                 Err(stop) => return stop,
             };
             let started = Instant::now();
-            let outcome = call_once(provider, model, request, context.callback_url, timeout).await;
+            let callback_url = context.job_callback.map(|callback| callback.url(provider.name()));
+            let outcome = call_once(provider, model, request, callback_url.as_deref(), timeout).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let error = match outcome {
                 Ok(Reply::Completed(completion)) => {

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{
-    Attempt, Lease, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId, Usage,
+    Attempt, JobRef, Lease, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus,
+    TenantId, Usage,
 };
 
 pub(super) const RUN_SK: &str = "RUN";
@@ -90,6 +91,8 @@ pub(super) struct StepItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_deadline: Option<i64>,
     pub pending_deps: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRef>,
     pub blocked: bool,
     pub released_by: Vec<StepId>,
     pub provider: Option<String>,
@@ -121,6 +124,7 @@ impl StepItem {
             lease: state.lease,
             deadline: state.deadline,
             pending_deps: state.pending_deps,
+            job: state.job,
             blocked: state.blocked,
             released_by: state.released_by,
             provider: state.provider,
@@ -153,6 +157,7 @@ impl StepItem {
             lease: self.lease,
             deadline: self.deadline,
             pending_deps: self.pending_deps,
+            job: self.job,
             blocked: self.blocked,
             released_by: self.released_by,
             provider: self.provider,

@@ -517,6 +517,9 @@ impl RunStore for DynamoRunStore {
         if let Some(model) = &update.model {
             expression.set("model", model)?;
         }
+        if let Some(job) = &update.job {
+            expression.set("job", job)?;
+        }
         if let Some(usage) = &update.usage {
             expression.set("usage", usage)?;
         }
