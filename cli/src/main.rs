@@ -1,9 +1,11 @@
 //! The `chorus` command. `chorus dev` runs the whole service (HTTP API, worker, notifier)
 //! in one process over the memory adapters and the offline `local` models; `chorus validate`
 //! checks a workflow file the way `POST /v1/runs` would, without a server; `chorus local` runs
-//! the Lambda functions on a local AWS emulator (the library half, `chorus_cli`, holds it).
+//! the Lambda functions on a local AWS emulator (the library half, `chorus_cli`, holds it);
+//! `chorus mock-providers` stands in for every hosted AI provider.
 
 mod dev;
+mod mock_providers;
 mod validate;
 
 use std::io::IsTerminal;
@@ -29,6 +31,9 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// The Lambda functions on a local AWS emulator: `up`, `down`, and the SQS → Lambda `bridge`.
     Local(local::LocalArgs),
+    /// Serve mock OpenAI, Anthropic, Gemini, Cohere, Hugging Face, Replicate and Bedrock APIs
+    /// with deterministic answers and faults on demand.
+    MockProviders(mock_providers::MockArgs),
 }
 
 /// Why a command could not do its job (as opposed to finding problems it reports).
@@ -40,6 +45,8 @@ enum CliError {
     Validate(#[from] validate::ValidateError),
     #[error(transparent)]
     Local(#[from] local::LocalError),
+    #[error("the mock provider server failed")]
+    Mock(#[from] std::io::Error),
 }
 
 #[tokio::main]
@@ -48,8 +55,9 @@ async fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await.map_err(CliError::from),
-        Command::Validate(args) => validate::run(&args).map_err(CliError::from),
+        Command::Validate(args) => validate::run(&args).await.map_err(CliError::from),
         Command::Local(args) => local::run(args).await.map_err(CliError::from),
+        Command::MockProviders(args) => mock_providers::run(args).await.map_err(CliError::from),
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,8 @@ pub struct ValidateArgs {
 /// The file could not be checked at all.
 #[derive(Debug, Error)]
 pub enum ValidateError {
+    #[error(transparent)]
+    Providers(#[from] chorus::providers::CatalogError),
     #[error("cannot read {path}")]
     Read {
         path: String,
@@ -35,7 +37,8 @@ pub enum ValidateError {
 }
 
 /// Prints `ok` or the problems; the exit code is 1 when there are problems.
-pub fn run(args: &ValidateArgs) -> Result<ExitCode, ValidateError> {
+/// Validates against the providers this environment enables, as `chorus dev` would.
+pub async fn run(args: &ValidateArgs) -> Result<ExitCode, ValidateError> {
     let path = args.file.display().to_string();
     let text =
         std::fs::read_to_string(&args.file).map_err(|source| ValidateError::Read { path: path.clone(), source })?;
@@ -52,7 +55,8 @@ pub fn run(args: &ValidateArgs) -> Result<ExitCode, ValidateError> {
         workflow => (workflow, Value::Object(Map::new()), true),
     };
 
-    let router = chorus::providers::default_router();
+    let lookup = |name: &str| std::env::var(name).ok();
+    let router = chorus::providers::router_from_env(&lookup).await?;
     let problems = match validate_submission(&workflow, &input, &router, &Templates::default(), Limits::default()) {
         Ok(validated) => {
             println!("{path}: ok ({} steps)", validated.definition.steps.len());

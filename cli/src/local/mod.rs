@@ -216,10 +216,12 @@ async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
     eprintln!("creating the resources of {TEMPLATE}");
     let options = CreateOptions { prefix: args.bridge.prefix.clone(), visibility_timeout: args.visibility_timeout };
     let created = resources::create(&config, &template, &options).await?;
+    let lambda_url = format!("http://127.0.0.1:{}", args.lambda_port);
     state.function_env = template.local_environment(&created)?;
+    supply_from_shell(&mut state.function_env);
+    state.function_env.insert("CHORUS_PUBLIC_URL".to_owned(), format!("{lambda_url}/lambda-url/webhook"));
     state.save(repo)?;
 
-    let lambda_url = format!("http://127.0.0.1:{}", args.lambda_port);
     let lambda = start_lambda(repo, args.lambda_port, &state)?;
     state.lambda = Some(lambda.clone());
     state.save(repo)?;
@@ -237,6 +239,19 @@ async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
     let seeded = seed::seed_api_key(&config, &table).await?;
     print_banner(repo, &state, &lambda, &bridge, &lambda_url, &api_url, &seeded);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fills the variables the template leaves empty (provider keys and base URLs: parameters
+/// without defaults) from the shell `up` runs in, so `OPENAI_API_KEY=… chorus local up`, or
+/// the variables of `chorus mock-providers`, reach the functions.
+fn supply_from_shell(environment: &mut BTreeMap<String, String>) {
+    for (name, value) in environment.iter_mut() {
+        if value.is_empty()
+            && let Ok(from_shell) = std::env::var(name)
+        {
+            *value = from_shell;
+        }
+    }
 }
 
 /// aws-config reads the process environment, and a running program cannot change its own

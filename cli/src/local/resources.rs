@@ -433,6 +433,9 @@ fn add_pseudo_parameters(template: &Template, prefix: &str, region: &str, resour
     resources.insert_ref("AWS::Partition", "aws");
     resources.insert_ref("AWS::URLSuffix", "amazonaws.com");
     resources.insert_ref("AWS::StackName", prefix);
+    // No API Gateway locally: `chorus local up` replaces CHORUS_PUBLIC_URL, the one variable
+    // built from it, with the webhook function's `cargo lambda watch` URL.
+    resources.insert_ref("HttpApi", "local");
     for function in &template.functions {
         resources.insert_ref(&function.logical_id, &function.binary);
         resources.insert_attribute(
