@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod blob_store_contract;
+pub mod dev_server;
 pub mod provider_contract;
 pub mod queue_contract;
 pub mod run_store_contract;

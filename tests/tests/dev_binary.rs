@@ -1,119 +1,19 @@
 //! End to end through the real `chorus` binary: start `chorus dev`, submit every workflow in
 //! `examples/` over HTTP, approve where a run waits for it, check each run's normalized
 //! outputs, and check the signed notification each run sends to a receiver in this test.
-//!
-//! The binary is not built by `cargo test` (it belongs to another package), so `make test`
-//! builds it first; `CHORUS_BIN` may point at another build.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use chorus::notify::WebhookSecret;
+use chorus_tests::dev_server::{APPROVER, Api, POLL_EVERY, WEBHOOK_SECRET};
 use chorus_tests::webhook_receiver::start_receiver;
 use serde_json::{Value, json};
-
-const TENANT_KEY: &str = "t1:secret-key";
-const API_KEY: &str = "secret-key";
-/// The Standard Webhooks reference secret: any valid `whsec_` works, a known one keeps the
-/// test self-explanatory.
-const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
-const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-const POLL_EVERY: Duration = Duration::from_millis(50);
-const APPROVER: &str = "e2e-test";
-
-/// The `chorus dev` child process, killed when dropped so a failing test leaves nothing
-/// behind. Its log goes to a file that is printed if the test fails.
-struct DevServer {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl DevServer {
-    fn start() -> Self {
-        let binary = chorus_binary();
-        let addr = free_port();
-        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chorus-dev-{}.log", addr.port()));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&binary)
-            .args(["dev", "--addr", &addr.to_string(), "--api-key", TENANT_KEY, "--webhook-secret", WEBHOOK_SECRET])
-            .env("CHORUS_LOG", "info")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
-        Self { child, base: format!("http://{addr}"), log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Waits for `/healthz`, failing early if the process died.
-    async fn wait_ready(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("chorus dev exited during start-up with {status}");
-            }
-            if let Ok(response) = http.get(self.url("/healthz")).send().await
-                && response.status() == StatusCode::OK
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "chorus dev did not answer /healthz within {STARTUP_TIMEOUT:?}");
-            tokio::time::sleep(POLL_EVERY).await;
-        }
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        // Already exited after a graceful stop: both calls are harmless then.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("----- chorus dev log ({}) -----\n{log}", self.log.display());
-        } else {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
-}
-
-/// `target/<profile>/chorus`, found from this test's own path
-/// (`target/<profile>/deps/dev_binary-<hash>`), unless `CHORUS_BIN` says otherwise.
-fn chorus_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHORUS_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
-    let binary = profile_dir.join(format!("chorus{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "{} does not exist: build it with `cargo build -p chorus-cli` (`make test` does), \
-         or set CHORUS_BIN",
-        binary.display()
-    );
-    binary
-}
-
-/// A port nothing listens on right now; the OS hands out a fresh one each time, so the
-/// window before the server binds it is harmless in practice.
-fn free_port() -> SocketAddr {
-    let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples")
@@ -148,65 +48,10 @@ fn expectations() -> BTreeMap<&'static str, Check> {
     ])
 }
 
-struct Api {
-    http: reqwest::Client,
-    server: DevServer,
-}
-
-impl Api {
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http.post(self.server.url(path)).bearer_auth(API_KEY).json(body).send().await.unwrap()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = self.http.get(self.server.url(path)).bearer_auth(API_KEY).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().await.unwrap()
-    }
-
-    /// Submits an example with its notification sent to `hook`; returns the run id.
-    async fn submit(&self, name: &str, mut body: Value, hook: &str) -> String {
-        body["notify"] = json!({ "url": hook });
-        let response = self.post("/v1/runs", &body).await;
-        let status = response.status();
-        let location = response.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
-        let accepted: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::ACCEPTED, "{name}: {accepted:#}");
-        let id = accepted["id"].as_str().unwrap().to_owned();
-        assert_eq!(location.as_deref(), Some(format!("/v1/runs/{id}").as_str()), "{name}: Location");
-        id
-    }
-
-    /// Polls the run until it ends, approving every step that waits for approval.
-    async fn run_to_end(&self, name: &str, id: &str) -> Value {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        loop {
-            let run = self.get(&format!("/v1/runs/{id}")).await;
-            match run["status"].as_str().unwrap() {
-                "succeeded" | "failed" | "cancelled" => return run,
-                _ => {}
-            }
-            for step in run["steps"].as_array().unwrap() {
-                if step["status"] == "waiting_approval" {
-                    let step_id = step["id"].as_str().unwrap();
-                    let decision = json!({ "by": APPROVER, "comment": "ship it" });
-                    let response = self.post(&format!("/v1/runs/{id}/steps/{step_id}/approve"), &decision).await;
-                    assert_eq!(response.status(), StatusCode::OK, "{name}: approving {step_id}");
-                }
-            }
-            assert!(Instant::now() < deadline, "{name}: run {id} did not end within {RUN_TIMEOUT:?}: {run:#}");
-            tokio::time::sleep(POLL_EVERY).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_runs_to_completion_in_chorus_dev() {
     // GIVEN chorus dev with a known key and signing secret, and a receiver for notifications
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let mut server = DevServer::start();
-    server.wait_ready(&http).await;
-    let api = Api { http, server };
+    let api = Api::start(&[]).await;
     let (hook, mut deliveries) = start_receiver().await;
 
     let examples = examples();
