@@ -3,6 +3,7 @@
 //! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
 
 mod catalog;
+pub mod anthropic;
 pub mod chat;
 pub mod http_call;
 pub mod local;
