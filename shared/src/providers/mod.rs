@@ -5,6 +5,7 @@
 mod catalog;
 pub mod anthropic;
 pub mod chat;
+pub mod gemini;
 pub mod http_call;
 pub mod local;
 pub mod openai;
