@@ -4,9 +4,12 @@
 
 pub mod breaker;
 mod catalog;
+pub mod anthropic;
 pub mod chat;
+pub mod gemini;
 pub mod http_call;
 pub mod local;
+pub mod openai;
 pub mod pricing;
 pub mod router;
 pub mod routes;
