@@ -4,6 +4,7 @@
 
 mod catalog;
 pub mod chat;
+pub mod cohere;
 pub mod http_call;
 pub mod local;
 pub mod router;
