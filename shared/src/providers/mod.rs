@@ -6,6 +6,7 @@ mod catalog;
 pub mod chat;
 pub mod cohere;
 pub mod http_call;
+pub mod huggingface;
 pub mod local;
 pub mod router;
 
