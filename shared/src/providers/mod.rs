@@ -2,6 +2,7 @@
 //! between them. Each provider's wire format lives in its own file; the engine only sees
 //! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
 
+pub mod bedrock;
 mod catalog;
 pub mod chat;
 pub mod cohere;
