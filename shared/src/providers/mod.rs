@@ -2,12 +2,15 @@
 //! between them. Each provider's wire format lives in its own file; the engine only sees
 //! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
 
+pub mod anthropic;
+pub mod bedrock;
 pub mod breaker;
 mod catalog;
-pub mod anthropic;
 pub mod chat;
+pub mod cohere;
 pub mod gemini;
 pub mod http_call;
+pub mod huggingface;
 pub mod local;
 pub mod openai;
 pub mod pricing;
