@@ -6,6 +6,7 @@ mod catalog;
 pub mod chat;
 pub mod http_call;
 pub mod local;
+pub mod replicate;
 pub mod router;
 
 use std::time::Duration;
