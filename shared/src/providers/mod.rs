@@ -14,6 +14,7 @@ pub mod huggingface;
 pub mod local;
 pub mod openai;
 pub mod pricing;
+pub mod replicate;
 pub mod router;
 pub mod routes;
 
