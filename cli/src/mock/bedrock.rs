@@ -63,7 +63,9 @@ async fn converse(
     }
     let body: ConverseBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(_) => return exception(StatusCode::BAD_REQUEST, "SerializationException", "Unable to parse the request body."),
+        Err(_) => {
+            return exception(StatusCode::BAD_REQUEST, "SerializationException", "Unable to parse the request body.");
+        }
     };
     let Some(user) = body.messages.iter().rev().find(|m| m.role == "user").map(|m| joined(&m.content)) else {
         return exception(
@@ -156,7 +158,8 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let mut request = reqwest::Client::new().post(format!("http://{addr}{path}")).json(&body);
         if signed {
-            request = request.header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request");
+            request = request
+                .header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request");
         }
         let response = request.send().await.unwrap();
         let status = response.status();
@@ -174,7 +177,8 @@ mod tests {
 
     #[tokio::test]
     async fn given_no_messages_when_posted_then_it_is_a_validation_exception() {
-        let (status, headers, _) = post_to("/model/amazon.nova-lite-v1%3A0/converse", true, json!({"messages": []})).await;
+        let (status, headers, _) =
+            post_to("/model/amazon.nova-lite-v1%3A0/converse", true, json!({"messages": []})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(headers["x-amzn-errortype"], "ValidationException");
     }

@@ -66,7 +66,7 @@ async fn chat(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -
     if let Some(fault) = fault_for(&state, PROVIDER, &model).await {
         return fault_response(fault, &model);
     }
-    let text_of = |role: &str| body.messages.iter().filter(|m| m.role == role).map(|m| text(&m.content)).last();
+    let text_of = |role: &str| body.messages.iter().rev().find(|m| m.role == role).map(|m| text(&m.content));
     let Some(user) = text_of("user").filter(|u| !u.trim().is_empty()) else {
         return cohere_error(StatusCode::BAD_REQUEST, "invalid request: message must be at least 1 token long.");
     };
@@ -117,10 +117,16 @@ async fn embed(State(state): State<MockState>, headers: HeaderMap, body: Bytes) 
         return cohere_error(StatusCode::BAD_REQUEST, "embedding_types parameter is required");
     }
     if body.input_type.is_none() {
-        return cohere_error(StatusCode::BAD_REQUEST, "invalid request: valid input_type must be provided with the provided model");
+        return cohere_error(
+            StatusCode::BAD_REQUEST,
+            "invalid request: valid input_type must be provided with the provided model",
+        );
     }
     if body.texts.is_empty() || body.texts.iter().any(String::is_empty) {
-        return cohere_error(StatusCode::BAD_REQUEST, "invalid request: inputs contains an element that is the empty string at index 0");
+        return cohere_error(
+            StatusCode::BAD_REQUEST,
+            "invalid request: inputs contains an element that is the empty string at index 0",
+        );
     }
     let vectors: Vec<Vec<f32>> = body.texts.iter().map(|text| answers::embedding(text, EMBED_DIMS)).collect();
     let input_tokens: u64 = body.texts.iter().map(|text| answers::tokens(text)).sum();
@@ -142,15 +148,22 @@ fn fault_response(fault: Fault, model: &str) -> Response {
             rate_limit_headers(),
             json!({"id": "mock", "message": "You are past the per minute request limit, please wait and try again later."}),
         ),
-        Fault::ServerError => cohere_error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error, this has been reported to our developers"),
-        Fault::Overloaded => cohere_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable, please try again later"),
+        Fault::ServerError => cohere_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal server error, this has been reported to our developers",
+        ),
+        Fault::Overloaded => {
+            cohere_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable, please try again later")
+        }
         Fault::Malformed => malformed(),
         Fault::Quota => cohere_error(
             StatusCode::PAYMENT_REQUIRED,
             "Please add or update your payment method at https://dashboard.cohere.com/billing?tab=payment to continue",
         ),
         Fault::Auth => cohere_error(StatusCode::UNAUTHORIZED, "invalid api token"),
-        Fault::BadRequest => cohere_error(StatusCode::BAD_REQUEST, "invalid request: temperature must be between 0 and 1.0 inclusive."),
+        Fault::BadRequest => {
+            cohere_error(StatusCode::BAD_REQUEST, "invalid request: temperature must be between 0 and 1.0 inclusive.")
+        }
         Fault::ContentFilter => Json(chat_answer("", "ERROR_TOXIC", 1)).into_response(),
         // `fault_for` never returns `slow`: it only delays.
         Fault::Slow => Json(chat_answer(&format!("[{model}]"), "COMPLETE", 1)).into_response(),
@@ -189,7 +202,8 @@ mod tests {
 
     #[tokio::test]
     async fn given_a_chat_without_model_when_posted_then_it_is_a_400() {
-        let (status, body) = post_to("/v2/chat", Some("k"), json!({"messages": [{"role": "user", "content": "hi"}]})).await;
+        let (status, body) =
+            post_to("/v2/chat", Some("k"), json!({"messages": [{"role": "user", "content": "hi"}]})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body["message"].as_str().unwrap().contains("model"));
     }

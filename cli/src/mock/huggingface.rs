@@ -95,14 +95,20 @@ fn fault_response(fault: Fault, model: &str) -> Response {
         Fault::Malformed => malformed(),
         Fault::Quota => hf_error(
             StatusCode::PAYMENT_REQUIRED,
-            json!("You have exceeded your monthly included credits for Inference Providers. Subscribe to PRO to get 20x more monthly included credits."),
+            json!(
+                "You have exceeded your monthly included credits for Inference Providers. Subscribe to PRO to get 20x more monthly included credits."
+            ),
         ),
         Fault::Auth => hf_error(StatusCode::UNAUTHORIZED, json!("Invalid username or password.")),
-        Fault::BadRequest | Fault::ContentFilter => {
-            hf_error(StatusCode::BAD_REQUEST, json!(["Error in `parameters.top_k`: ensure this value is greater than 0"]))
-        }
+        Fault::BadRequest | Fault::ContentFilter => hf_error(
+            StatusCode::BAD_REQUEST,
+            json!(["Error in `parameters.top_k`: ensure this value is greater than 0"]),
+        ),
         // `fault_for` never returns `slow`: it only delays.
-        Fault::Slow => hf_error(StatusCode::GATEWAY_TIMEOUT, json!("Model too busy, unable to get response in less than 60 second(s)")),
+        Fault::Slow => hf_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!("Model too busy, unable to get response in less than 60 second(s)"),
+        ),
     }
 }
 
@@ -135,7 +141,10 @@ mod tests {
         assert_eq!(pipeline("facebook/bart-large-cnn"), Pipeline::Summarization);
         assert_eq!(pipeline("sentence-transformers/all-MiniLM-L6-v2"), Pipeline::FeatureExtraction);
         assert_eq!(pipeline("BAAI/bge-base-en-v1.5"), Pipeline::FeatureExtraction);
-        assert_eq!(pipeline("distilbert/distilbert-base-uncased-finetuned-sst-2-english"), Pipeline::TextClassification);
+        assert_eq!(
+            pipeline("distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+            Pipeline::TextClassification
+        );
     }
 
     #[tokio::test]
@@ -156,7 +165,8 @@ mod tests {
     async fn given_each_pipeline_when_posted_then_the_answer_has_its_shape() {
         let (_, summary) = post_to("facebook/bart-large-cnn", Some("hf_x"), json!({"inputs": "One. Two."})).await;
         assert_eq!(summary, json!([{"summary_text": "One."}]));
-        let (_, vector) = post_to("sentence-transformers/all-MiniLM-L6-v2", Some("hf_x"), json!({"inputs": "hi"})).await;
+        let (_, vector) =
+            post_to("sentence-transformers/all-MiniLM-L6-v2", Some("hf_x"), json!({"inputs": "hi"})).await;
         assert_eq!(vector.as_array().unwrap().len(), EMBED_DIMS);
         let (_, labels) = post_to("distilbert/sst2", Some("hf_x"), json!({"inputs": "This is terrible"})).await;
         assert_eq!(labels[0][0]["label"], "NEGATIVE");
