@@ -5,3 +5,80 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chorus_tests::provider_contract::{MockServer, ProviderCase, check_provider, usual_faults};
+
+#[tokio::test]
+async fn cohere() {
+    use chorus::domain::Task;
+    use chorus::providers::{cohere::CohereProvider, http_call};
+
+    let mock = MockServer::start().await;
+    let key = secrecy::SecretString::from("cohere-mock");
+    let provider = CohereProvider::new(http_call::client().unwrap(), key, Some(mock.url_for("COHERE_BASE_URL")));
+    let case = ProviderCase {
+        provider: std::sync::Arc::new(provider),
+        models: vec![
+            (Task::Generate, "command-a-03-2025"),
+            (Task::Summarize, "command-r-08-2024"),
+            (Task::Classify, "command-a-03-2025"),
+            (Task::Extract, "command-a-03-2025"),
+            (Task::Embed, "embed-v4.0"),
+        ],
+        reports_usage: true,
+        faults: usual_faults(),
+    };
+    check_provider(&mock, case).await;
+}
+
+#[tokio::test]
+async fn huggingface() {
+    use chorus::domain::Task;
+    use chorus::providers::{http_call, huggingface::HuggingFaceProvider};
+    use chorus_cli::mock::Fault;
+
+    let mock = MockServer::start().await;
+    let token = secrecy::SecretString::from("hf_mock");
+    let provider = HuggingFaceProvider::new(http_call::client().unwrap(), token, Some(mock.url_for("HF_BASE_URL")));
+    let case = ProviderCase {
+        provider: std::sync::Arc::new(provider),
+        models: vec![
+            (Task::Classify, "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+            (Task::Summarize, "facebook/bart-large-cnn"),
+            (Task::Embed, "sentence-transformers/all-MiniLM-L6-v2"),
+        ],
+        reports_usage: false,
+        // Hugging Face's pipelines have no content filter to trip.
+        faults: usual_faults().into_iter().filter(|(fault, _)| *fault != Fault::ContentFilter).collect(),
+    };
+    check_provider(&mock, case).await;
+}
+
+#[tokio::test]
+async fn bedrock() {
+    use aws_config::BehaviorVersion;
+    use aws_config::retry::RetryConfig;
+    use aws_sdk_bedrockruntime::config::Credentials;
+    use chorus::domain::Task;
+    use chorus::providers::bedrock::BedrockProvider;
+
+    let mock = MockServer::start().await;
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDMOCK", "mock-secret", None, None, "conformance"))
+        .endpoint_url(mock.url_for("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"))
+        .retry_config(RetryConfig::disabled())
+        .load()
+        .await;
+    let provider = BedrockProvider::new(aws_sdk_bedrockruntime::Client::new(&config));
+    let case = ProviderCase {
+        provider: std::sync::Arc::new(provider),
+        models: vec![
+            (Task::Generate, "amazon.nova-lite-v1:0"),
+            (Task::Summarize, "anthropic.claude-3-haiku-20240307-v1:0"),
+            (Task::Classify, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            (Task::Extract, "amazon.nova-pro-v1:0"),
+        ],
+        reports_usage: true,
+        faults: usual_faults(),
+    };
+    check_provider(&mock, case).await;
+}

@@ -10,7 +10,10 @@
 //! scripts faults, `DELETE /_mock/faults` clears them, `GET /_mock/requests` counts requests.
 
 pub mod answers;
+pub mod bedrock;
+pub mod cohere;
 pub mod faults;
+pub mod huggingface;
 pub mod replicate;
 
 use std::net::SocketAddr;
@@ -50,6 +53,9 @@ pub fn app(state: MockState) -> Router {
         .route("/_mock/faults/{provider}", post(script_fault))
         .route("/_mock/faults", axum::routing::delete(clear_faults))
         .route("/_mock/requests", get(requests))
+        .nest("/cohere", cohere::routes())
+        .nest("/huggingface", huggingface::routes())
+        .nest("/bedrock", bedrock::routes())
         .nest("/replicate", replicate::routes())
         .with_state(state)
 }

@@ -45,10 +45,7 @@ const CHAT_TASKS: &[Task] = &[Task::Generate, Task::Summarize, Task::Classify, T
 /// Well-known models, for `GET /v1/models`; any model id, inference profile or ARN is accepted.
 const MODELS: [(&str, &str); 4] = [
     ("anthropic.claude-3-haiku-20240307-v1:0", "Claude 3 Haiku: fast and inexpensive, on demand in most regions."),
-    (
-        "us.anthropic.claude-sonnet-4-20250514-v1:0",
-        "Claude Sonnet 4 through the US cross-region inference profile.",
-    ),
+    ("us.anthropic.claude-sonnet-4-20250514-v1:0", "Claude Sonnet 4 through the US cross-region inference profile."),
     ("amazon.nova-lite-v1:0", "Amazon Nova Lite: low-cost multimodal model, 300k context."),
     ("amazon.nova-pro-v1:0", "Amazon Nova Pro: Amazon's most capable Nova understanding model."),
 ];
@@ -73,7 +70,12 @@ impl BedrockProvider {
         Self { client: aws_sdk_bedrockruntime::Client::from_conf(config) }
     }
 
-    async fn converse(&self, model: &str, prompt: &ChatPrompt, request: &TaskRequest) -> Result<ConverseOutput, ProviderError> {
+    async fn converse(
+        &self,
+        model: &str,
+        prompt: &ChatPrompt,
+        request: &TaskRequest,
+    ) -> Result<ConverseOutput, ProviderError> {
         let user = Message::builder()
             .role(ConversationRole::User)
             .content(ContentBlock::Text(prompt.user.clone()))
@@ -188,9 +190,7 @@ fn error_from(error: &SdkError<ConverseError, HttpResponse>) -> ProviderError {
         SdkError::TimeoutError(_) => ProviderError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => ProviderError::Timeout,
         SdkError::DispatchFailure(_) => ProviderError::Transient("could not reach Bedrock".to_owned()),
-        SdkError::ResponseError(_) => {
-            ProviderError::MalformedResponse("Bedrock's answer could not be read".to_owned())
-        }
+        SdkError::ResponseError(_) => ProviderError::MalformedResponse("Bedrock's answer could not be read".to_owned()),
         SdkError::ConstructionFailure(_) => {
             ProviderError::InvalidRequest("the Bedrock request could not be built".to_owned())
         }
@@ -201,7 +201,9 @@ fn error_from(error: &SdkError<ConverseError, HttpResponse>) -> ProviderError {
             let err = service.err();
             if status.is_success() {
                 // The SDK reports a 200 it could not deserialize as an unhandled service error.
-                return ProviderError::MalformedResponse("Bedrock's answer does not match the Converse shape".to_owned());
+                return ProviderError::MalformedResponse(
+                    "Bedrock's answer does not match the Converse shape".to_owned(),
+                );
             }
             exception(err.code(), err.message().unwrap_or_default(), status, &headers)
         }
@@ -282,7 +284,11 @@ mod tests {
     type Seen = Arc<Mutex<Option<(String, Value)>>>;
 
     /// A one-answer Bedrock on a local port: every request gets `status`, `headers`, `body`.
-    async fn fake_bedrock(status: u16, headers: &[(&'static str, &'static str)], body: Vec<u8>) -> (BedrockProvider, Seen) {
+    async fn fake_bedrock(
+        status: u16,
+        headers: &[(&'static str, &'static str)],
+        body: Vec<u8>,
+    ) -> (BedrockProvider, Seen) {
         let seen: Seen = Arc::default();
         let answer_headers: Vec<(&'static str, &'static str)> = headers.to_vec();
         let record = seen.clone();
@@ -333,10 +339,17 @@ mod tests {
         });
         let (bedrock, seen) = fake_bedrock(200, &[], answer.to_string().into_bytes()).await;
         let done = bedrock.call("anthropic.claude-3-haiku-20240307-v1:0", &request(Task::Classify)).await.unwrap();
-        assert!(matches!(done.output, TaskOutput::Classify { ref label, .. } if label == "POSITIVE"), "{:?}", done.output);
+        assert!(
+            matches!(done.output, TaskOutput::Classify { ref label, .. } if label == "POSITIVE"),
+            "{:?}",
+            done.output
+        );
         let (path, body) = seen.lock().unwrap().clone().unwrap();
         assert_eq!(path, "/bedrock/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse");
-        assert_eq!(body["messages"], json!([{"role": "user", "content": [{"text": "The support team was wonderful."}]}]));
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": [{"text": "The support team was wonderful."}]}])
+        );
         assert!(body["system"][0]["text"].as_str().unwrap().starts_with("Classify the user's text"));
         assert_eq!(body["inferenceConfig"]["maxTokens"], 512);
         assert!((body["inferenceConfig"]["temperature"].as_f64().unwrap() - 0.7).abs() < 1e-6);
@@ -367,7 +380,10 @@ mod tests {
 
     #[tokio::test]
     async fn given_throttling_with_retry_after_when_called_then_the_delay_is_kept() {
-        let headers = [("x-amzn-errortype", "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"), ("retry-after", "2")];
+        let headers = [
+            ("x-amzn-errortype", "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+            ("retry-after", "2"),
+        ];
         let (bedrock, _) = fake_bedrock(429, &headers, fixture("error_throttling.json")).await;
         let err = bedrock.call("amazon.nova-lite-v1:0", &request(Task::Generate)).await.unwrap_err();
         assert_eq!(err, ProviderError::RateLimited { retry_after: Some(Duration::from_secs(2)) });

@@ -78,8 +78,7 @@ impl CohereProvider {
         let text = response.message.text();
         let output = chat::output(request, &text, finish_reason)?;
         let usage = response.usage.and_then(ChatUsage::counted).unwrap_or_else(|| Usage {
-            input_tokens: estimate_tokens(prompt.system.as_deref().unwrap_or_default())
-                + estimate_tokens(&prompt.user),
+            input_tokens: estimate_tokens(prompt.system.as_deref().unwrap_or_default()) + estimate_tokens(&prompt.user),
             output_tokens: estimate_tokens(&text),
             estimated: true,
         });
@@ -87,12 +86,8 @@ impl CohereProvider {
     }
 
     async fn embed(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
-        let body = EmbedRequest {
-            model,
-            texts: [request.text()],
-            input_type: EMBED_INPUT_TYPE,
-            embedding_types: ["float"],
-        };
+        let body =
+            EmbedRequest { model, texts: [request.text()], input_type: EMBED_INPUT_TYPE, embedding_types: ["float"] };
         let reply = self.post("/v2/embed", &body).await?;
         let response: EmbedResponse = http_call::parse(&reply.body)?;
         let Some(vector) = response.embeddings.float.into_iter().next() else {
@@ -108,17 +103,10 @@ impl CohereProvider {
 
     /// POSTs `body` to `path`; any non-2xx answer becomes the mapped error.
     async fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<HttpReply, ProviderError> {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .bearer_auth(self.api_key.expose_secret())
-            .json(body);
+        let request =
+            self.client.post(format!("{}{path}", self.base_url)).bearer_auth(self.api_key.expose_secret()).json(body);
         let reply = http_call::send(request).await?;
-        if reply.status.is_success() {
-            Ok(reply)
-        } else {
-            Err(error_from(reply.status, &reply.headers, &reply.body))
-        }
+        if reply.status.is_success() { Ok(reply) } else { Err(error_from(reply.status, &reply.headers, &reply.body)) }
     }
 }
 
@@ -205,7 +193,10 @@ fn chat_request<'a>(model: &'a str, prompt: &'a ChatPrompt, request: &TaskReques
         messages: system.into_iter().chain([user]).collect(),
         max_tokens: request.max_tokens,
         temperature: request.temperature,
-        response_format: prompt.json_schema.as_ref().map(|json_schema| ResponseFormat { kind: "json_object", json_schema }),
+        response_format: prompt
+            .json_schema
+            .as_ref()
+            .map(|json_schema| ResponseFormat { kind: "json_object", json_schema }),
     }
 }
 
@@ -398,7 +389,8 @@ mod tests {
 
     #[test]
     fn given_usage_without_billed_units_when_counted_then_raw_tokens_are_used() {
-        let usage: ChatUsage = serde_json::from_value(json!({"tokens": {"input_tokens": 71, "output_tokens": 9}})).unwrap();
+        let usage: ChatUsage =
+            serde_json::from_value(json!({"tokens": {"input_tokens": 71, "output_tokens": 9}})).unwrap();
         assert_eq!(usage.counted(), Some(Usage { input_tokens: 71, output_tokens: 9, estimated: false }));
         let empty: ChatUsage = serde_json::from_value(json!({})).unwrap();
         assert_eq!(empty.counted(), None);
@@ -479,7 +471,10 @@ mod tests {
         assert_eq!(body["messages"][1], json!({"role": "user", "content": "The support team was wonderful."}));
         assert_eq!(body["max_tokens"], 100);
         assert_eq!(body["response_format"]["type"], "json_object");
-        assert_eq!(body["response_format"]["json_schema"]["properties"]["label"]["enum"], json!(["POSITIVE", "NEGATIVE"]));
+        assert_eq!(
+            body["response_format"]["json_schema"]["properties"]["label"]["enum"],
+            json!(["POSITIVE", "NEGATIVE"])
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ const MODELS: [(&str, Task, &str); 4] = [
         Task::Classify,
         "Sentiment (SST-2): POSITIVE or NEGATIVE, English.",
     ),
-    ("facebook/bart-large-cnn", Task::Summarize, "BART fine-tuned on CNN/Daily Mail: abstractive news-style summaries."),
+    (
+        "facebook/bart-large-cnn",
+        Task::Summarize,
+        "BART fine-tuned on CNN/Daily Mail: abstractive news-style summaries.",
+    ),
     (
         "sentence-transformers/all-MiniLM-L6-v2",
         Task::Embed,
@@ -271,16 +275,20 @@ fn classification(labels: &[String], scores: Vec<LabelScore>) -> Result<TaskOutp
         return Err(ProviderError::InvalidRequest("classify needs at least one label".to_owned()));
     }
     let score_of = |label: &String| {
-        scores.iter().filter(|s| s.label.trim().eq_ignore_ascii_case(label)).map(|s| s.score.clamp(0.0, 1.0)).reduce(f64::max)
+        scores
+            .iter()
+            .filter(|s| s.label.trim().eq_ignore_ascii_case(label))
+            .map(|s| s.score.clamp(0.0, 1.0))
+            .reduce(f64::max)
     };
     let matched: Vec<(&String, Option<f64>)> = labels.iter().map(|label| (label, score_of(label))).collect();
-    let best = matched
-        .iter()
-        .filter_map(|(label, score)| score.map(|score| (*label, score)))
-        .fold(None, |best: Option<(&String, f64)>, (label, score)| match best {
+    let best = matched.iter().filter_map(|(label, score)| score.map(|score| (*label, score))).fold(
+        None,
+        |best: Option<(&String, f64)>, (label, score)| match best {
             Some((_, top)) if top >= score => best,
             _ => Some((label, score)),
-        });
+        },
+    );
     let Some((label, confidence)) = best else {
         let theirs: Vec<&str> = scores.iter().map(|s| s.label.as_str()).collect();
         return Err(ProviderError::InvalidOutput(format!(
@@ -452,9 +460,14 @@ mod tests {
     fn given_each_task_when_serialized_then_the_body_is_inputs_and_parameters() {
         let classify = InferenceRequest::<()> { inputs: "I like you", parameters: None };
         assert_eq!(serde_json::to_value(classify).unwrap(), json!({"inputs": "I like you"}));
-        let summarize =
-            InferenceRequest { inputs: "Long text", parameters: Some(SummarizationParameters { max_length: Some(60) }) };
-        assert_eq!(serde_json::to_value(summarize).unwrap(), json!({"inputs": "Long text", "parameters": {"max_length": 60}}));
+        let summarize = InferenceRequest {
+            inputs: "Long text",
+            parameters: Some(SummarizationParameters { max_length: Some(60) }),
+        };
+        assert_eq!(
+            serde_json::to_value(summarize).unwrap(),
+            json!({"inputs": "Long text", "parameters": {"max_length": 60}})
+        );
     }
 
     #[test]
