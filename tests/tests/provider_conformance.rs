@@ -76,6 +76,28 @@ async fn bedrock() {
             (Task::Summarize, "anthropic.claude-3-haiku-20240307-v1:0"),
             (Task::Classify, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
             (Task::Extract, "amazon.nova-pro-v1:0"),
+
+async fn replicate_in_sync_mode() {
+    use chorus::domain::Task;
+    use chorus::notify::WebhookSecret;
+    use chorus::providers::http_call;
+    use chorus::providers::replicate::ReplicateProvider;
+    use chorus_cli::mock::DEFAULT_WEBHOOK_SECRET;
+
+    let mock = MockServer::start().await;
+    let provider = ReplicateProvider::new(
+        http_call::client().unwrap(),
+        secrecy::SecretString::from("r8_mock"),
+        Some(WebhookSecret::parse(DEFAULT_WEBHOOK_SECRET).unwrap()),
+        Some(mock.url_for("REPLICATE_BASE_URL")),
+    );
+    let case = ProviderCase {
+        provider: std::sync::Arc::new(provider),
+        models: vec![
+            (Task::Generate, "meta/meta-llama-3-8b-instruct"),
+            (Task::Summarize, "meta/meta-llama-3-8b-instruct"),
+            (Task::Classify, "meta/meta-llama-3-70b-instruct"),
+            (Task::Extract, "meta/meta-llama-3.1-405b-instruct"),
         ],
         reports_usage: true,
         faults: usual_faults(),

@@ -176,7 +176,8 @@ async fn create(state: &MockState, store: &Store, headers: &HeaderMap, body: &[u
 /// The async life of a prediction: the `start` webhook, a short run, then the outcome in the
 /// store and in the `completed` webhook.
 async fn run(state: MockState, store: Store, request: CreateBody, started: Prediction, finished: Prediction) {
-    let wants = |event: &str| request.webhook_events_filter.as_ref().is_none_or(|filter| filter.iter().any(|e| e == event));
+    let wants =
+        |event: &str| request.webhook_events_filter.as_ref().is_none_or(|filter| filter.iter().any(|e| e == event));
     if let Some(url) = request.webhook.as_deref().filter(|_| wants("start")) {
         deliver(&state, url, &format!("msg_{}_start", started.id), &started).await;
     }
@@ -277,8 +278,11 @@ impl Prediction {
             Ending::FailsSafetyCheck => {
                 done.status = "failed";
                 done.error = Some(NSFW_ERROR.to_owned());
-                done.metrics =
-                    Some(Metrics { predict_time: RUN_TIME.as_secs_f64(), input_token_count: None, output_token_count: None });
+                done.metrics = Some(Metrics {
+                    predict_time: RUN_TIME.as_secs_f64(),
+                    input_token_count: None,
+                    output_token_count: None,
+                });
             }
         }
         done
@@ -408,7 +412,8 @@ mod tests {
     }
 
     async fn fetch(base: &str, id: &str, authorization: &str) -> (StatusCode, HeaderMap, Value) {
-        let request = reqwest::Client::new().get(format!("{base}/predictions/{id}")).header("authorization", authorization);
+        let request =
+            reqwest::Client::new().get(format!("{base}/predictions/{id}")).header("authorization", authorization);
         read(request.send().await.unwrap()).await
     }
 

@@ -35,8 +35,8 @@ use serde_json::Value;
 use super::chat::{self, ChatPrompt};
 use super::http_call::{self, HttpReply};
 use super::{
-    Callback, CallbackRejection, Completion, JobReport, JobState, Jobs, ModelInfo, Provider, ProviderError, TaskRequest,
-    estimate_tokens,
+    Callback, CallbackRejection, Completion, JobReport, JobState, Jobs, ModelInfo, Provider, ProviderError,
+    TaskRequest, estimate_tokens,
 };
 use crate::domain::{FinishReason, Task, Usage};
 use crate::notify::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -114,9 +114,13 @@ impl ReplicateProvider {
     async fn get(&self, id: &str) -> Result<Prediction, ProviderError> {
         // The id goes into the path: refuse anything that could change it.
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(ProviderError::InvalidRequest(format!("`{}` is not a Replicate prediction id", http_call::short(id))));
+            return Err(ProviderError::InvalidRequest(format!(
+                "`{}` is not a Replicate prediction id",
+                http_call::short(id)
+            )));
         }
-        let builder = self.client.get(self.url(&format!("predictions/{id}"))).bearer_auth(self.api_token.expose_secret());
+        let builder =
+            self.client.get(self.url(&format!("predictions/{id}"))).bearer_auth(self.api_token.expose_secret());
         read(http_call::send(builder).await?)
     }
 }
@@ -381,7 +385,9 @@ fn error_from(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderE
         // Never Replicate's words for credentials.
         401 | 403 => http_call::error_for_status(status, headers, ""),
         // Throttling tightens as credit runs low, but it is still a wait, not an empty account.
-        429 => ProviderError::RateLimited { retry_after: http_call::retry_after(headers).or_else(|| reset_hint(detail)) },
+        429 => {
+            ProviderError::RateLimited { retry_after: http_call::retry_after(headers).or_else(|| reset_hint(detail)) }
+        }
         402 => ProviderError::QuotaExhausted(http_call::short(&message)),
         _ if about_credit => ProviderError::QuotaExhausted(http_call::short(&message)),
         _ => http_call::error_for_status(status, headers, &message),
@@ -402,7 +408,11 @@ fn reset_hint(detail: &str) -> Option<Duration> {
 /// The Standard Webhooks headers of a delivery, if all three are there.
 fn webhook_headers(headers: &HeaderMap) -> Option<WebhookHeaders<'_>> {
     let text = |name: &str| headers.get(name)?.to_str().ok();
-    Some(WebhookHeaders { id: text(HEADER_ID)?, timestamp: text(HEADER_TIMESTAMP)?, signature: text(HEADER_SIGNATURE)? })
+    Some(WebhookHeaders {
+        id: text(HEADER_ID)?,
+        timestamp: text(HEADER_TIMESTAMP)?,
+        signature: text(HEADER_SIGNATURE)?,
+    })
 }
 
 fn rejection(error: VerifyError) -> CallbackRejection {
@@ -519,7 +529,8 @@ mod tests {
     fn signed(secret: &WebhookSecret, at: jiff::Timestamp, body: &[u8]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in signed_headers(secret, "msg_zjq6szssxdrm20cgw0fsntgvbg", at.as_second(), body) {
-            headers.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(&value).unwrap());
+            headers
+                .insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(&value).unwrap());
         }
         headers
     }
@@ -552,7 +563,10 @@ mod tests {
         assert_eq!(done.output, TaskOutput::Summarize { text: "hello Alice".into() });
         assert!(done.usage.estimated);
         assert_eq!(done.usage.output_tokens, estimate_tokens("hello Alice"));
-        assert!(done.usage.input_tokens > estimate_tokens("The support team was wonderful."), "the system prompt counts");
+        assert!(
+            done.usage.input_tokens > estimate_tokens("The support team was wonderful."),
+            "the system prompt counts"
+        );
     }
 
     #[test]
