@@ -76,7 +76,14 @@ async fn bedrock() {
             (Task::Summarize, "anthropic.claude-3-haiku-20240307-v1:0"),
             (Task::Classify, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
             (Task::Extract, "amazon.nova-pro-v1:0"),
+        ],
+        reports_usage: true,
+        faults: usual_faults(),
+    };
+    check_provider(&mock, case).await;
+}
 
+#[tokio::test]
 async fn replicate_in_sync_mode() {
     use chorus::domain::Task;
     use chorus::notify::WebhookSecret;
