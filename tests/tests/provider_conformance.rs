@@ -5,3 +5,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chorus_tests::provider_contract::{MockServer, ProviderCase, check_provider, usual_faults};
+
+#[tokio::test]
+async fn openai() {
+    use chorus::domain::Task;
+    use chorus::providers::{http_call, openai::OpenAiProvider};
+
+    let mock = MockServer::start().await;
+    let key = secrecy::SecretString::from(mock.url_for("OPENAI_API_KEY"));
+    let provider = OpenAiProvider::new(http_call::client().unwrap(), key, Some(mock.url_for("OPENAI_BASE_URL")));
+    let case = ProviderCase {
+        provider: std::sync::Arc::new(provider),
+        models: vec![
+            (Task::Generate, "gpt-4o-mini"),
+            (Task::Summarize, "gpt-4o-mini"),
+            (Task::Classify, "gpt-4o-mini"),
+            (Task::Extract, "gpt-4o-mini"),
+            (Task::Embed, "text-embedding-3-small"),
+        ],
+        reports_usage: true,
+        faults: usual_faults(),
+    };
+    check_provider(&mock, case).await;
+}

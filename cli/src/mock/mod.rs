@@ -11,6 +11,7 @@
 
 pub mod answers;
 pub mod faults;
+pub mod openai;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn app(state: MockState) -> Router {
         .route("/_mock/faults/{provider}", post(script_fault))
         .route("/_mock/faults", axum::routing::delete(clear_faults))
         .route("/_mock/requests", get(requests))
+        .nest("/openai", openai::routes())
         .with_state(state)
 }
 
