@@ -28,3 +28,25 @@ async fn openai() {
     };
     check_provider(&mock, case).await;
 }
+
+#[tokio::test]
+async fn anthropic() {
+    use chorus::domain::Task;
+    use chorus::providers::{anthropic::AnthropicProvider, http_call};
+
+    let mock = MockServer::start().await;
+    let key = secrecy::SecretString::from(mock.url_for("ANTHROPIC_API_KEY"));
+    let provider = AnthropicProvider::new(http_call::client().unwrap(), key, Some(mock.url_for("ANTHROPIC_BASE_URL")));
+    let case = ProviderCase {
+        provider: std::sync::Arc::new(provider),
+        models: vec![
+            (Task::Generate, "claude-haiku-4-5"),
+            (Task::Summarize, "claude-haiku-4-5"),
+            (Task::Classify, "claude-haiku-4-5"),
+            (Task::Extract, "claude-sonnet-4-5"),
+        ],
+        reports_usage: true,
+        faults: usual_faults(),
+    };
+    check_provider(&mock, case).await;
+}

@@ -10,6 +10,7 @@
 //! scripts faults, `DELETE /_mock/faults` clears them, `GET /_mock/requests` counts requests.
 
 pub mod answers;
+pub mod anthropic;
 pub mod faults;
 pub mod openai;
 
@@ -51,6 +52,7 @@ pub fn app(state: MockState) -> Router {
         .route("/_mock/faults", axum::routing::delete(clear_faults))
         .route("/_mock/requests", get(requests))
         .nest("/openai", openai::routes())
+        .nest("/anthropic", anthropic::routes())
         .with_state(state)
 }
 
