@@ -50,3 +50,36 @@ async fn anthropic() {
     };
     check_provider(&mock, case).await;
 }
+
+/// Gemini's `embedContent` reports no usage while `generateContent` does, so the chat models
+/// and the embedding model are two cases against the same mock.
+#[tokio::test]
+async fn gemini() {
+    use chorus::domain::Task;
+    use chorus::providers::{gemini::GeminiProvider, http_call};
+
+    let mock = MockServer::start().await;
+    let key = secrecy::SecretString::from(mock.url_for("GEMINI_API_KEY"));
+    let provider = GeminiProvider::new(http_call::client().unwrap(), key, Some(mock.url_for("GEMINI_BASE_URL")));
+    let provider = std::sync::Arc::new(provider);
+    let chat = ProviderCase {
+        provider: provider.clone(),
+        models: vec![
+            (Task::Generate, "gemini-2.5-flash"),
+            (Task::Summarize, "gemini-2.5-flash-lite"),
+            (Task::Classify, "gemini-2.5-flash"),
+            (Task::Extract, "gemini-2.5-pro"),
+        ],
+        reports_usage: true,
+        faults: usual_faults(),
+    };
+    check_provider(&mock, chat).await;
+    let embed = ProviderCase {
+        provider,
+        models: vec![(Task::Embed, "gemini-embedding-001")],
+        reports_usage: false,
+        // The faults were mapped above; fault models are chat models, which cannot embed.
+        faults: Vec::new(),
+    };
+    check_provider(&mock, embed).await;
+}

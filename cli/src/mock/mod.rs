@@ -12,6 +12,7 @@
 pub mod answers;
 pub mod anthropic;
 pub mod faults;
+pub mod gemini;
 pub mod openai;
 
 use std::net::SocketAddr;
@@ -53,6 +54,7 @@ pub fn app(state: MockState) -> Router {
         .route("/_mock/requests", get(requests))
         .nest("/openai", openai::routes())
         .nest("/anthropic", anthropic::routes())
+        .nest("/gemini", gemini::routes())
         .with_state(state)
 }
 
