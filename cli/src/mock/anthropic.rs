@@ -62,7 +62,12 @@ impl Content {
 
 async fn messages(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
     if headers.get("x-api-key").is_none_or(|key| key.is_empty()) {
-        return error(StatusCode::UNAUTHORIZED, HeaderMap::new(), "authentication_error", "x-api-key header is required");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            HeaderMap::new(),
+            "authentication_error",
+            "x-api-key header is required",
+        );
     }
     if headers.get("anthropic-version").is_none() {
         return invalid_request("anthropic-version: header is required");
@@ -75,7 +80,8 @@ async fn messages(State(state): State<MockState>, headers: HeaderMap, body: Byte
         return render(fault, &model);
     }
     let messages = body.messages.unwrap_or_default();
-    let missing = [("model", model.is_empty()), ("max_tokens", body.max_tokens.is_none()), ("messages", messages.is_empty())];
+    let missing =
+        [("model", model.is_empty()), ("max_tokens", body.max_tokens.is_none()), ("messages", messages.is_empty())];
     if let Some((field, _)) = missing.into_iter().find(|(_, missing)| *missing) {
         return invalid_request(&format!("{field}: Field required"));
     }

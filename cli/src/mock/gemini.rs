@@ -190,9 +190,7 @@ fn render(fault: Fault, model: &str) -> Response {
             }]),
             HeaderMap::new(),
         ),
-        Fault::BadRequest => {
-            invalid_argument("Invalid value at 'generation_config.temperature' (TYPE_FLOAT), \"hot\"")
-        }
+        Fault::BadRequest => invalid_argument("Invalid value at 'generation_config.temperature' (TYPE_FLOAT), \"hot\""),
         Fault::ContentFilter => Json(json!({
             "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
                 {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}

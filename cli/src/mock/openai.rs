@@ -5,11 +5,11 @@
 //! `content_policy_violation`.
 
 use axum::body::Bytes;
-use axum::{Json, Router};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -88,7 +88,7 @@ async fn chat_completions(State(state): State<MockState>, headers: HeaderMap, bo
             );
         }
     };
-    let text_of = |role: &str| messages.iter().filter(|m| m.role == role).map(|m| m.content.text()).last();
+    let text_of = |role: &str| messages.iter().rev().find(|m| m.role == role).map(|m| m.content.text());
     let system = text_of("system").or_else(|| text_of("developer"));
     let user = text_of("user").unwrap_or_default();
     let answer = answers::chat(&model, system.as_deref(), &user);
@@ -137,7 +137,9 @@ async fn embeddings(State(state): State<MockState>, headers: HeaderMap, body: By
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": answers::embedding(text, dims)}))
+        .map(
+            |(index, text)| json!({"object": "embedding", "index": index, "embedding": answers::embedding(text, dims)}),
+        )
         .collect();
     let prompt_tokens: u64 = inputs.iter().map(|text| answers::tokens(text)).sum();
     Json(json!({

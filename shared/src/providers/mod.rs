@@ -2,8 +2,8 @@
 //! between them. Each provider's wire format lives in its own file; the engine only sees
 //! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
 
-mod catalog;
 pub mod anthropic;
+mod catalog;
 pub mod chat;
 pub mod gemini;
 pub mod http_call;
