@@ -10,10 +10,13 @@
 //! scripts faults, `DELETE /_mock/faults` clears them, `GET /_mock/requests` counts requests.
 
 pub mod answers;
+pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
 pub mod faults;
+pub mod gemini;
 pub mod huggingface;
+pub mod openai;
 pub mod replicate;
 
 use std::net::SocketAddr;
@@ -53,6 +56,9 @@ pub fn app(state: MockState) -> Router {
         .route("/_mock/faults/{provider}", post(script_fault))
         .route("/_mock/faults", axum::routing::delete(clear_faults))
         .route("/_mock/requests", get(requests))
+        .nest("/openai", openai::routes())
+        .nest("/anthropic", anthropic::routes())
+        .nest("/gemini", gemini::routes())
         .nest("/cohere", cohere::routes())
         .nest("/huggingface", huggingface::routes())
         .nest("/bedrock", bedrock::routes())

@@ -67,9 +67,8 @@ impl AnthropicProvider {
     }
 
     fn post_messages(&self) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let mut key = HeaderValue::from_str(self.api_key.expose_secret()).map_err(|_| {
-            ProviderError::Auth("the configured API key cannot be sent in an HTTP header".to_owned())
-        })?;
+        let mut key = HeaderValue::from_str(self.api_key.expose_secret())
+            .map_err(|_| ProviderError::Auth("the configured API key cannot be sent in an HTTP header".to_owned()))?;
         key.set_sensitive(true);
         Ok(self
             .client

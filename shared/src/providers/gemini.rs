@@ -77,9 +77,8 @@ impl GeminiProvider {
     /// A POST to `models/{model}:{method}`, with the key in its header.
     fn post(&self, model: &str, method: &str) -> Result<reqwest::RequestBuilder, ProviderError> {
         let name = resource_name(model)?;
-        let mut key = HeaderValue::from_str(self.api_key.expose_secret()).map_err(|_| {
-            ProviderError::Auth("the configured API key cannot be sent in an HTTP header".to_owned())
-        })?;
+        let mut key = HeaderValue::from_str(self.api_key.expose_secret())
+            .map_err(|_| ProviderError::Auth("the configured API key cannot be sent in an HTTP header".to_owned()))?;
         key.set_sensitive(true);
         Ok(self.client.post(format!("{}/v1beta/{name}:{method}", self.base_url)).header("x-goog-api-key", key))
     }
@@ -313,7 +312,8 @@ fn embedding(request: &TaskRequest, response: EmbedResponse) -> Result<Completio
 /// Maps an error answer onto the taxonomy; see the module doc for the quirks.
 fn error_from(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
     let detail = serde_json::from_slice::<ErrorBody>(body).map(|b| b.error).unwrap_or_default();
-    if let Some(reason) = detail.details.iter().filter_map(|d| d.reason.as_deref()).find(|r| r.starts_with("API_KEY_")) {
+    if let Some(reason) = detail.details.iter().filter_map(|d| d.reason.as_deref()).find(|r| r.starts_with("API_KEY_"))
+    {
         return refused(reason);
     }
     match detail.status.as_str() {
@@ -465,7 +465,10 @@ mod tests {
         let request = request(Task::Embed);
         let done = embedding(&request, http_call::parse(&fixture("embed_content.json")).unwrap()).unwrap();
         assert!(matches!(&done.output, TaskOutput::Embed { dims: 4, vector } if vector.len() == 4));
-        assert_eq!(done.usage, Usage { input_tokens: estimate_tokens(request.text()), output_tokens: 0, estimated: true });
+        assert_eq!(
+            done.usage,
+            Usage { input_tokens: estimate_tokens(request.text()), output_tokens: 0, estimated: true }
+        );
     }
 
     #[test]

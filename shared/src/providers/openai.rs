@@ -217,9 +217,13 @@ struct EmbeddingData {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum ErrorBody {
-    Wrapped { error: ErrorDetail },
+    Wrapped {
+        error: ErrorDetail,
+    },
     /// `{"error": "model not found"}`, as some local servers answer.
-    Text { error: String },
+    Text {
+        error: String,
+    },
     Bare(ErrorDetail),
 }
 
@@ -242,9 +246,10 @@ fn chat_request<'a>(
 ) -> ChatRequest<'a> {
     let system = prompt.system.as_deref().map(|content| Message { role: "system", content });
     let user = Message { role: "user", content: &prompt.user };
-    let response_format = prompt.json_schema.as_ref().filter(|_| structured_output).map(|schema| {
-        ResponseFormat::JsonSchema { json_schema: JsonSchema { name: "answer", schema, strict: false } }
-    });
+    let response_format =
+        prompt.json_schema.as_ref().filter(|_| structured_output).map(|schema| ResponseFormat::JsonSchema {
+            json_schema: JsonSchema { name: "answer", schema, strict: false },
+        });
     ChatRequest {
         model,
         messages: system.into_iter().chain([user]).collect(),
@@ -276,7 +281,9 @@ fn chat_completion(
     };
     let text = choice.message.content.unwrap_or_default();
     let usage = match response.usage {
-        Some(usage) => Usage { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens, estimated: false },
+        Some(usage) => {
+            Usage { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens, estimated: false }
+        }
         None => {
             let sent = [prompt.system.as_deref().unwrap_or_default(), &prompt.user].concat();
             Usage { input_tokens: estimate_tokens(&sent), output_tokens: estimate_tokens(&text), estimated: true }
@@ -401,7 +408,10 @@ mod tests {
         let done = answer(&request(Task::Generate), "chat_completion.json").unwrap();
         assert_eq!(
             done.output,
-            TaskOutput::Generate { text: "Hello! How can I assist you today?".into(), finish_reason: FinishReason::Stop }
+            TaskOutput::Generate {
+                text: "Hello! How can I assist you today?".into(),
+                finish_reason: FinishReason::Stop
+            }
         );
         assert_eq!(done.usage, Usage { input_tokens: 19, output_tokens: 10, estimated: false });
     }
@@ -429,7 +439,10 @@ mod tests {
     #[test]
     fn given_the_reference_embedding_when_read_then_the_vector_and_prompt_tokens_normalize() {
         let done = embedding(&request(Task::Embed), http_call::parse(&fixture("embedding.json")).unwrap()).unwrap();
-        assert_eq!(done.output, TaskOutput::Embed { vector: vec![0.002_306_425_5, -0.009_327_292, -0.002_884_222_2], dims: 3 });
+        assert_eq!(
+            done.output,
+            TaskOutput::Embed { vector: vec![0.002_306_425_5, -0.009_327_292, -0.002_884_222_2], dims: 3 }
+        );
         assert_eq!(done.usage, Usage { input_tokens: 8, output_tokens: 0, estimated: false });
     }
 
@@ -458,7 +471,10 @@ mod tests {
             assert_eq!(format["json_schema"]["strict"], false);
             assert_eq!(format["json_schema"]["schema"]["type"], "object");
         }
-        assert_eq!(chat_json(Task::Classify, true)["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"], json!(["POSITIVE", "NEGATIVE"]));
+        assert_eq!(
+            chat_json(Task::Classify, true)["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"],
+            json!(["POSITIVE", "NEGATIVE"])
+        );
         // Servers that reject json_schema get the prompt only.
         assert!(chat_json(Task::Extract, false).get("response_format").is_none());
         assert!(chat_json(Task::Summarize, true).get("response_format").is_none());
