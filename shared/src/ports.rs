@@ -287,3 +287,22 @@ impl Clock for SystemClock {
         jiff::Timestamp::now()
     }
 }
+
+/// Whether a provider call may go now, from [`RateLimiter::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// A token was taken: call the provider.
+    Granted,
+    /// No token before this long; nothing was taken.
+    Wait(Duration),
+}
+
+/// Per-provider rate limits shared by every worker (DESIGN §5 `RATE#<scope>`), so a burst
+/// of runs is spread out before the provider answers 429. A token bucket per scope (a
+/// provider name such as `openai`); see [`crate::domain::rate::take`].
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Takes one token from `scope`'s bucket, created full on first use. Never sleeps: the
+    /// caller decides between sleeping and re-enqueueing the step with a delay.
+    async fn acquire(&self, scope: &str, limit: crate::domain::RateLimit) -> Result<Acquired, PortError>;
+}

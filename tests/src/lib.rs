@@ -9,6 +9,7 @@ pub mod blob_store_contract;
 pub mod dev_server;
 pub mod provider_contract;
 pub mod queue_contract;
+pub mod rate_limiter_contract;
 pub mod run_store_contract;
 pub mod tenant_directory_contract;
 pub mod webhook_receiver;

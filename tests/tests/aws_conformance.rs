@@ -77,3 +77,15 @@ async fn dynamodb_tenants_honour_the_tenant_directory_contract() {
     directory.register(&tenant, &key).await.unwrap();
     check_tenant_directory(&directory, &tenant, &key).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_rate_limiter_honours_the_rate_limiter_contract() {
+    let Some(emulator) = emulator().await else { return };
+    let dynamodb = aws_sdk_dynamodb::Client::new(&emulator.config);
+    let clock = chorus_tests::rate_limiter_contract::ManualClock::starting_now();
+    // A new limiter per call: each is a worker of its own, sharing only the table.
+    chorus_tests::rate_limiter_contract::check_rate_limiter(&clock, || {
+        Arc::new(chorus::adapters::dynamodb::DynamoRateLimiter::new(dynamodb.clone(), &emulator.table, clock.clone()))
+    })
+    .await;
+}

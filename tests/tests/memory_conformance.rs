@@ -54,3 +54,12 @@ async fn memory_tenants_honour_the_tenant_directory_contract() {
     let directory = MemoryTenants::new().with_key(tenant.clone(), &key);
     check_tenant_directory(&directory, &tenant, &key).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_rate_limiter_honours_the_rate_limiter_contract() {
+    let clock = chorus_tests::rate_limiter_contract::ManualClock::starting_now();
+    // One limiter for all: in one process, every worker task shares the same buckets.
+    let limiter: Arc<dyn chorus::ports::RateLimiter> =
+        Arc::new(chorus::adapters::memory::MemoryRateLimiter::new(clock.clone()));
+    chorus_tests::rate_limiter_contract::check_rate_limiter(&clock, || limiter.clone()).await;
+}

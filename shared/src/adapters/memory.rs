@@ -341,3 +341,31 @@ impl TenantDirectory for MemoryTenants {
         Ok(self.tenants.get(id).cloned())
     }
 }
+
+/// [`RateLimiter`](crate::ports::RateLimiter) for one process (`chorus dev`, tests): a
+/// bucket per scope under one mutex, with the same arithmetic as the DynamoDB limiter.
+pub struct MemoryRateLimiter {
+    clock: std::sync::Arc<dyn crate::ports::Clock>,
+    buckets: Mutex<HashMap<String, crate::domain::Bucket>>,
+}
+
+impl MemoryRateLimiter {
+    pub fn new(clock: std::sync::Arc<dyn crate::ports::Clock>) -> Self {
+        Self { clock, buckets: Mutex::default() }
+    }
+}
+
+#[async_trait]
+impl crate::ports::RateLimiter for MemoryRateLimiter {
+    async fn acquire(&self, scope: &str, limit: crate::domain::RateLimit) -> Result<crate::ports::Acquired, PortError> {
+        let now_ms = self.clock.now().as_millisecond();
+        let mut buckets = self.buckets.lock().map_err(|_| poisoned("memory rate limiter"))?;
+        match crate::domain::rate::take(limit, buckets.get(scope).copied(), now_ms) {
+            Ok(bucket) => {
+                buckets.insert(scope.to_owned(), bucket);
+                Ok(crate::ports::Acquired::Granted)
+            }
+            Err(wait) => Ok(crate::ports::Acquired::Wait(wait)),
+        }
+    }
+}

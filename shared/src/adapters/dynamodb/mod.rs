@@ -5,6 +5,7 @@
 
 mod expression;
 mod items;
+mod rate_limits;
 mod tenants;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use crate::ports::{
     BlobStore, CreateOutcome, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition, StepTransition, WaitRef,
 };
 
+pub use rate_limits::DynamoRateLimiter;
 pub use tenants::DynamoTenants;
 
 /// JSON payloads up to this size stay in the item (DESIGN §4); bigger ones go to S3. Three
