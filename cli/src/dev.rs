@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenants};
+use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenants};
 use chorus::domain::{InvalidId, Limits, TenantId};
 use chorus::engine::{DeliverySchedule, Engine, EngineError, EngineParts, Notifier};
 use chorus::http::{AppState, app, callbacks_routes};
@@ -141,7 +141,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     }));
     let clock = Arc::new(SystemClock);
     let lookup = |name: &str| std::env::var(name).ok();
-    let router = router_from_env(&lookup).await?;
+    let router = router_from_env(&lookup, Arc::new(MemoryRateLimiter::new(clock.clone()))).await?;
     let mut providers: Vec<String> = router.models().into_iter().map(|m| m.provider).collect();
     providers.dedup();
 

@@ -56,7 +56,10 @@ pub async fn run(args: &ValidateArgs) -> Result<ExitCode, ValidateError> {
     };
 
     let lookup = |name: &str| std::env::var(name).ok();
-    let router = chorus::providers::router_from_env(&lookup).await?;
+    // Validation calls nothing, so the limiter is never asked.
+    let limiter =
+        std::sync::Arc::new(chorus::adapters::MemoryRateLimiter::new(std::sync::Arc::new(chorus::ports::SystemClock)));
+    let router = chorus::providers::router_from_env(&lookup, limiter).await?;
     let problems = match validate_submission(&workflow, &input, &router, &Templates::default(), Limits::default()) {
         Ok(validated) => {
             println!("{path}: ok ({} steps)", validated.definition.steps.len());

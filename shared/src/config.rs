@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, SdkConfig};
 use thiserror::Error;
 
-use crate::adapters::{DynamoRunStore, DynamoTenants, S3BlobStore, SqsQueue};
+use crate::adapters::{DynamoRateLimiter, DynamoRunStore, DynamoTenants, S3BlobStore, SqsQueue};
 use crate::domain::Limits;
 use crate::engine::{DeliverySchedule, Engine, EngineParts, Notifier};
 use crate::notify::{CallbackPolicy, ClientBuildError, HttpWebhookSender};
@@ -153,7 +153,13 @@ impl Services {
         let settings = Settings::from_env()?;
         let config = sdk_config().await;
         let lookup = |name: &str| std::env::var(name).ok();
-        let router = router_from_env(&lookup).await?;
+        // One bucket per provider in the table, shared by every concurrent function.
+        let limiter = Arc::new(DynamoRateLimiter::new(
+            aws_sdk_dynamodb::Client::new(&config),
+            &settings.table,
+            Arc::new(SystemClock),
+        ));
+        let router = router_from_env(&lookup, limiter).await?;
         Self::new(&config, settings, router)
     }
 

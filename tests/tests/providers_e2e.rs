@@ -64,9 +64,12 @@ async fn given_the_seed_chain_when_run_then_openai_cohere_and_hugging_face_each_
         ],
         "output": {"summary": "{{ steps.summary.text }}", "sentiment": "{{ steps.sentiment.label }}"}
     });
-    let run = run_workflow(&api, workflow, json!({"prompt": "A short, happy note about our wonderful support team."})).await;
+    let run =
+        run_workflow(&api, workflow, json!({"prompt": "A short, happy note about our wonderful support team."})).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    for (id, provider, reports_usage) in [("draft", "openai", true), ("summary", "cohere", true), ("sentiment", "huggingface", false)] {
+    for (id, provider, reports_usage) in
+        [("draft", "openai", true), ("summary", "cohere", true), ("sentiment", "huggingface", false)]
+    {
         let step = step(&run, id);
         assert_eq!(step["provider"], provider, "{id}");
         assert_eq!(attempts(step), [format!("{provider} ok")], "{id}");
@@ -96,7 +99,10 @@ async fn given_openai_answering_500s_when_summarizing_then_hugging_face_bart_tak
     assert_eq!(run["status"], "succeeded", "{run:#}");
     let summary = step(&run, "summary");
     assert_eq!(attempts(summary), ["openai transient", "openai transient", "openai transient", "huggingface ok"]);
-    assert_eq!((summary["provider"].as_str(), summary["model"].as_str()), (Some("huggingface"), Some("facebook/bart-large-cnn")));
+    assert_eq!(
+        (summary["provider"].as_str(), summary["model"].as_str()),
+        (Some("huggingface"), Some("facebook/bart-large-cnn"))
+    );
     assert_eq!(summary["output"]["text"], "Chorus runs AI workflows.");
     assert_eq!(mock.requests("openai"), 3);
 }
@@ -188,7 +194,8 @@ async fn given_one_summarize_step_when_only_its_model_changes_then_every_provide
         "bedrock:amazon.nova-micro-v1:0",
         "local:extractive",
     ] {
-        let workflow = json!({"steps": [{"id": "summary", "task": "summarize", "model": model, "input": "{{ input.text }}"}]});
+        let workflow =
+            json!({"steps": [{"id": "summary", "task": "summarize", "model": model, "input": "{{ input.text }}"}]});
         let run = run_workflow(&api, workflow, json!({ "text": text })).await;
         assert_eq!(run["status"], "succeeded", "{model}: {run:#}");
         let summary = step(&run, "summary");

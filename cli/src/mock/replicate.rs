@@ -27,7 +27,7 @@ use chorus::notify::{WebhookSecret, signed_headers};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Fault, MockState, answers, bearer, fault_for, faults, malformed, rate_limit_headers};
+use super::{Fault, MockState, SentWebhook, answers, bearer, fault_for, faults, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "replicate";
@@ -188,7 +188,12 @@ async fn run(state: MockState, store: Store, request: CreateBody, started: Predi
     }
 }
 
-/// POSTs `prediction` to `url`, signed with the mock's webhook secret.
+/// Attempts at one webhook, as Replicate retries a delivery that got no 2xx (e.g. the step
+/// had not yet recorded its job).
+const DELIVERY_ATTEMPTS: u32 = 5;
+
+/// POSTs `prediction` to `url`, signed with the mock's webhook secret, retrying on anything
+/// but a 2xx; records what it sent so tests can replay it.
 async fn deliver(state: &MockState, url: &str, msg_id: &str, prediction: &Prediction) {
     let secret = match WebhookSecret::parse(&state.webhook_secret) {
         Ok(secret) => secret,
@@ -204,12 +209,26 @@ async fn deliver(state: &MockState, url: &str, msg_id: &str, prediction: &Predic
             return;
         }
     };
-    let mut request = state.http.post(url);
-    for (name, value) in signed_headers(&secret, msg_id, jiff::Timestamp::now().as_second(), &body) {
-        request = request.header(name, value);
-    }
-    if let Err(err) = request.body(body).send().await {
-        tracing::warn!(error = %err, prediction = %prediction.id, "replicate mock: webhook delivery failed");
+    let headers = signed_headers(&secret, msg_id, jiff::Timestamp::now().as_second(), &body);
+    state.record_webhook(SentWebhook {
+        url: url.to_owned(),
+        id: msg_id.to_owned(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    for attempt in 1..=DELIVERY_ATTEMPTS {
+        let mut request = state.http.post(url);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        match request.body(body.clone()).send().await {
+            Ok(response) if response.status().is_success() => return,
+            Ok(response) => tracing::info!(status = %response.status(), attempt, "replicate mock: webhook refused"),
+            Err(err) => {
+                tracing::warn!(error = %err, attempt, prediction = %prediction.id, "replicate mock: webhook failed")
+            }
+        }
+        tokio::time::sleep(RUN_TIME * attempt).await;
     }
 }
 

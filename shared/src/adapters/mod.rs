@@ -6,7 +6,7 @@ pub mod memory;
 pub mod s3;
 pub mod sqs;
 
-pub use dynamodb::{DynamoRunStore, DynamoTenants};
-pub use memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenants};
+pub use dynamodb::{DynamoRateLimiter, DynamoRunStore, DynamoTenants};
+pub use memory::{MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenants};
 pub use s3::S3BlobStore;
 pub use sqs::SqsQueue;

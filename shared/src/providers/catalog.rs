@@ -17,7 +17,20 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
-use super::{LocalProvider, PriceTable, Provider, ProviderRouter, RetryPolicy, Route};
+use http::HeaderName;
+use secrecy::ExposeSecret;
+
+use super::anthropic::AnthropicProvider;
+use super::bedrock::BedrockProvider;
+use super::cohere::CohereProvider;
+use super::gemini::GeminiProvider;
+use super::huggingface::HuggingFaceProvider;
+use super::openai::{AuthHeader, OpenAiProvider};
+use super::replicate::ReplicateProvider;
+use super::{LocalProvider, PriceTable, Provider, ProviderRouter, RateLimits, RetryPolicy, Route, http_call};
+use crate::domain::RateLimit;
+use crate::notify::WebhookSecret;
+use crate::ports::RateLimiter;
 
 /// The built-in `providers.toml`.
 const BUILT_IN: &str = include_str!("../../providers.toml");
@@ -46,6 +59,9 @@ pub struct ProviderConfig {
     pub prices: PriceTable,
     #[serde(default)]
     pub routes: BTreeMap<String, Route>,
+    /// Requests per provider, shared across every worker.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimit>,
 }
 
 impl ProviderConfig {
@@ -70,8 +86,12 @@ pub fn default_router() -> ProviderRouter {
     ProviderRouter::new(vec![Arc::new(LocalProvider::new())], config.routes, RetryPolicy::default(), config.prices)
 }
 
-/// Builds the router from the environment: `local`, plus every provider configured there.
-pub async fn router_from_env(lookup: Lookup<'_>) -> Result<ProviderRouter, CatalogError> {
+/// Builds the router from the environment: `local`, plus every provider configured there,
+/// taking tokens from `limiter` for the providers `providers.toml` limits.
+pub async fn router_from_env(
+    lookup: Lookup<'_>,
+    limiter: Arc<dyn RateLimiter>,
+) -> Result<ProviderRouter, CatalogError> {
     let config = ProviderConfig::load(lookup)?;
     let env = Env { lookup, aws: OnceCell::new(), ssm: OnceCell::new() };
     let providers = hosted_providers(&env).await?;
@@ -79,12 +99,56 @@ pub async fn router_from_env(lookup: Lookup<'_>) -> Result<ProviderRouter, Catal
     all.extend(providers);
     let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
     tracing::info!(providers = ?names, prices = %config.prices.version, "providers configured");
-    Ok(ProviderRouter::new(all, config.routes, RetryPolicy::default(), config.prices))
+    let limits = RateLimits { limiter, limits: config.rate_limits };
+    Ok(ProviderRouter::new(all, config.routes, RetryPolicy::default(), config.prices).with_rate_limits(limits))
 }
 
-/// The hosted providers whose settings are present.
-async fn hosted_providers(_env: &Env<'_>) -> Result<Vec<Arc<dyn Provider>>, CatalogError> {
-    Ok(Vec::new())
+/// The hosted providers whose settings are present. One HTTP client serves them all.
+async fn hosted_providers(env: &Env<'_>) -> Result<Vec<Arc<dyn Provider>>, CatalogError> {
+    let http = http_call::client()
+        .map_err(|err| CatalogError::Invalid { name: "HTTP client".to_owned(), detail: err.to_string() })?;
+    let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+    if let Some(key) = env.secret("OPENAI_API_KEY").await? {
+        let mut openai = OpenAiProvider::new(http.clone(), key, env.get("OPENAI_BASE_URL"));
+        if let Some(header) = env.get("OPENAI_AUTH_HEADER") {
+            let name = HeaderName::from_bytes(header.as_bytes()).map_err(|err| CatalogError::Invalid {
+                name: "OPENAI_AUTH_HEADER".to_owned(),
+                detail: err.to_string(),
+            })?;
+            openai = openai.with_auth_header(AuthHeader::Header(name));
+        }
+        if env.get("OPENAI_STRUCTURED_OUTPUT").is_some() && !env.enabled("OPENAI_STRUCTURED_OUTPUT") {
+            openai = openai.with_structured_output(false);
+        }
+        providers.push(Arc::new(openai));
+    }
+    if let Some(key) = env.secret("ANTHROPIC_API_KEY").await? {
+        providers.push(Arc::new(AnthropicProvider::new(http.clone(), key, env.get("ANTHROPIC_BASE_URL"))));
+    }
+    if let Some(key) = env.secret("GEMINI_API_KEY").await? {
+        providers.push(Arc::new(GeminiProvider::new(http.clone(), key, env.get("GEMINI_BASE_URL"))));
+    }
+    if let Some(key) = env.secret("COHERE_API_KEY").await? {
+        providers.push(Arc::new(CohereProvider::new(http.clone(), key, env.get("COHERE_BASE_URL"))));
+    }
+    if let Some(token) = env.secret("HF_TOKEN").await? {
+        providers.push(Arc::new(HuggingFaceProvider::new(http.clone(), token, env.get("HF_BASE_URL"))));
+    }
+    if let Some(token) = env.secret("REPLICATE_API_TOKEN").await? {
+        let webhook_secret = match env.secret("REPLICATE_WEBHOOK_SECRET").await? {
+            Some(secret) => Some(WebhookSecret::parse(secret.expose_secret()).map_err(|err| {
+                CatalogError::Invalid { name: "REPLICATE_WEBHOOK_SECRET".to_owned(), detail: err.to_string() }
+            })?),
+            None => None,
+        };
+        let base_url = env.get("REPLICATE_BASE_URL");
+        providers.push(Arc::new(ReplicateProvider::new(http.clone(), token, webhook_secret, base_url)));
+    }
+    if env.enabled("BEDROCK_ENABLED") {
+        let client = aws_sdk_bedrockruntime::Client::new(env.aws().await);
+        providers.push(Arc::new(BedrockProvider::new(client)));
+    }
+    Ok(providers)
 }
 
 /// The environment, with the AWS clients credential references need, made on first use.
@@ -171,7 +235,8 @@ mod tests {
     #[tokio::test]
     async fn given_no_keys_when_built_then_only_local_is_offered_and_fast_still_works() {
         use crate::domain::{ModelCatalog, Task};
-        let router = router_from_env(&lookup(&[])).await.unwrap();
+        let limiter = Arc::new(crate::adapters::MemoryRateLimiter::new(Arc::new(crate::ports::SystemClock)));
+        let router = router_from_env(&lookup(&[]), limiter).await.unwrap();
         assert!(router.models().iter().all(|m| m.provider == "local"));
         for task in [Task::Generate, Task::Summarize, Task::Classify, Task::Extract, Task::Embed] {
             assert_eq!(router.check_model("fast", task), Ok(()), "{task}");

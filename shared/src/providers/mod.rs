@@ -32,7 +32,8 @@ pub use catalog::{CatalogError, ProviderConfig, default_router, router_from_env}
 pub use local::LocalProvider;
 pub use pricing::{Price, PriceTable};
 pub use router::{
-    JobCallback, ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed, RoutedCompletion, SubmittedJob,
+    JobCallback, ProviderRouter, RateLimits, RetryPolicy, RouteContext, RouteOutcome, Routed, RoutedCompletion,
+    SubmittedJob,
 };
 pub use routes::Route;
 

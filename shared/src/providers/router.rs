@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use super::breaker::CircuitBreaker;
 use super::routes::Route;
 use super::{Completion, ModelInfo, PriceTable, Provider, ProviderError, TaskRequest, kind_is_retryable};
-use crate::domain::{Attempt, ModelCatalog, StepDefinition, StepError, Task, TaskOutput};
+use crate::domain::{Attempt, ModelCatalog, RateLimit, StepDefinition, StepError, Task, TaskOutput};
+use crate::ports::{Acquired, RateLimiter};
 
 /// At most this many schema violations are listed in an `InvalidOutput` message.
 const MAX_VIOLATIONS_SHOWN: usize = 10;
@@ -178,6 +179,15 @@ pub struct ProviderRouter {
     policy: RetryPolicy,
     prices: PriceTable,
     breaker: CircuitBreaker,
+    limits: Option<RateLimits>,
+}
+
+/// Per-provider request rates, shared by every process through the limiter's backend.
+#[derive(Clone)]
+pub struct RateLimits {
+    pub limiter: Arc<dyn RateLimiter>,
+    /// By provider name; providers not listed are not limited.
+    pub limits: BTreeMap<String, RateLimit>,
 }
 
 impl fmt::Debug for ProviderRouter {
@@ -201,7 +211,13 @@ impl ProviderRouter {
         prices: PriceTable,
     ) -> Self {
         let providers = providers.into_iter().map(|provider| (provider.name(), provider)).collect();
-        Self { providers, routes, policy, prices, breaker: CircuitBreaker::default() }
+        Self { providers, routes, policy, prices, breaker: CircuitBreaker::default(), limits: None }
+    }
+
+    /// The same router, taking a token from each provider's bucket before every call.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// The same router with another circuit breaker.
@@ -281,8 +297,12 @@ impl ProviderRouter {
         for attempt in first..=step.retries() {
             let timeout = match candidate.attempt_timeout() {
                 Ok(timeout) => timeout,
-                Err(stop) => return stop,
+                Err(OutOfTime::Step) => return Stop::Done(RouteOutcome::Failed(ProviderError::Timeout)),
+                Err(OutOfTime::Invocation) => return Stop::Done(RouteOutcome::RetryLater(Duration::ZERO)),
             };
+            if let Some(wait) = self.wait_for_token(provider.name()).await {
+                return Stop::Done(RouteOutcome::RetryLater(wait));
+            }
             let started = Instant::now();
             let callback_url = context.job_callback.map(|callback| callback.url(provider.name()));
             let outcome = call_once(provider, model, request, callback_url.as_deref(), timeout).await;
@@ -342,6 +362,26 @@ impl ProviderRouter {
             }
         }
         Stop::Next
+    }
+
+    /// Takes a token for `provider`, sleeping for short waits. `Some(wait)` when the wait is
+    /// too long to sleep through: the step should come back later. A limiter that cannot
+    /// be reached lets the call through: rate limits protect the provider's quota, and a
+    /// provider's own 429 is handled anyway.
+    async fn wait_for_token(&self, provider: &str) -> Option<Duration> {
+        let limits = self.limits.as_ref()?;
+        let limit = *limits.limits.get(provider)?;
+        loop {
+            match limits.limiter.acquire(provider, limit).await {
+                Ok(Acquired::Granted) => return None,
+                Ok(Acquired::Wait(wait)) if wait <= self.policy.max_inline_wait => tokio::time::sleep(wait).await,
+                Ok(Acquired::Wait(wait)) => return Some(wait),
+                Err(error) => {
+                    tracing::warn!(provider, error = %error, "rate limiter unavailable; calling without a token");
+                    return None;
+                }
+            }
+        }
     }
 
     /// Whether `model` may be called now: its circuit is closed and its estimated cost fits
@@ -486,22 +526,29 @@ impl Candidate<'_> {
     /// The next attempt's timeout: the step's per-attempt timeout, cut to what is left of
     /// the step. When the step's time is up it fails; when this invocation's is, the step
     /// goes back to the queue to run again at once.
-    fn attempt_timeout(&self) -> Result<Duration, Stop> {
+    fn attempt_timeout(&self) -> Result<Duration, OutOfTime> {
         let now = Instant::now();
         let mut timeout = self.step.timeout();
         if let Some(until) = self.step_until {
             let left = until.saturating_duration_since(now);
             if left.is_zero() {
-                let error = ProviderError::Timeout;
-                return Err(Stop::Done(RouteOutcome::Failed(error)));
+                return Err(OutOfTime::Step);
             }
             timeout = timeout.min(left);
         }
         if self.yield_at.is_some_and(|at| now + timeout > at) {
-            return Err(Stop::Done(RouteOutcome::RetryLater(Duration::ZERO)));
+            return Err(OutOfTime::Invocation);
         }
         Ok(timeout)
     }
+}
+
+/// Whose time ran out before an attempt could start.
+enum OutOfTime {
+    /// The step's `step_timeout_ms`: it fails.
+    Step,
+    /// This invocation's: the step runs again in the next one.
+    Invocation,
 }
 
 /// Where to pick up `provider:model` given the attempts earlier invocations made: the next
@@ -1057,6 +1104,35 @@ mod tests {
             )
             .await;
         assert_eq!(trail(&routed), ["local:extractive -"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_a_rate_limit_when_the_bucket_runs_dry_then_short_waits_sleep_and_long_ones_hand_back() {
+        use crate::adapters::MemoryRateLimiter;
+        use crate::ports::SystemClock;
+        let alpha = Scripted::new("alpha", vec![], ok("done"));
+        let limit = RateLimit { per_minute: 60, burst: 1 };
+        let limits = |per_minute| RateLimits {
+            limiter: Arc::new(MemoryRateLimiter::new(Arc::new(SystemClock))),
+            limits: BTreeMap::from([("alpha".to_owned(), RateLimit { per_minute, ..limit })]),
+        };
+        // One a second: the second call waits about a second in process.
+        let per_second = router(vec![alpha.clone()], &[]).with_rate_limits(limits(60));
+        let step = step(Task::Generate, "alpha:m", &[]);
+        per_second.run(&step, &generate_request(), &RouteContext::default()).await;
+        let started = Instant::now();
+        let routed = per_second.run(&step, &generate_request(), &RouteContext::default()).await;
+        assert_eq!(trail(&routed), ["alpha:m -"]);
+        assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+        // One a minute: the second call is handed back with the wait, not slept through.
+        let per_minute = router(vec![alpha.clone()], &[]).with_rate_limits(limits(1));
+        per_minute.run(&step, &generate_request(), &RouteContext::default()).await;
+        let routed = per_minute.run(&step, &generate_request(), &RouteContext::default()).await;
+        assert!(
+            matches!(routed.outcome, RouteOutcome::RetryLater(wait) if wait > Duration::from_secs(50)),
+            "{routed:?}"
+        );
+        assert!(routed.attempts.is_empty(), "no call was made");
     }
 
     // --- catalog

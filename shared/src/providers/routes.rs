@@ -54,7 +54,7 @@ impl Route {
             }
             Route::Weighted { models } => {
                 let mut by_weight: Vec<&WeightedModel> = models.iter().collect();
-                by_weight.sort_by(|a, b| b.weight.cmp(&a.weight));
+                by_weight.sort_by_key(|m| std::cmp::Reverse(m.weight));
                 let total: u64 = models.iter().map(|m| u64::from(m.weight)).sum();
                 let mut ticket = (draw.clamp(0.0, 1.0) * total as f64) as u64;
                 let drawn = models.iter().position(|m| {
