@@ -20,7 +20,8 @@ use crate::ports::{
 use crate::providers::{Completion, ModelInfo, Provider, ProviderError, RetryPolicy, TaskRequest};
 
 /// A provider that answers every task and records each call's text. Text containing
-/// `FAIL` is rejected as an invalid request.
+/// `FAIL` is rejected as an invalid request; text containing `LIMITED` is rate limited for
+/// two minutes the first time it is seen.
 #[derive(Default)]
 struct CountingProvider {
     calls: Mutex<Vec<String>>,
@@ -54,6 +55,10 @@ impl Provider for CountingProvider {
         tokio::task::yield_now().await;
         if text.contains("FAIL") {
             return Err(ProviderError::InvalidRequest("told to fail".into()));
+        }
+        let seen = self.calls.lock().unwrap().iter().filter(|t| **t == text).count();
+        if text.contains("LIMITED") && seen == 1 {
+            return Err(ProviderError::RateLimited { retry_after: Some(Duration::from_secs(120)) });
         }
         let output = match request.task {
             Task::Classify => TaskOutput::Classify {
@@ -323,6 +328,29 @@ async fn the_sweep_fails_an_approval_nobody_answered_in_time() {
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Failed);
     assert_eq!(view.steps[1].error.as_ref().unwrap().kind, "deadline_exceeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_puts_the_step_back_on_the_queue_until_the_wait_is_over() {
+    let mut h = harness();
+    let run_id = h.submit(json!({"steps": [generate("a", "LIMITED for a while")]}), json!({})).await;
+    let message = h.steps.try_recv().unwrap();
+    h.engine.execute_step(&message).await.unwrap();
+
+    let view = h.view(&run_id).await;
+    let step = view.steps.iter().find(|s| s.id == "a").unwrap();
+    assert_eq!(step.status, StepStatus::Queued, "handed back, not slept on");
+    let kinds: Vec<&str> = step.attempts.iter().filter_map(|a| a.error.as_ref().map(|e| e.kind.as_str())).collect();
+    assert_eq!(kinds, ["rate_limited"]);
+    assert!(h.steps.try_recv().is_err(), "the message waits out the provider's Retry-After");
+
+    tokio::time::sleep(Duration::from_secs(121)).await;
+    let again = h.steps.try_recv().unwrap();
+    h.engine.execute_step(&again).await.unwrap();
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Succeeded);
+    assert_eq!(view.steps[0].attempts.len(), 2, "the second delivery resumed after the recorded attempt");
+    assert_eq!(h.provider.calls().len(), 2);
 }
 
 #[tokio::test]
