@@ -837,6 +837,10 @@ mod tests {
             resources.insert_ref(&queue.logical_id, format!("http://q/1/{name}"));
             resources.insert_attribute(&queue.logical_id, "Arn", format!("arn:aws:sqs:us-east-1:1:{name}"));
         }
+        // As `resources::create` adds them.
+        resources.insert_ref("AWS::Region", "us-east-1");
+        resources.insert_ref("AWS::URLSuffix", "amazonaws.com");
+        resources.insert_ref("HttpApi", "local");
         resources
     }
 
@@ -928,6 +932,9 @@ mod tests {
         assert_eq!(env["CHORUS_STEPS_DLQ_ARN"], "arn:aws:sqs:us-east-1:1:chorus-steps-dead-letter-queue");
         assert_eq!(env["CHORUS_RETENTION_DAYS"], "30");
         assert_eq!(env["CHORUS_CALLBACKS"], "local");
+        // Provider credentials default to empty (off); `up` fills them from the shell.
+        assert_eq!(env["OPENAI_API_KEY"], "");
+        assert_eq!(env["BEDROCK_ENABLED"], "false");
     }
 
     #[test]
