@@ -35,7 +35,7 @@ pub const API_VERSION: &str = "2023-06-01";
 /// The output cap sent when a step sets no `max_tokens` (the API requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
-const TASKS: [Task; 4] = [Task::Generate, Task::Summarize, Task::Classify, Task::Extract];
+const TASKS: [Task; 4] = chat::TASKS;
 
 /// The curated models listed by `GET /v1/models`; any other id is accepted too.
 const MODELS: [(&str, &str); 3] = [
@@ -207,15 +207,7 @@ impl Provider for AnthropicProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|(id, description)| ModelInfo {
-                id: format!("{PROVIDER}:{id}"),
-                provider: PROVIDER.to_owned(),
-                tasks: TASKS.to_vec(),
-                description: (*description).to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|(id, description)| ModelInfo::new(PROVIDER, id, &TASKS, description)).collect()
     }
 
     /// Any Claude model id (new ones and dated snapshots appear often); only the task is

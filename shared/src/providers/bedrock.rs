@@ -40,7 +40,7 @@ use crate::domain::{FinishReason, Task, Usage};
 /// The prefix in `bedrock:<model-id>`.
 pub const PROVIDER: &str = "bedrock";
 
-const CHAT_TASKS: &[Task] = &[Task::Generate, Task::Summarize, Task::Classify, Task::Extract];
+const CHAT_TASKS: &[Task] = &chat::TASKS;
 
 /// Well-known models, for `GET /v1/models`; any model id, inference profile or ARN is accepted.
 const MODELS: [(&str, &str); 4] = [
@@ -100,15 +100,7 @@ impl Provider for BedrockProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|(id, description)| ModelInfo {
-                id: format!("{PROVIDER}:{id}"),
-                provider: PROVIDER.to_owned(),
-                tasks: CHAT_TASKS.to_vec(),
-                description: (*description).to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|(id, description)| ModelInfo::new(PROVIDER, id, CHAT_TASKS, description)).collect()
     }
 
     /// Any model id: Bedrock adds models and inference profiles per region and account.

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 use super::{ProviderError, TaskRequest};
 use crate::domain::{FinishReason, Task, TaskOutput};
 
+/// The tasks a chat model does through these prompts.
+pub const TASKS: [Task; 4] = [Task::Generate, Task::Summarize, Task::Classify, Task::Extract];
+
 /// A task as chat messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatPrompt {

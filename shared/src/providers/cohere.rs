@@ -38,7 +38,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.cohere.com";
 /// What embed asks for: vectors meant to be stored and searched.
 const EMBED_INPUT_TYPE: &str = "search_document";
 
-const CHAT_TASKS: &[Task] = &[Task::Generate, Task::Summarize, Task::Classify, Task::Extract];
+const CHAT_TASKS: &[Task] = &chat::TASKS;
 
 /// Well-known current models, for `GET /v1/models`; any other model id is accepted too.
 const MODELS: [(&str, &[Task], &str); 4] = [
@@ -117,15 +117,7 @@ impl Provider for CohereProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|(id, tasks, description)| ModelInfo {
-                id: format!("{PROVIDER}:{id}"),
-                provider: PROVIDER.to_owned(),
-                tasks: tasks.to_vec(),
-                description: (*description).to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|(id, tasks, description)| ModelInfo::new(PROVIDER, id, tasks, description)).collect()
     }
 
     /// Any model id, since Cohere adds models often; but Cohere splits embedding models

@@ -42,7 +42,7 @@ pub const PROVIDER: &str = "gemini";
 /// The Gemini API; the mock provider server stands in through the base URL.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 
-const CHAT_TASKS: [Task; 4] = [Task::Generate, Task::Summarize, Task::Classify, Task::Extract];
+const CHAT_TASKS: [Task; 4] = chat::TASKS;
 
 /// The curated models listed by `GET /v1/models`; any other id is accepted too.
 const MODELS: [(&str, &[Task], &str); 4] = [
@@ -364,15 +364,7 @@ impl Provider for GeminiProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|(id, tasks, description)| ModelInfo {
-                id: format!("{PROVIDER}:{id}"),
-                provider: PROVIDER.to_owned(),
-                tasks: tasks.to_vec(),
-                description: (*description).to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|(id, tasks, description)| ModelInfo::new(PROVIDER, id, tasks, description)).collect()
     }
 
     /// Any model id (Google adds previews and versions often); only the task is checked:

@@ -132,15 +132,7 @@ impl Provider for HuggingFaceProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|(id, task, description)| ModelInfo {
-                id: format!("{PROVIDER}:{id}"),
-                provider: PROVIDER.to_owned(),
-                tasks: vec![*task],
-                description: (*description).to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|(id, task, description)| ModelInfo::new(PROVIDER, id, &[*task], description)).collect()
     }
 
     /// Any Hub model for classify, summarize and embed: whether the model runs that pipeline

@@ -169,6 +169,18 @@ pub struct ModelInfo {
     pub description: String,
 }
 
+impl ModelInfo {
+    /// `provider:id`, doing `tasks`.
+    pub fn new(provider: &str, id: &str, tasks: &[Task], description: &str) -> Self {
+        Self {
+            id: format!("{provider}:{id}"),
+            provider: provider.to_owned(),
+            tasks: tasks.to_vec(),
+            description: description.to_owned(),
+        }
+    }
+}
+
 /// One AI provider. Implementations hold their credentials and HTTP client; `call` must not
 /// put secrets or raw provider bodies into errors.
 #[async_trait]

@@ -40,7 +40,7 @@ pub const PROVIDER: &str = "openai";
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// The tasks a chat model does through this adapter.
-const CHAT_TASKS: [Task; 4] = [Task::Generate, Task::Summarize, Task::Classify, Task::Extract];
+const CHAT_TASKS: [Task; 4] = chat::TASKS;
 
 /// The curated models listed by `GET /v1/models`; any other id is accepted too.
 const MODELS: [(&str, &[Task], &str); 6] = [
@@ -334,15 +334,7 @@ impl Provider for OpenAiProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|(id, tasks, description)| ModelInfo {
-                id: format!("{PROVIDER}:{id}"),
-                provider: PROVIDER.to_owned(),
-                tasks: tasks.to_vec(),
-                description: (*description).to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|(id, tasks, description)| ModelInfo::new(PROVIDER, id, tasks, description)).collect()
     }
 
     /// Any model id: OpenAI and compatible servers add models faster than we can list them.

@@ -55,7 +55,7 @@ const SYNC_WAIT: &str = "wait=60";
 const WEBHOOK_EVENTS: &[&str] = &["completed"];
 
 /// The tasks a language model does through `chat`.
-const TASKS: [Task; 4] = [Task::Generate, Task::Summarize, Task::Classify, Task::Extract];
+const TASKS: [Task; 4] = chat::TASKS;
 
 /// Well-known official language models, for `GET /v1/models`; any other id is accepted too.
 const MODELS: [(&str, &str); 3] = [
@@ -429,15 +429,7 @@ impl Provider for ReplicateProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|(name, description)| ModelInfo {
-                id: format!("{PROVIDER}:{name}"),
-                provider: PROVIDER.to_owned(),
-                tasks: TASKS.to_vec(),
-                description: (*description).to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|(name, description)| ModelInfo::new(PROVIDER, name, &TASKS, description)).collect()
     }
 
     fn supports(&self, model: &str, task: Task) -> Result<(), String> {

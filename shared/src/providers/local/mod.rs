@@ -114,15 +114,7 @@ impl Provider for LocalProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        MODELS
-            .iter()
-            .map(|spec| ModelInfo {
-                id: format!("{PROVIDER}:{}", spec.name),
-                provider: PROVIDER.to_owned(),
-                tasks: spec.tasks.to_vec(),
-                description: spec.description.to_owned(),
-            })
-            .collect()
+        MODELS.iter().map(|spec| ModelInfo::new(PROVIDER, spec.name, spec.tasks, spec.description)).collect()
     }
 
     async fn call(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
