@@ -19,13 +19,32 @@ STATE=${CHORUS_STATE_DIR:-$ROOT/.chorus/emulator}
 EMULATOR=${EMULATOR:-localstack}
 EMULATOR_PORT=${EMULATOR_PORT:-4566}
 DYNAMODB_PORT=${DYNAMODB_PORT:-8000}
+# How long a start (or an emulator given in AWS_ENDPOINT_URL) may take to become ready.
+START_TIMEOUT=${START_TIMEOUT:-120}
 PROCESSES=(localstack dynamodb moto)
 
 log() { printf 'emulator: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-# answers URL: something serves HTTP at URL (any status).
+# answers URL: something serves HTTP at URL within 2 s (any status). A single probe: readiness
+# loops over it (or `healthy`) until a deadline.
 answers() { curl -s -o /dev/null --max-time 2 "$1"; }
+
+# healthy URL: URL answers 2xx within 5 s (a cold LocalStack can take seconds per request).
+healthy() { curl -sf -o /dev/null --max-time 5 "$1"; }
+
+# endpoint_ready ENDPOINT: LocalStack's health endpoint answers 2xx, or (another emulator:
+# moto, DynamoDB Local, ...) the root answers at all.
+endpoint_ready() { healthy "$1/_localstack/health" || answers "$1"; }
+
+# wait_endpoint ENDPOINT SECONDS: wait until endpoint_ready or the deadline passes.
+wait_endpoint() {
+  local deadline=$((SECONDS + $2))
+  until endpoint_ready "$1"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
 
 # running NAME: the process recorded in NAME.pid is alive and is one of our tools.
 running() {
@@ -44,10 +63,13 @@ launch() {
   echo $! >"$STATE/$name.pid"
 }
 
-# wait_healthy NAME URL: wait up to 60 s for URL to answer; on failure show NAME's log tail.
+# wait_healthy NAME URL: wait up to START_TIMEOUT seconds for LocalStack's health endpoint to
+# answer 2xx (any answer from the others: DynamoDB Local's root is a 400); on failure show
+# NAME's log tail.
 wait_healthy() {
-  local name=$1 url=$2 deadline=$((SECONDS + 60))
-  until answers "$url"; do
+  local name=$1 url=$2 deadline=$((SECONDS + START_TIMEOUT)) probe=answers
+  [[ $name == localstack ]] && probe=healthy
+  until $probe "$url"; do
     if ! running "$name" || ((SECONDS > deadline)); then
       log "$name did not come up at $url; last lines of $STATE/$name.log:"
       tail -n 30 "$STATE/$name.log" >&2 || true
@@ -88,7 +110,13 @@ ours_running() { [[ -f $STATE/env ]] && { running localstack || running moto; };
 
 start() {
   if [[ -n ${AWS_ENDPOINT_URL:-} ]]; then
-    answers "$AWS_ENDPOINT_URL" || die "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL does not answer (unset it to start the local emulator)"
+    # Given, not started here: it may still be starting (a cold LocalStack answers slowly), so
+    # wait for it with the same deadline as our own start.
+    local endpoint
+    for endpoint in "$AWS_ENDPOINT_URL" ${AWS_ENDPOINT_URL_DYNAMODB:+"$AWS_ENDPOINT_URL_DYNAMODB"}; do
+      wait_endpoint "$endpoint" "$START_TIMEOUT" ||
+        die "the emulator at $endpoint did not become ready within $START_TIMEOUT s (unset AWS_ENDPOINT_URL to start the local emulator)"
+    done
     log "using the emulator at AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
     print_env "$AWS_ENDPOINT_URL" "${AWS_ENDPOINT_URL_DYNAMODB:-}"
     return

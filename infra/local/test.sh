@@ -34,18 +34,30 @@ stop_all() {
 }
 
 # with_emulator NAME FILTER: the suite (FILTER: nextest filterset, empty for all) on NAME.
+# A stack that does not come up stops the whole script at once: tests against a half-made
+# stack fail for reasons that have nothing to do with the code. (Called from `if`/`||`, a
+# function runs with `set -e` off, so every step that must stop it checks explicitly.)
 with_emulator() {
-  local name=$1 filter=$2 status=0
+  local name=$1 filter=$2 status=0 env
   echo "── tests on $name ──" >&2
   unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB
-  eval "$(EMULATOR=$name infra/local/emulator.sh start)"
   trap stop_all EXIT
+  env=$(EMULATOR=$name infra/local/emulator.sh start) || fail "the $name emulator did not start (see above)"
+  eval "$env"
   # A short visibility timeout lets a poison message reach the dead-letter queue in seconds.
-  "$CHORUS" local up --visibility-timeout 2 >/dev/null
+  "$CHORUS" local up --visibility-timeout 2 >/dev/null ||
+    fail "\`chorus local up\` failed on $name (see above; logs in .chorus/); no tests were run on it"
   CHORUS_REQUIRE_EMULATOR=1 run_tests "$filter" || status=$?
   stop_all
   trap - EXIT
   return "$status"
+}
+
+# fail MESSAGE: stop everything and exit non-zero, whatever called us.
+fail() {
+  echo "test.sh: $*" >&2
+  stop_all
+  exit 1
 }
 
 # Build the test binaries first: cargo lambda watch rebuilds the functions when sources
