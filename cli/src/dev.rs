@@ -13,13 +13,13 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenants};
-use chorus::domain::{InvalidId, Limits, TenantId};
-use chorus::engine::{DeliverySchedule, Engine, EngineError, EngineParts, Notifier};
+use chorus::adapters::{MemoryQueue, MemoryRateLimiter, MemoryTenantDirectory};
+use chorus::domain::{InvalidId, TenantId};
+use chorus::engine::{Engine, EngineError};
 use chorus::http::{AppState, app, callbacks_routes};
-use chorus::notify::{CallbackPolicy, ClientBuildError, HttpWebhookSender, WebhookSecret};
 use chorus::ports::{NotificationMessage, Queue, StepMessage, SystemClock, Tenant};
-use chorus::providers::{CatalogError, router_from_env};
+use chorus::startup::{CatalogError, CredentialLoading, Embedded, EmbeddedOptions, router_from_env};
+use chorus::webhooks::{ClientBuildError, DestinationPolicy, HttpWebhookSender, WebhookSecret};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -68,10 +68,10 @@ pub struct DevArgs {
     )]
     webhook_secret: Option<WebhookSecret>,
 
-    /// Also allow callback URLs on private networks (10/8, 172.16/12, 192.168/16, ...).
+    /// Also allow notification URLs on private networks (10/8, 172.16/12, 192.168/16, ...).
     /// Loopback is always allowed in dev; link-local and metadata addresses never are.
     #[arg(long)]
-    allow_private_callbacks: bool,
+    allow_private_notify_urls: bool,
 
     /// Steps, and separately notifications, processed at the same time.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
@@ -131,43 +131,32 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
         (args.api_keys.clone(), false)
     };
 
-    let policy = CallbackPolicy { allow_private: args.allow_private_callbacks, ..CallbackPolicy::local_development() };
-    let store = Arc::new(MemoryRunStore::new());
-    let (steps, step_messages) = MemoryQueue::channel();
-    let (notifications, notification_messages) = MemoryQueue::channel();
-    let tenants = Arc::new(keys.iter().fold(MemoryTenants::new(), |tenants, api_key| {
+    let policy =
+        DestinationPolicy { allow_private: args.allow_private_notify_urls, ..DestinationPolicy::local_development() };
+    let tenants = Arc::new(keys.iter().fold(MemoryTenantDirectory::new(), |tenants, api_key| {
         let tenant = Tenant { id: api_key.tenant.clone(), webhook_secret: secret.to_whsec() };
         tenants.with_key(tenant, &api_key.key)
     }));
     let clock = Arc::new(SystemClock);
     let lookup = |name: &str| std::env::var(name).ok();
-    let router = router_from_env(&lookup, Arc::new(MemoryRateLimiter::new(clock.clone()))).await?;
+    // No secret store in dev: credentials are values in the environment.
+    let limiter = Arc::new(MemoryRateLimiter::new(clock.clone()));
+    let router = router_from_env(&lookup, limiter, None, CredentialLoading::AtStart).await?;
     let mut providers: Vec<String> = router.models().into_iter().map(|m| m.provider).collect();
     providers.dedup();
 
     // Bound before the engine is built: providers' job callbacks need the address.
     let listener = TcpListener::bind(args.addr).await.map_err(|source| DevError::Bind { addr: args.addr, source })?;
     let addr = listener.local_addr().map_err(|source| DevError::Bind { addr: args.addr, source })?;
-    let engine = Arc::new(Engine::new(EngineParts {
-        store: store.clone(),
-        steps: Arc::new(steps.clone()),
-        notifications: Arc::new(notifications.clone()),
+    let embedded = Embedded::new();
+    let engine = Arc::new(Engine::new(embedded.engine_parts(EmbeddedOptions {
         router: Arc::new(router),
-        blobs: Arc::new(MemoryBlobStore::new()),
         clock: clock.clone(),
-        callbacks: policy,
-        limits: Limits::default(),
+        destinations: policy,
         public_url: Some(format!("http://{addr}")),
-        invocation_budget: None,
-    }));
-    let notifier = Arc::new(Notifier {
-        store,
-        tenants: tenants.clone(),
-        sender: Arc::new(HttpWebhookSender::new(policy)?),
-        queue: Arc::new(notifications.clone()),
-        clock,
-        schedule: DeliverySchedule::default(),
-    });
+    })));
+    let notifier = Arc::new(embedded.notifier(tenants.clone(), Arc::new(HttpWebhookSender::new(policy)?), clock));
+    let Embedded { steps, step_messages, notifications, notification_messages, .. } = embedded;
 
     print_banner(addr, &keys, generated, &secret, secret_generated, &providers);
 

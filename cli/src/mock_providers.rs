@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use chorus::notify::WebhookSecret;
+use chorus::webhooks::WebhookSecret;
 use chorus_cli::mock::{self, MockState};
 use chorus_cli::shutdown_signal;
 use secrecy::ExposeSecret;

@@ -21,7 +21,7 @@ pub struct ValidateArgs {
 #[derive(Debug, Error)]
 pub enum ValidateError {
     #[error(transparent)]
-    Providers(#[from] chorus::providers::CatalogError),
+    Providers(#[from] chorus::startup::CatalogError),
     #[error("cannot read {path}")]
     Read {
         path: String,
@@ -59,7 +59,8 @@ pub async fn run(args: &ValidateArgs) -> Result<ExitCode, ValidateError> {
     // Validation calls nothing, so the limiter is never asked.
     let limiter =
         std::sync::Arc::new(chorus::adapters::MemoryRateLimiter::new(std::sync::Arc::new(chorus::ports::SystemClock)));
-    let router = chorus::providers::router_from_env(&lookup, limiter).await?;
+    let loading = chorus::startup::CredentialLoading::OnFirstUse;
+    let router = chorus::startup::router_from_env(&lookup, limiter, None, loading).await?;
     let problems = match validate_submission(&workflow, &input, &router, &Templates::default(), Limits::default()) {
         Ok(validated) => {
             println!("{path}: ok ({} steps)", validated.definition.steps.len());

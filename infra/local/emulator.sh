@@ -95,7 +95,7 @@ stop_all() {
   rm -f "$STATE/env"
 }
 
-# print_env ENDPOINT [DYNAMODB_ENDPOINT]: the contract's environment as export lines.
+# print_env ENDPOINT [DYNAMODB_ENDPOINT]: the environment the SDKs, the tests and chorus read, as export lines.
 print_env() {
   echo "export AWS_ENDPOINT_URL=$1"
   [[ -n ${2:-} ]] && echo "export AWS_ENDPOINT_URL_DYNAMODB=$2"

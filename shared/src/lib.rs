@@ -1,13 +1,18 @@
 //! Chorus: multi-step, multi-provider AI workflows. This crate holds everything that is
-//! not a Lambda `main`: the domain, the engine, ports and adapters, providers and the HTTP API.
+//! not a Lambda `main`: the domain, the engine, ports and adapters, providers and the
+//! routing between them, the HTTP API, and `startup`, which wires them together.
 
 pub mod adapters;
-pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod http;
+#[cfg(feature = "aws")]
 pub mod lambda;
-pub mod notify;
 pub mod ports;
 pub mod providers;
+pub mod routing;
+pub mod startup;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod webhooks;

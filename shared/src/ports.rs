@@ -1,6 +1,6 @@
-//! The small traits through which the engine reaches the world (DESIGN §2). Each has a
-//! memory adapter (embedded mode and tests) and, later, an AWS one; the conditional writes
-//! described here are the contract both honour.
+//! The small traits through which the engine reaches the world. Each has a memory adapter
+//! (embedded mode and tests) and an AWS one; the conditional writes described here are the
+//! contract both honour, checked by one conformance suite per port (`tests/src/*_contract.rs`).
 
 use std::time::Duration;
 
@@ -12,9 +12,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use utoipa::ToSchema;
 
-use crate::domain::{
-    Attempt, JobRef, Lease, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId, Usage,
-};
+use crate::domain::{Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepTransition, TenantId};
 
 /// A port's backend failed. Always worth retrying later; never shown to clients verbatim.
 #[derive(Debug, Error)]
@@ -55,45 +53,6 @@ pub enum CreateOutcome {
         run_id: RunId,
         request_hash: String,
     },
-}
-
-/// A conditional change of one step, applied atomically or not at all.
-#[derive(Debug, Clone, Default)]
-pub struct StepTransition {
-    /// The statuses the step may be in for the change to apply.
-    pub from: Vec<StepStatus>,
-    /// Also accept a `running` step whose lease ended before this instant (a crashed worker).
-    pub or_lease_expired_before: Option<jiff::Timestamp>,
-    /// Require the lease to be held by this owner (the worker completing its own claim).
-    pub lease_owner: Option<String>,
-    pub update: StepUpdate,
-    /// History written in the same operation.
-    pub events: Vec<RunEvent>,
-}
-
-/// What a transition sets. `None` leaves a field as it is, except `lease` and `deadline`,
-/// which are replaced: a step holds a lease only while `running` and a deadline only while
-/// it waits.
-#[derive(Debug, Clone, Default)]
-pub struct StepUpdate {
-    pub status: Option<StepStatus>,
-    pub lease: Option<Lease>,
-    /// When a wait (approval, provider callback) times out; see [`RunStore::expired_waits`].
-    pub deadline: Option<jiff::Timestamp>,
-    pub bump_attempt: bool,
-    /// The provider job the step now waits on.
-    pub job: Option<JobRef>,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    /// Appended to the step's attempts.
-    pub attempts: Vec<Attempt>,
-    pub usage: Option<Usage>,
-    pub cost_usd: Option<f64>,
-    pub latency_ms: Option<u64>,
-    pub output: Option<Value>,
-    pub error: Option<StepError>,
-    pub started_at: Option<jiff::Timestamp>,
-    pub finished_at: Option<jiff::Timestamp>,
 }
 
 /// A conditional change of the run item.
@@ -246,7 +205,7 @@ pub fn hash_api_key(api_key: &SecretString) -> String {
     hex::encode(Sha256::digest(api_key.expose_secret().as_bytes()))
 }
 
-/// A signed HTTP POST to a client's callback URL.
+/// A signed HTTP POST to a client's notification URL.
 #[derive(Debug, Clone)]
 pub struct OutgoingWebhook {
     pub url: String,
@@ -258,7 +217,7 @@ pub struct OutgoingWebhook {
 #[derive(Debug, Error)]
 pub enum DeliveryError {
     /// The URL is not allowed (scheme, or it resolves to a private address).
-    #[error("callback URL refused: {0}")]
+    #[error("notification URL refused: {0}")]
     Refused(String),
     #[error("callback receiver answered HTTP {0}")]
     Status(u16),
@@ -297,7 +256,7 @@ pub enum Acquired {
     Wait(Duration),
 }
 
-/// Per-provider rate limits shared by every worker (DESIGN §5 `RATE#<scope>`), so a burst
+/// Per-provider rate limits shared by every worker (a `RATE#<provider>` item on AWS), so a burst
 /// of runs is spread out before the provider answers 429. A token bucket per scope (a
 /// provider name such as `openai`); see [`crate::domain::rate::take`].
 #[async_trait]
@@ -305,4 +264,13 @@ pub trait RateLimiter: Send + Sync {
     /// Takes one token from `scope`'s bucket, created full on first use. Never sleeps: the
     /// caller decides between sleeping and re-enqueueing the step with a delay.
     async fn acquire(&self, scope: &str, limit: crate::domain::RateLimit) -> Result<Acquired, PortError>;
+}
+
+/// Where secrets referenced from settings are kept (AWS Systems Manager Parameter Store, and
+/// Secrets Manager through it). Provider credentials are read through it once per process.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The decrypted value of `parameter` (an SSM parameter name such as
+    /// `/chorus/openai-api-key`).
+    async fn read(&self, parameter: &str) -> Result<SecretString, PortError>;
 }

@@ -24,7 +24,7 @@ pub async fn emulator() -> Option<Emulator> {
     }
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     Some(Emulator {
-        config: chorus::config::sdk_config().await,
+        config: chorus::startup::sdk_config().await,
         table: var("CHORUS_TABLE", "chorus-table"),
         bucket: var("CHORUS_BUCKET", "chorus-bucket"),
     })

@@ -8,11 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chorus::domain::{StepDefinition, Task, TaskOutput};
-use chorus::providers::breaker::CircuitBreaker;
-use chorus::providers::{
-    LocalProvider, Price, PriceTable, Provider, ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed,
-    TaskRequest,
-};
+use chorus::providers::{LocalProvider, Provider, TaskRequest};
+use chorus::routing::breaker::CircuitBreaker;
+use chorus::routing::{Price, PriceTable, ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed};
 use chorus_cli::mock::{self, Fault, MockState, Script};
 use serde_json::json;
 
@@ -120,7 +118,7 @@ fn router(case: &ProviderCase) -> ProviderRouter {
 }
 
 fn kinds(routed: &Routed) -> Vec<String> {
-    routed.attempts.iter().map(|a| a.error.as_ref().map_or("ok".to_owned(), |e| e.kind.clone())).collect()
+    routed.attempts.iter().map(|a| a.error.as_ref().map_or("ok".to_owned(), |e| e.kind.to_string())).collect()
 }
 
 /// Every check of the contract, in order.

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus::domain::{
-    EventKind, Lease, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, TenantId, WorkflowDefinition,
+    EventKind, Lease, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, StepTransition, StepUpdate,
+    TenantId, WorkflowDefinition,
 };
-use chorus::ports::{
-    CreateOutcome, IdempotencyClaim, NewRun, RunStore, RunTransition, StepTransition, StepUpdate, WaitRef,
-};
+use chorus::ports::{CreateOutcome, IdempotencyClaim, NewRun, RunStore, RunTransition, WaitRef};
 use serde_json::json;
 
 /// Runs every check against fresh stores from `make`.
@@ -64,7 +63,11 @@ fn new_run(tenant: &str, at_ms: i64, key: Option<&str>) -> NewRun {
     };
     NewRun {
         run,
-        steps: vec![StepState::new(id("a"), 0), StepState::new(id("b"), 1), StepState::new(id("c"), 1)],
+        steps: vec![
+            StepState::new(id("a"), 0, vec![id("b"), id("c")]),
+            StepState::new(id("b"), 1, Vec::new()),
+            StepState::new(id("c"), 1, Vec::new()),
+        ],
         idempotency: key.map(|k| IdempotencyClaim { key: k.to_owned(), request_hash: format!("hash-{at_ms}") }),
         events: vec![RunEvent::run(now, EventKind::RunSubmitted)],
     }
@@ -97,7 +100,7 @@ async fn creates_and_reads_back(store: Arc<dyn RunStore>) {
     let steps = store.get_steps(&run_id).await.unwrap();
     assert_eq!(steps.len(), 3);
     assert_eq!(step(store.as_ref(), &run_id, "a").await.status, StepStatus::Queued);
-    assert_eq!(step(store.as_ref(), &run_id, "b").await.pending_deps, 1);
+    assert_eq!(step(store.as_ref(), &run_id, "b").await.control.pending_deps, 1);
     let unknown = RunId::generate(jiff::Timestamp::now());
     assert_eq!(store.get_run(&unknown).await.ok(), Some(None));
     let events = store.list_events(&run_id).await.unwrap();
@@ -127,7 +130,7 @@ async fn transitions_apply_only_from_the_expected_status(store: Arc<dyn RunStore
     let after = store.transition_step(&run_id, &id("a"), to_done).await.ok().flatten();
     let after = after.expect("transition from queued should apply");
     assert_eq!(after.status, StepStatus::Succeeded);
-    assert_eq!(after.output, Some(json!({"text": "hi"})));
+    assert_eq!(after.progress.output, Some(json!({"text": "hi"})));
     assert_eq!(step(store.as_ref(), &run_id, "a").await, after);
     assert_eq!(store.list_events(&run_id).await.unwrap().len(), 2);
 }
@@ -163,7 +166,7 @@ async fn concurrent_claims_have_one_winner(store: Arc<dyn RunStore>) {
         }
     }
     assert_eq!(winners, 1);
-    assert_eq!(step(store.as_ref(), &run_id, "a").await.attempt, 1);
+    assert_eq!(step(store.as_ref(), &run_id, "a").await.control.attempt, 1);
 }
 
 async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc<dyn RunStore>) {
@@ -175,7 +178,7 @@ async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc
     assert_eq!(early.ok(), Some(None), "a live lease must not be taken over");
     let later = start + Duration::from_secs(61);
     let taken = store.transition_step(&run_id, &id("a"), claim("w2", later, Duration::from_secs(60))).await;
-    assert_eq!(taken.ok().flatten().map(|s| s.attempt), Some(2));
+    assert_eq!(taken.ok().flatten().map(|s| s.control.attempt), Some(2));
 
     let complete = |owner: &str| StepTransition {
         from: vec![StepStatus::Running],
@@ -186,20 +189,20 @@ async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc
     assert_eq!(store.transition_step(&run_id, &id("a"), complete("w1")).await.map_err(|e| format!("{e:?}")), Ok(None));
     let done = store.transition_step(&run_id, &id("a"), complete("w2")).await.ok().flatten();
     let done = done.expect("the owner completes");
-    assert_eq!((done.status, done.lease), (StepStatus::Succeeded, None));
+    assert_eq!((done.status, done.control.lease), (StepStatus::Succeeded, None));
 }
 
 async fn releases_count_each_upstream_once(store: Arc<dyn RunStore>) {
     let mut new = new_run("acme", 1_000, None);
-    new.steps[1].pending_deps = 2;
+    new.steps[1].control.pending_deps = 2;
     let run_id = create(store.as_ref(), new).await;
     let b = id("b");
     let once = store.release_step(&run_id, &b, &id("a"), true).await.ok();
-    assert_eq!(once.map(|s| (s.pending_deps, s.blocked)), Some((1, false)));
+    assert_eq!(once.map(|s| (s.control.pending_deps, s.control.blocked)), Some((1, false)));
     let twice = store.release_step(&run_id, &b, &id("a"), true).await.ok();
-    assert_eq!(twice.map(|s| s.pending_deps), Some(1), "the same upstream counts once");
+    assert_eq!(twice.map(|s| s.control.pending_deps), Some(1), "the same upstream counts once");
     let blocked = store.release_step(&run_id, &b, &id("c"), false).await.ok();
-    assert_eq!(blocked.map(|s| (s.pending_deps, s.blocked)), Some((0, true)));
+    assert_eq!(blocked.map(|s| (s.control.pending_deps, s.control.blocked)), Some((0, true)));
 
     let after_b = store.release_run(&run_id, &b).await.ok().map(|r| r.pending_sinks);
     let again = store.release_run(&run_id, &b).await.ok().map(|r| r.pending_sinks);
@@ -251,14 +254,14 @@ async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunS
 async fn a_release_to_zero_queues_the_step(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     let released = store.release_step(&run_id, &id("b"), &id("a"), true).await.unwrap();
-    assert_eq!((released.status, released.pending_deps), (StepStatus::Queued, 0));
+    assert_eq!((released.status, released.control.pending_deps), (StepStatus::Queued, 0));
     assert_eq!(step(store.as_ref(), &run_id, "b").await.status, StepStatus::Queued);
     let claim = claim("w1", jiff::Timestamp::now(), Duration::from_secs(60));
     let claimed = store.transition_step(&run_id, &id("b"), claim).await.unwrap();
     assert!(claimed.is_some(), "a released step can be claimed");
 
     let blocked = store.release_step(&run_id, &id("c"), &id("a"), false).await.unwrap();
-    assert_eq!((blocked.status, blocked.blocked), (StepStatus::Pending, true));
+    assert_eq!((blocked.status, blocked.control.blocked), (StepStatus::Pending, true));
     let skip = store.transition_step(&run_id, &id("c"), move_to(StepStatus::Pending, StepStatus::Skipped)).await;
     assert_eq!(skip.unwrap().map(|s| s.status), Some(StepStatus::Skipped), "a blocked step is still pending");
 }
@@ -270,7 +273,7 @@ async fn expired_waits_are_found_until_the_wait_ends(store: Arc<dyn RunStore>) {
     let mut wait = move_to(StepStatus::Queued, StepStatus::WaitingApproval);
     wait.update.deadline = Some(deadline);
     let waiting = store.transition_step(&run_id, &id("a"), wait).await.unwrap().expect("queued → waiting");
-    assert_eq!(waiting.deadline, Some(deadline));
+    assert_eq!(waiting.control.deadline, Some(deadline));
 
     let ours = |waits: Vec<WaitRef>| waits.into_iter().any(|w| w.run_id == run_id && w.step_id == id("a"));
     let before = store.expired_waits(deadline - Duration::from_secs(1), 1_000).await.unwrap();
@@ -280,7 +283,7 @@ async fn expired_waits_are_found_until_the_wait_ends(store: Arc<dyn RunStore>) {
 
     let decide = move_to(StepStatus::WaitingApproval, StepStatus::Succeeded);
     let decided = store.transition_step(&run_id, &id("a"), decide).await.unwrap();
-    assert_eq!(decided.map(|s| s.deadline), Some(None), "leaving the wait clears the deadline");
+    assert_eq!(decided.map(|s| s.control.deadline), Some(None), "leaving the wait clears the deadline");
     let after = store.expired_waits(deadline + Duration::from_secs(1), 1_000).await.unwrap();
     assert!(!ours(after), "an ended wait is not expired");
 }
@@ -297,8 +300,8 @@ async fn large_payloads_read_back_whole(store: Arc<dyn RunStore>) {
     let mut done = move_to(StepStatus::Queued, StepStatus::Succeeded);
     done.update.output = Some(json!({"text": big}));
     let after = store.transition_step(&run_id, &id("a"), done).await.unwrap().expect("queued → succeeded");
-    assert_eq!(after.output, Some(json!({"text": big})));
-    assert_eq!(step(store.as_ref(), &run_id, "a").await.output, Some(json!({"text": big})));
+    assert_eq!(after.progress.output, Some(json!({"text": big})));
+    assert_eq!(step(store.as_ref(), &run_id, "a").await.progress.output, Some(json!({"text": big})));
 
     let finish = RunTransition {
         from: RunStatus::UNFINISHED.to_vec(),

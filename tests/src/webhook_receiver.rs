@@ -6,8 +6,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use chorus::notify::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use chorus::notify::{WebhookHeaders, WebhookSecret, verify};
+use chorus::webhooks::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use chorus::webhooks::{WebhookHeaders, WebhookSecret, verify};
 use serde_json::Value;
 use tokio::sync::mpsc;
 

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus::adapters::{DynamoRunStore, DynamoTenants, S3BlobStore, SqsQueue};
-use chorus::config::s3_client;
+use chorus::adapters::{DynamoRunStore, DynamoTenantDirectory, S3BlobStore, SqsQueue};
 use chorus::domain::TenantId;
 use chorus::ports::{StepMessage, Tenant};
+use chorus::startup::s3_client;
 use chorus_tests::aws::emulator;
 use chorus_tests::blob_store_contract::check_blob_store;
 use chorus_tests::queue_contract::check_queue;
@@ -68,7 +68,7 @@ async fn sqs_queue_honours_the_queue_contract() {
 #[tokio::test]
 async fn dynamodb_tenants_honour_the_tenant_directory_contract() {
     let Some(emulator) = emulator().await else { return };
-    let directory = DynamoTenants::new(aws_sdk_dynamodb::Client::new(&emulator.config), &emulator.table);
+    let directory = DynamoTenantDirectory::new(aws_sdk_dynamodb::Client::new(&emulator.config), &emulator.table);
     let tenant = Tenant {
         id: TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap(),
         webhook_secret: SecretString::from("whsec_c2VjcmV0"),

@@ -1,6 +1,6 @@
-//! What a step costs in AWS requests (DESIGN §4, issue 3): the engine over the DynamoDB and
-//! SQS adapters on the emulator, every request counted by an SDK interceptor. The numbers
-//! asserted here are the ones the README states.
+//! What a step costs in AWS requests: the engine over the DynamoDB and SQS adapters on the
+//! emulator, every request counted by an SDK interceptor. The numbers asserted here are the
+//! ones "Request costs" in docs/architecture.md states.
 
 // Test support: a failed expectation should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,11 +13,11 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use chorus::adapters::{DynamoRunStore, S3BlobStore, SqsQueue};
-use chorus::config::s3_client;
 use chorus::domain::{Limits, RunStatus, TenantId};
 use chorus::engine::{Engine, EngineParts, Submission};
-use chorus::notify::CallbackPolicy;
 use chorus::ports::{RunStore, StepMessage, SystemClock};
+use chorus::startup::s3_client;
+use chorus::webhooks::DestinationPolicy;
 use chorus_tests::aws::emulator;
 use serde_json::json;
 
@@ -95,9 +95,9 @@ async fn a_diamond_costs_two_writes_per_step_one_per_dependency_two_reads_and_on
         store: store.clone(),
         steps: Arc::new(SqsQueue::new(sqs.clone(), &url)),
         notifications: Arc::new(SqsQueue::new(sqs, &url)),
-        router: Arc::new(chorus::providers::default_router()),
+        router: Arc::new(chorus::startup::default_router()),
         clock: Arc::new(SystemClock),
-        callbacks: CallbackPolicy::production(),
+        destinations: DestinationPolicy::production(),
         limits: Limits::default(),
         blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),
         public_url: None,

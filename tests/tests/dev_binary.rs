@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use chorus::notify::WebhookSecret;
+use chorus::webhooks::WebhookSecret;
 use chorus_tests::dev_server::{APPROVER, Api, POLL_EVERY, WEBHOOK_SECRET};
 use chorus_tests::webhook_receiver::start_receiver;
 use serde_json::{Value, json};

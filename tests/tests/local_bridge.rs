@@ -448,7 +448,7 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
         assert!(main[&QueueAttributeName::QueueArn].ends_with(&local_name(&prefix, queue)));
     }
 
-    chorus::config::s3_client(&config).head_bucket().bucket(local_name(&prefix, "Bucket")).send().await.unwrap();
+    chorus::startup::s3_client(&config).head_bucket().bucket(local_name(&prefix, "Bucket")).send().await.unwrap();
 
     // The functions' environment and the bridge's routes point at what was created.
     let env = template.local_environment(&created).unwrap();
@@ -480,5 +480,5 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
         let _ = sqs.delete_queue().queue_url(created.reference(&queue.logical_id).unwrap()).send().await;
     }
     let _ = dynamodb.delete_table().table_name(&table_name).send().await;
-    let _ = chorus::config::s3_client(&config).delete_bucket().bucket(local_name(&prefix, "Bucket")).send().await;
+    let _ = chorus::startup::s3_client(&config).delete_bucket().bucket(local_name(&prefix, "Bucket")).send().await;
 }

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chorus::adapters::{DynamoRunStore, DynamoTenants, S3BlobStore};
-use chorus::config::s3_client;
-use chorus::domain::{EventKind, Run, RunId, RunStatus, StepState, StepStatus, TenantId};
-use chorus::notify::WebhookSecret;
+use chorus::adapters::{DynamoRunStore, DynamoTenantDirectory, S3BlobStore};
+use chorus::domain::{ErrorKind, EventKind, Run, RunId, RunStatus, StepState, StepStatus, TenantId};
 use chorus::ports::{RunStore, StepMessage, Tenant};
+use chorus::startup::s3_client;
+use chorus::webhooks::WebhookSecret;
 use chorus_tests::aws::{Emulator, emulator};
 use chorus_tests::webhook_receiver::{Delivery, start_receiver};
 use secrecy::{ExposeSecret, SecretString};
@@ -56,7 +56,7 @@ async fn stack() -> Option<Stack> {
     let tenant = TenantId::parse(&format!("e2e{:016x}", fastrand::u64(..))).unwrap();
     let key = SecretString::from(format!("ck_{:032x}", fastrand::u128(..)));
     let secret = WebhookSecret::generate();
-    DynamoTenants::new(dynamodb.clone(), &emulator.table)
+    DynamoTenantDirectory::new(dynamodb.clone(), &emulator.table)
         .register(&Tenant { id: tenant, webhook_secret: secret.to_whsec() }, &key)
         .await
         .unwrap();
@@ -156,9 +156,13 @@ async fn a_three_step_chain_runs_to_the_end_and_is_notified() {
     assert_eq!(run.output, Some(json!({"mood": "POSITIVE"})));
     for id in ["draft", "summary", "mood"] {
         let state = step(&steps, id);
-        assert_eq!((state.status, state.attempt, state.attempts.len()), (StepStatus::Succeeded, 1, 1), "{id}");
+        assert_eq!(
+            (state.status, state.control.attempt, state.progress.attempts.len()),
+            (StepStatus::Succeeded, 1, 1),
+            "{id}"
+        );
     }
-    assert_eq!(step(&steps, "draft").output.as_ref().unwrap()["text"], prompt);
+    assert_eq!(step(&steps, "draft").progress.output.as_ref().unwrap()["text"], prompt);
     let notified = stack.notification(&run_id).await;
     assert_eq!(notified["data"]["status"], "succeeded");
     assert_eq!(notified["data"]["output"], json!({"mood": "POSITIVE"}));
@@ -177,9 +181,13 @@ async fn a_fan_out_joins_once_both_branches_are_done() {
 
     let (run, steps) = stack.wait_for(&run_id, "succeeded").await;
     assert_eq!(run.output, Some(json!({"verdict": "pros of queues / cons of queues"})));
-    assert!(steps.iter().all(|s| s.status == StepStatus::Succeeded && s.attempt == 1));
+    assert!(steps.iter().all(|s| s.status == StepStatus::Succeeded && s.control.attempt == 1));
     let (pros, cons, verdict) = (step(&steps, "pros"), step(&steps, "cons"), step(&steps, "verdict"));
-    assert!(verdict.started_at >= pros.finished_at && verdict.started_at >= cons.finished_at, "the join waits");
+    assert!(
+        verdict.progress.started_at >= pros.progress.finished_at
+            && verdict.progress.started_at >= cons.progress.finished_at,
+        "the join waits"
+    );
     assert_eq!(stack.notification(&run_id).await["data"]["status"], "succeeded");
 }
 
@@ -194,7 +202,7 @@ async fn an_output_too_big_for_dynamodb_goes_to_s3_and_feeds_the_next_step() {
     let run_id = stack.submit(workflow, json!({"text": text})).await;
 
     let (run, steps) = stack.wait_for(&run_id, "succeeded").await;
-    assert_eq!(step(&steps, "big").output.as_ref().unwrap()["text"], text.as_str());
+    assert_eq!(step(&steps, "big").progress.output.as_ref().unwrap()["text"], text.as_str());
     assert_eq!(run.output, Some(json!({"length": text.len().to_string()})));
 
     // The item holds only the S3 key; the object holds the output.
@@ -248,7 +256,7 @@ async fn a_poison_step_message_ends_in_the_dead_letter_queue_and_fails_its_run()
 
     let (run, steps) = stack.wait_for(&run_id, "failed").await;
     assert_eq!(run.status, RunStatus::Failed);
-    assert_eq!(step(&steps, "work").error.as_ref().unwrap().kind, "undeliverable");
+    assert_eq!(step(&steps, "work").progress.error.as_ref().unwrap().kind, ErrorKind::Undeliverable);
     assert_eq!(step(&steps, "gate").status, StepStatus::Cancelled);
     assert_eq!(stack.notification(&run_id).await["data"]["status"], "failed");
 }
@@ -265,7 +273,7 @@ async fn a_duplicate_delivery_does_not_run_a_step_twice() {
     // Give the copy time to be delivered after the first completed the step.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let steps = stack.store.get_steps(&run_id).await.unwrap();
-    assert_eq!((step(&steps, "once").attempt, step(&steps, "once").attempts.len()), (1, 1));
+    assert_eq!((step(&steps, "once").control.attempt, step(&steps, "once").progress.attempts.len()), (1, 1));
     let events = stack.store.list_events(&run_id).await.unwrap();
     let calls = events.iter().filter(|e| matches!(e.kind, EventKind::ProviderCalled { .. })).count();
     assert_eq!(calls, 1, "one provider call: {events:#?}");

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenants};
+use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenantDirectory};
 use chorus::domain::TenantId;
 use chorus::ports::{StepMessage, Tenant};
 use chorus_tests::blob_store_contract::check_blob_store;
@@ -51,7 +51,7 @@ async fn memory_queue_honours_the_queue_contract() {
 async fn memory_tenants_honour_the_tenant_directory_contract() {
     let tenant = Tenant { id: TenantId::parse("acme").unwrap(), webhook_secret: SecretString::from("whsec_c2VjcmV0") };
     let key = SecretString::from("chorus_test_key");
-    let directory = MemoryTenants::new().with_key(tenant.clone(), &key);
+    let directory = MemoryTenantDirectory::new().with_key(tenant.clone(), &key);
     check_tenant_directory(&directory, &tenant, &key).await;
 }
 

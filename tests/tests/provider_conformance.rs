@@ -86,7 +86,6 @@ async fn bedrock() {
 #[tokio::test]
 async fn replicate_in_sync_mode() {
     use chorus::domain::Task;
-    use chorus::notify::WebhookSecret;
     use chorus::providers::http_call;
     use chorus::providers::replicate::ReplicateProvider;
     use chorus_cli::mock::DEFAULT_WEBHOOK_SECRET;
@@ -94,8 +93,8 @@ async fn replicate_in_sync_mode() {
     let mock = MockServer::start().await;
     let provider = ReplicateProvider::new(
         http_call::client().unwrap(),
-        secrecy::SecretString::from("r8_mock"),
-        Some(WebhookSecret::parse(DEFAULT_WEBHOOK_SECRET).unwrap()),
+        "r8_mock",
+        Some(chorus::providers::Credential::from(DEFAULT_WEBHOOK_SECRET)),
         Some(mock.url_for("REPLICATE_BASE_URL")),
     );
     let case = ProviderCase {

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::http::StatusCode;
-use chorus::notify::{WebhookSecret, signed_headers};
+use chorus::webhooks::{WebhookSecret, signed_headers};
 use chorus_cli::mock::{self, Fault};
 use chorus_tests::dev_server::Api;
 use chorus_tests::provider_contract::MockServer;

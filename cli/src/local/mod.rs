@@ -211,7 +211,7 @@ async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
         ..State::default()
     };
     state.save(repo)?;
-    let config = chorus::config::sdk_config().await;
+    let config = chorus::startup::sdk_config().await;
     let template = Template::load(&repo.join(TEMPLATE))?;
     eprintln!("creating the resources of {TEMPLATE}");
     let options = CreateOptions { prefix: args.bridge.prefix.clone(), visibility_timeout: args.visibility_timeout };
@@ -440,7 +440,7 @@ async fn down(repo: &Path) -> Result<ExitCode, LocalError> {
 }
 
 async fn run_bridge(repo: &Path, args: BridgeArgs) -> Result<ExitCode, LocalError> {
-    let config = chorus::config::sdk_config().await;
+    let config = chorus::startup::sdk_config().await;
     let template = Template::load(&repo.join(TEMPLATE))?;
     let found = resources::locate(&config, &template, &args.options.prefix).await?;
     let route_options = RouteOptions {

@@ -83,7 +83,7 @@ pub async fn locate(config: &SdkConfig, template: &Template, prefix: &str) -> Re
     let arn = describe_table(&dynamodb, &table).await?.1;
     record_table(&template.table, &table, arn, &mut resources);
     let bucket = local_name(prefix, &template.bucket.logical_id);
-    chorus::config::s3_client(config)
+    chorus::startup::s3_client(config)
         .head_bucket()
         .bucket(&bucket)
         .send()
@@ -394,7 +394,7 @@ async fn ensure_bucket(
     resources: &mut LocalResources,
 ) -> Result<(), ResourceError> {
     let name = local_name(prefix, &template.bucket.logical_id);
-    let mut request = chorus::config::s3_client(config).create_bucket().bucket(&name);
+    let mut request = chorus::startup::s3_client(config).create_bucket().bucket(&name);
     if region != S3_DEFAULT_REGION {
         let location = BucketLocationConstraint::from(region);
         request = request

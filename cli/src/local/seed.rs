@@ -3,10 +3,10 @@
 //! notifications can be verified.
 
 use aws_config::SdkConfig;
-use chorus::adapters::DynamoTenants;
+use chorus::adapters::DynamoTenantDirectory;
 use chorus::domain::TenantId;
-use chorus::notify::WebhookSecret;
 use chorus::ports::{PortError, Tenant};
+use chorus::webhooks::WebhookSecret;
 use secrecy::SecretString;
 use thiserror::Error;
 
@@ -41,7 +41,7 @@ pub async fn seed_api_key(config: &SdkConfig, table: &str) -> Result<SeededKey, 
     let tenant = TenantId::parse(LOCAL_TENANT)?;
     let key = generate_api_key();
     let webhook_secret = WebhookSecret::generate();
-    let tenants = DynamoTenants::new(aws_sdk_dynamodb::Client::new(config), table);
+    let tenants = DynamoTenantDirectory::new(aws_sdk_dynamodb::Client::new(config), table);
     let registered = Tenant { id: tenant.clone(), webhook_secret: webhook_secret.to_whsec() };
     tenants.register(&registered, &key).await.map_err(|source| SeedError::Store { table: table.to_owned(), source })?;
     Ok(SeededKey { tenant, key, webhook_secret })

@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use chorus::notify::{WebhookSecret, signed_headers};
+use chorus::webhooks::{WebhookSecret, signed_headers};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 

@@ -1,14 +1,13 @@
-//! The `intake` Lambda: serves the HTTP API (DESIGN §6) behind API Gateway. Clients and
-//! use cases are built once per cold start; each request then goes through the same axum
-//! router `chorus dev` serves.
+//! The `intake` Lambda: serves the HTTP API behind API Gateway. Clients and use cases are
+//! built once per cold start; each request then goes through the same axum router
+//! `chorus dev` serves.
 
-use chorus::config::Services;
 use chorus::http::{AppState, app};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let services = Services::from_env().await?;
+    let services = chorus::startup::for_intake().await?;
     lambda_http::run(app(AppState { engine: services.engine, tenants: services.tenants })).await
 }
 
@@ -18,12 +17,11 @@ mod tests {
 
     use std::sync::Arc;
 
-    use chorus::adapters::{MemoryQueue, MemoryRunStore, MemoryTenants};
-    use chorus::domain::{Limits, TenantId};
-    use chorus::engine::{Engine, EngineParts};
+    use chorus::adapters::MemoryTenantDirectory;
+    use chorus::domain::TenantId;
     use chorus::http::{AppState, app};
-    use chorus::notify::CallbackPolicy;
-    use chorus::ports::{SystemClock, Tenant};
+    use chorus::ports::Tenant;
+    use chorus::testing::TestKit;
     use http_body_util::BodyExt;
     use secrecy::SecretString;
     use tower::ServiceExt;
@@ -49,22 +47,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_api_gateway_event_submits_a_run() {
-        let (steps, mut queued) = MemoryQueue::channel();
-        let (notifications, _) = MemoryQueue::channel();
-        let engine = Arc::new(Engine::new(EngineParts {
-            store: Arc::new(MemoryRunStore::new()),
-            steps: Arc::new(steps),
-            notifications: Arc::new(notifications),
-            router: Arc::new(chorus::providers::default_router()),
-            clock: Arc::new(SystemClock),
-            callbacks: CallbackPolicy::production(),
-            limits: Limits::default(),
-            blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),
-            public_url: None,
-            invocation_budget: None,
-        }));
+        let mut kit = TestKit::new();
+        let engine = Arc::new(kit.engine());
         let tenant = Tenant { id: TenantId::parse("acme").unwrap(), webhook_secret: SecretString::from("whsec_eA==") };
-        let tenants = Arc::new(MemoryTenants::new().with_key(tenant, &SecretString::from("key-1")));
+        let tenants = Arc::new(MemoryTenantDirectory::new().with_key(tenant, &SecretString::from("key-1")));
         let workflow =
             r#"{"workflow": {"steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": "hi"}]}}"#;
 
@@ -75,6 +61,6 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert_eq!(body["status"], "queued");
-        assert_eq!(queued.try_recv().unwrap().step_id.as_str(), "a");
+        assert_eq!(kit.backends.step_messages.try_recv().unwrap().step_id.as_str(), "a");
     }
 }

@@ -1,11 +1,11 @@
 //! Tells the notifier's three kinds of events apart and handles each.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use chorus::config::Services;
 use chorus::engine::EngineError;
 use chorus::error::error_chain;
 use chorus::lambda::{RecordError, parse_body, process_batch};
 use chorus::ports::{NotificationMessage, StepMessage};
+use chorus::startup::NotifierServices;
 use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
@@ -40,7 +40,7 @@ impl From<NotifierError> for Diagnostic {
     }
 }
 
-pub async fn handle(services: &Services, event: Value) -> Result<Outcome, NotifierError> {
+pub async fn handle(services: &NotifierServices, event: Value) -> Result<Outcome, NotifierError> {
     if event.get("Records").is_some() {
         let batch: SqsEvent = serde_json::from_value(event).map_err(NotifierError::MalformedBatch)?;
         return Ok(Outcome::Batch(handle_batch(services, batch).await));
@@ -57,8 +57,8 @@ pub async fn handle(services: &Services, event: Value) -> Result<Outcome, Notifi
 
 /// One event source mapping per queue, so a batch comes from one queue; still, each
 /// record is routed by its own source.
-async fn handle_batch(services: &Services, batch: SqsEvent) -> SqsBatchResponse {
-    let dead_letters = services.settings.steps_dlq_arn.as_str();
+async fn handle_batch(services: &NotifierServices, batch: SqsEvent) -> SqsBatchResponse {
+    let dead_letters = services.steps_dlq_arn.as_str();
     process_batch(batch, |record| async move {
         if record.event_source_arn.as_deref() == Some(dead_letters) {
             // The dead-letter queue has no queue behind it: a body that can never be read

@@ -1,4 +1,4 @@
-//! The `notifier` Lambda, on three triggers (DESIGN §1):
+//! The `notifier` Lambda, on three triggers:
 //! - the `notifications` queue: deliver a run's signed result to the client;
 //! - the `steps` dead-letter queue: a step message the worker kept failing on fails its
 //!   step, and so its run, which is then notified;
@@ -6,13 +6,12 @@
 
 mod handler;
 
-use chorus::config::Services;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let services = Services::from_env().await?;
+    let services = chorus::startup::for_notifier().await?;
     let services = &services;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
         handler::handle(services, event.payload).await

@@ -1,14 +1,10 @@
 //! The `webhook` Lambda: receives provider callbacks (`POST /v1/callbacks/{provider}/{token}`)
 //! behind API Gateway, verifies them and completes the steps waiting on those jobs.
 
-use std::sync::Arc;
-
-use chorus::config::Services;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     // Clients, providers and secrets: once per cold start.
-    let services = Services::from_env().await?;
-    lambda_http::run(chorus::http::callbacks_app(Arc::clone(&services.engine))).await
+    let engine = chorus::startup::for_webhook().await?;
+    lambda_http::run(chorus::http::callbacks_app(engine)).await
 }

@@ -1,12 +1,22 @@
-//! Adapters behind the ports: `memory` for embedded mode and unit tests; `dynamodb`,
-//! `sqs` and `s3` for AWS, through the AWS SDK.
+//! Adapters behind the ports: `memory` for embedded mode and tests; `dynamodb`, `sqs`, `s3`
+//! and `ssm` for AWS, through the AWS SDK (the `aws` feature). Each is named `<Tech><Port>`.
 
+#[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod memory;
+#[cfg(feature = "aws")]
 pub mod s3;
+#[cfg(feature = "aws")]
 pub mod sqs;
+#[cfg(feature = "aws")]
+pub mod ssm;
 
-pub use dynamodb::{DynamoRateLimiter, DynamoRunStore, DynamoTenants};
-pub use memory::{MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenants};
+#[cfg(feature = "aws")]
+pub use dynamodb::{DynamoRateLimiter, DynamoRunStore, DynamoTenantDirectory};
+pub use memory::{MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenantDirectory};
+#[cfg(feature = "aws")]
 pub use s3::S3BlobStore;
+#[cfg(feature = "aws")]
 pub use sqs::SqsQueue;
+#[cfg(feature = "aws")]
+pub use ssm::SsmSecretStore;

@@ -1,5 +1,5 @@
 //! The workflow definition a client submits: steps, their tasks, models and templates.
-//! These types mirror the JSON of DESIGN §3; `validation` turns them into a checked plan.
+//! These types mirror the workflow JSON the README documents; `validation` turns them into a checked plan.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

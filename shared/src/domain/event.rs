@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ids::StepId;
-use super::run::{RunStatus, StepError, StepStatus};
+use super::run::RunStatus;
+use super::step::{StepError, StepStatus};
 
 /// One entry of a run's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -1,11 +1,18 @@
-//! The normalized output of each task (DESIGN §3). Providers' raw payloads never leave the
-//! adapter; every adapter returns one of these.
+//! The normalized output of each task. Providers' raw payloads never leave the adapter;
+//! every adapter returns one of these, and [`TaskOutput::check`] says whether it is what
+//! the step asked for.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use thiserror::Error;
 use utoipa::ToSchema;
+
+use super::definition::Task;
+
+/// At most this many schema violations are listed in an [`OutputError`].
+const MAX_VIOLATIONS_SHOWN: usize = 10;
 
 /// What a model call produced, shaped by task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -23,6 +30,57 @@ impl TaskOutput {
     /// The output as the JSON object templates and clients see.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The task this output answers.
+    pub fn task(&self) -> Task {
+        match self {
+            TaskOutput::Generate { .. } => Task::Generate,
+            TaskOutput::Summarize { .. } => Task::Summarize,
+            TaskOutput::Classify { .. } => Task::Classify,
+            TaskOutput::Extract { .. } => Task::Extract,
+            TaskOutput::Embed { .. } => Task::Embed,
+            TaskOutput::Approval { .. } => Task::Approval,
+        }
+    }
+
+    /// Whether the output fulfils a step of `task`, and for `extract`, whether its data
+    /// satisfies the step's `schema`.
+    pub fn check(&self, task: Task, schema: Option<&Value>) -> Result<(), OutputError> {
+        if self.task() != task {
+            return Err(OutputError::WrongTask { expected: task });
+        }
+        let (TaskOutput::Extract { data }, Some(schema)) = (self, schema) else { return Ok(()) };
+        let validator = jsonschema::validator_for(schema).map_err(|err| OutputError::BadSchema(err.to_string()))?;
+        let violations: Vec<String> = validator
+            .iter_errors(data)
+            .map(|err| {
+                let path = err.instance_path().to_string();
+                format!("{}: {err}", if path.is_empty() { "/" } else { &path })
+            })
+            .collect();
+        if violations.is_empty() { Ok(()) } else { Err(OutputError::SchemaMismatch(violations)) }
+    }
+}
+
+/// Why an output does not do what its step asks.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OutputError {
+    #[error("expected a {expected} output")]
+    WrongTask { expected: Task },
+    /// The step's own schema cannot be compiled (validation should have refused it).
+    #[error("the step's schema is not valid: {0}")]
+    BadSchema(String),
+    #[error("the data does not match the schema: {}", shown(.0))]
+    SchemaMismatch(Vec<String>),
+}
+
+/// The first violations, and how many more there are.
+fn shown(violations: &[String]) -> String {
+    let listed = violations.iter().take(MAX_VIOLATIONS_SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    match violations.len().saturating_sub(MAX_VIOLATIONS_SHOWN) {
+        0 => listed,
+        more => format!("{listed} (and {more} more)"),
     }
 }
 

@@ -32,7 +32,7 @@ pub trait ModelCatalog {
     fn check_model(&self, model: &str, task: Task) -> Result<(), String>;
 }
 
-/// Size limits of DESIGN §3.
+/// Size limits of a submission (the README lists them).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_steps: usize,

@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Engine, EngineError};
-use crate::domain::{EventKind, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepStatus, TaskOutput, TenantId};
-use crate::ports::{StepTransition, StepUpdate};
+use crate::domain::{
+    ErrorKind, EventKind, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepStatus, StepTransition, StepUpdate,
+    TaskOutput, TenantId,
+};
 
 /// A person's answer to an approval step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -64,7 +66,7 @@ impl Engine {
         let (status, error) = if approved {
             (StepStatus::Succeeded, None)
         } else {
-            (StepStatus::Failed, Some(StepError::new("rejected", format!("rejected by {by}"))))
+            (StepStatus::Failed, Some(StepError::new(ErrorKind::Rejected, format!("rejected by {by}"))))
         };
         let transition = StepTransition {
             from: vec![StepStatus::WaitingApproval],

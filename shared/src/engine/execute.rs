@@ -4,13 +4,16 @@
 use std::time::Duration;
 
 use super::jobs::CallbackToken;
-use super::progress::{context_for, ending};
+use super::progress::context_for;
+use super::transitions::{ending, provider_events};
 use super::{Engine, EngineError};
 use crate::domain::{
-    Attempt, EventKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepId, StepState, StepStatus, Task,
+    Attempt, ErrorKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepState, StepStatus,
+    StepTransition, StepUpdate, Task,
 };
-use crate::ports::{RunTransition, StepMessage, StepTransition, StepUpdate};
-use crate::providers::{JobCallback, RouteContext, RouteOutcome, RoutedCompletion, TaskRequest};
+use crate::ports::{RunTransition, StepMessage};
+use crate::providers::TaskRequest;
+use crate::routing::{JobCallback, RouteContext, RouteOutcome, RoutedCompletion};
 
 /// Time a claimed step keeps its lease beyond what its attempts may take.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
@@ -45,7 +48,7 @@ impl Engine {
         }
         let now = self.clock.now();
         let runnable = state.status == StepStatus::Queued
-            || (state.status == StepStatus::Running && state.lease.as_ref().is_none_or(|l| l.until < now));
+            || (state.status == StepStatus::Running && state.control.lease.as_ref().is_none_or(|l| l.until < now));
         if !runnable {
             // Pending (not released yet), waiting, or running under someone else's lease.
             return Ok(());
@@ -60,7 +63,7 @@ impl Engine {
                     return self.settle_unclaimed(&run, step, StepStatus::Skipped, None, reason).await;
                 }
                 Err(err) => {
-                    let error = StepError::new("template", format!("`when` could not be evaluated: {err}"));
+                    let error = StepError::new(ErrorKind::Template, format!("`when` could not be evaluated: {err}"));
                     let reason = error.message.clone();
                     return self.settle_unclaimed(&run, step, StepStatus::Failed, Some(error), reason).await;
                 }
@@ -98,7 +101,7 @@ impl Engine {
                 lease: Some(lease),
                 bump_attempt: true,
                 // The first claim starts the clock of the step's `step_timeout_ms`.
-                started_at: state.started_at.is_none().then_some(now),
+                started_at: state.progress.started_at.is_none().then_some(now),
                 ..StepUpdate::default()
             },
             events: vec![RunEvent::step_status(now, step_id, StepStatus::Running, None)],
@@ -112,10 +115,9 @@ impl Engine {
         let rendered = step
             .templates()
             .map(|(field, source)| {
-                self.templates
-                    .render(source, &context)
-                    .map(|text| (field, text))
-                    .map_err(|err| StepError::new("template", format!("`{field}` could not be rendered: {err}")))
+                self.templates.render(source, &context).map(|text| (field, text)).map_err(|err| {
+                    StepError::new(ErrorKind::Template, format!("`{field}` could not be rendered: {err}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>();
         let fields = match rendered {
@@ -127,12 +129,12 @@ impl Engine {
         let token = CallbackToken::generate(run_id, step_id);
         let token_text = token.as_str();
         let callback_base = self.public_url.as_ref().map(|url| format!("{url}/v1/callbacks"));
-        let started_at = state.started_at.unwrap_or(now);
+        let started_at = state.progress.started_at.unwrap_or(now);
         let used = Duration::try_from(now.duration_since(started_at)).unwrap_or_default();
         let context = RouteContext {
-            prior: &state.attempts,
+            prior: &state.progress.attempts,
             // Other steps' spending; this step has spent nothing until it succeeds.
-            spent_usd: steps.iter().filter(|s| &s.step_id != step_id).map(|s| s.cost_usd).sum(),
+            spent_usd: steps.iter().filter(|s| &s.step_id != step_id).map(|s| s.progress.cost_usd).sum(),
             budget_usd: run.definition.budget_usd,
             job_callback: callback_base.as_deref().map(|base| JobCallback { base, token: &token_text }),
             step_time_left: Some(step.step_timeout().saturating_sub(used)),
@@ -187,7 +189,7 @@ impl Engine {
         let Some(run) = self.store.get_run(&message.run_id).await? else { return Ok(()) };
         let now = self.clock.now();
         let reason = "the step could not be processed after repeated deliveries".to_owned();
-        let error = StepError::new("undeliverable", reason.clone());
+        let error = StepError::new(ErrorKind::Undeliverable, reason.clone());
         let transition =
             ending(&message.step_id, StepStatus::UNFINISHED.to_vec(), StepStatus::Failed, Some(error), reason, now);
         match self.store.transition_step(&run.id, &message.step_id, transition).await? {
@@ -294,30 +296,5 @@ impl Engine {
             busy = busy.min(budget);
         }
         busy + LEASE_MARGIN
-    }
-}
-
-/// The history entries of a step's provider calls.
-pub(super) fn provider_events(now: jiff::Timestamp, step_id: &StepId, attempts: &[Attempt]) -> Vec<RunEvent> {
-    attempts
-        .iter()
-        .map(|attempt| {
-            RunEvent::step(
-                now,
-                step_id,
-                EventKind::ProviderCalled {
-                    provider: attempt.provider.clone(),
-                    model: attempt.model.clone(),
-                    latency_ms: attempt.latency_ms,
-                    error: attempt.error.clone(),
-                },
-            )
-        })
-        .collect()
-}
-
-impl From<crate::providers::ProviderError> for StepError {
-    fn from(error: crate::providers::ProviderError) -> Self {
-        StepError::new(error.kind(), error.to_string())
     }
 }

@@ -11,13 +11,14 @@
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::execute::provider_events;
+use super::transitions::provider_events;
 use super::{Engine, EngineError};
 use crate::domain::{
     Attempt, EventKind, JobRef, Run, RunEvent, RunId, StepDefinition, StepError, StepId, StepState, StepStatus,
+    StepTransition, StepUpdate,
 };
-use crate::ports::{StepTransition, StepUpdate};
-use crate::providers::{Callback, CallbackRejection, Completion, JobReport, JobState, Jobs, SubmittedJob, TaskRequest};
+use crate::providers::{Callback, CallbackRejection, Completion, JobReport, JobState, Jobs, TaskRequest};
+use crate::routing::SubmittedJob;
 
 /// What a callback did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +149,7 @@ impl Engine {
         let steps = self.store.get_steps(&run_id).await.map_err(EngineError::from)?;
         let state = steps.into_iter().find(|s| s.step_id == step_id).ok_or(CallbackError::UnknownJob)?;
         let step = run.definition.steps.iter().find(|s| s.id == step_id).ok_or(CallbackError::UnknownJob)?;
-        let Some(job) = state.job.clone() else {
+        let Some(job) = state.control.job.clone() else {
             return Err(if state.status == StepStatus::Running {
                 CallbackError::NotReady
             } else {
@@ -160,7 +161,7 @@ impl Engine {
             return Err(CallbackError::UnknownJob);
         }
         let jobs = self.jobs_of(provider).ok_or(CallbackError::UnknownJob)?;
-        let report = jobs.receive(callback, &request_shape(step))?;
+        let report = jobs.receive(callback, &request_shape(step)).await?;
         if report.job_id != job.id {
             return Err(CallbackRejection::Malformed("the job id does not match the callback URL".to_owned()).into());
         }
@@ -176,7 +177,8 @@ impl Engine {
     /// The sweep's last look at a job past its deadline: one poll, and the step completes if
     /// the job finished (its webhook was lost). `None` when it still runs or cannot be asked.
     pub(super) async fn poll_expired_job(&self, run: &Run, state: &StepState) -> Result<Option<()>, EngineError> {
-        let (Some(job), Some(step)) = (&state.job, run.definition.steps.iter().find(|s| s.id == state.step_id)) else {
+        let (Some(job), Some(step)) = (&state.control.job, run.definition.steps.iter().find(|s| s.id == state.step_id))
+        else {
             return Ok(None);
         };
         let Some(jobs) = self.jobs_of(&job.provider) else { return Ok(None) };
@@ -187,7 +189,7 @@ impl Engine {
             }
             Ok(_) => Ok(None),
             Err(error) => {
-                tracing::warn!(run_id = %run.id, step_id = %state.step_id, kind = error.kind(), "could not poll an expired job");
+                tracing::warn!(run_id = %run.id, step_id = %state.step_id, kind = %error.kind(), "could not poll an expired job");
                 Ok(None)
             }
         }
@@ -215,8 +217,7 @@ impl Engine {
         self.blobs.put(&archive, body.into()).await?;
 
         let now = self.clock.now();
-        let result =
-            result.and_then(|completion| crate::providers::router::check_output(&request_shape(step), completion));
+        let result = result.and_then(|completion| completion.checked(&request_shape(step)));
         let mut update = StepUpdate {
             finished_at: Some(now),
             provider: Some(job.provider.clone()),

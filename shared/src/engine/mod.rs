@@ -1,6 +1,6 @@
-//! Use cases (DESIGN §4): submit a run, execute a step, decide an approval, cancel, read
-//! state back, deliver the result. The engine reaches the world only through `ports` and
-//! the provider router, so the same code runs embedded and on Lambda.
+//! Use cases: submit a run, execute a step, decide an approval, cancel, read state back,
+//! deliver the result ("Execution" in docs/architecture.md). The engine reaches the world
+//! only through `ports` and the provider router, so the same code runs embedded and on Lambda.
 
 mod control;
 mod error;
@@ -10,14 +10,15 @@ mod notify;
 mod progress;
 mod submit;
 mod sweep;
+mod transitions;
 mod views;
 
 use std::sync::Arc;
 
 use crate::domain::{Limits, Templates};
-use crate::notify::CallbackPolicy;
 use crate::ports::{BlobStore, Clock, NotificationMessage, Queue, RunStore, StepMessage};
-use crate::providers::ProviderRouter;
+use crate::routing::ProviderRouter;
+use crate::webhooks::DestinationPolicy;
 
 pub use control::ApprovalDecision;
 pub use error::EngineError;
@@ -34,7 +35,7 @@ pub struct Engine {
     router: Arc<ProviderRouter>,
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
-    callbacks: CallbackPolicy,
+    destinations: DestinationPolicy,
     /// Where providers reach the webhook function, e.g. `https://api.example.com`; without
     /// it async providers are called synchronously.
     public_url: Option<String>,
@@ -56,7 +57,7 @@ pub struct EngineParts {
     /// Where provider job outputs are archived.
     pub blobs: Arc<dyn BlobStore>,
     pub clock: Arc<dyn Clock>,
-    pub callbacks: CallbackPolicy,
+    pub destinations: DestinationPolicy,
     pub limits: Limits,
     pub public_url: Option<String>,
     pub invocation_budget: Option<std::time::Duration>,
@@ -71,7 +72,7 @@ impl Engine {
             router: parts.router,
             blobs: parts.blobs,
             clock: parts.clock,
-            callbacks: parts.callbacks,
+            destinations: parts.destinations,
             public_url: parts.public_url.map(|url| url.trim_end_matches('/').to_owned()),
             invocation_budget: parts.invocation_budget,
             templates: Templates::default(),

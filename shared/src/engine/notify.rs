@@ -1,4 +1,4 @@
-//! Delivering a finished run to the client's callback URL, signed per Standard Webhooks,
+//! Delivering a finished run to the client's notification URL, signed per Standard Webhooks,
 //! retried on a bounded schedule through the notifications queue (so no one sleeps).
 
 use std::sync::Arc;
@@ -10,11 +10,11 @@ use serde::Serialize;
 use super::EngineError;
 use super::views::RunView;
 use crate::domain::{EventKind, RunEvent};
-use crate::notify::{WebhookSecret, signed_headers};
 use crate::ports::{
     Clock, DeliveryError, NotificationMessage, OutgoingWebhook, PortError, Queue, RunStore, TenantDirectory,
     WebhookSender,
 };
+use crate::webhooks::{WebhookSecret, signed_headers};
 
 /// Delays before each retry of a failed delivery; its length bounds the retries.
 #[derive(Debug, Clone, PartialEq, Eq)]

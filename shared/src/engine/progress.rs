@@ -5,11 +5,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::transitions::ending;
 use super::{Engine, EngineError};
 use crate::domain::{
-    EventKind, Plan, Run, RunEvent, RunStatus, StepError, StepId, StepState, StepStatus, TemplateContext,
+    ErrorKind, EventKind, Run, RunEvent, RunStatus, StepError, StepState, StepStatus, TemplateContext,
 };
-use crate::ports::{NotificationMessage, PortError, RunTransition, StepMessage, StepTransition, StepUpdate};
+use crate::ports::{NotificationMessage, RunTransition, StepMessage};
 
 /// Inputs and the outputs of succeeded steps: what templates see.
 pub(super) fn context_for(run: &Run, steps: &[StepState]) -> TemplateContext {
@@ -18,26 +19,8 @@ pub(super) fn context_for(run: &Run, steps: &[StepState]) -> TemplateContext {
         steps: steps
             .iter()
             .filter(|s| s.status == StepStatus::Succeeded)
-            .filter_map(|s| Some((s.step_id.to_string(), s.output.clone()?)))
+            .filter_map(|s| Some((s.step_id.to_string(), s.progress.output.clone()?)))
             .collect(),
-    }
-}
-
-/// Ends a step in `status` (from any of `from`), recording why: skips, cancellations and
-/// failures that happen without a provider call.
-pub(super) fn ending(
-    step_id: &StepId,
-    from: Vec<StepStatus>,
-    status: StepStatus,
-    error: Option<StepError>,
-    reason: String,
-    now: jiff::Timestamp,
-) -> StepTransition {
-    StepTransition {
-        from,
-        update: StepUpdate { status: Some(status), error, finished_at: Some(now), ..StepUpdate::default() },
-        events: vec![RunEvent::step_status(now, step_id, status, Some(reason))],
-        ..StepTransition::default()
     }
 }
 
@@ -45,8 +28,6 @@ impl Engine {
     /// Moves the run forward after `state` reached a terminal status. Idempotent: running it
     /// again for the same step changes nothing but may re-send queue messages.
     pub(super) async fn step_finished(&self, run: &Run, state: StepState) -> Result<(), EngineError> {
-        let plan = Plan::infer(&run.definition, &self.templates)
-            .map_err(|err| PortError::Corrupt { what: "stored workflow definition", detail: err.to_string() })?;
         let mut finished = VecDeque::from([state]);
         while let Some(state) = finished.pop_front() {
             let optional = run.definition.steps.iter().any(|s| s.id == state.step_id && s.optional);
@@ -58,13 +39,13 @@ impl Engine {
             let succeeded = state.status == StepStatus::Succeeded;
             let now = self.clock.now();
             let mut ready = Vec::new();
-            for dependant in plan.dependants(&state.step_id) {
+            for dependant in &state.control.dependants {
                 let after = self.store.release_step(&run.id, dependant, &state.step_id, succeeded).await?;
-                if after.pending_deps > 0 {
+                if after.control.pending_deps > 0 {
                     continue;
                 }
                 match after.status {
-                    StepStatus::Pending if after.blocked => {
+                    StepStatus::Pending if after.control.blocked => {
                         let reason = "a step it depends on did not succeed".to_owned();
                         let skip = ending(dependant, vec![StepStatus::Pending], StepStatus::Skipped, None, reason, now);
                         if let Some(skipped) = self.store.transition_step(&run.id, dependant, skip).await? {
@@ -82,7 +63,7 @@ impl Engine {
                     ready.into_iter().map(|step_id| StepMessage { run_id: run.id.clone(), step_id }).collect();
                 self.steps.send(messages, Duration::ZERO).await?;
             }
-            if plan.dependants(&state.step_id).next().is_none() {
+            if state.is_sink() {
                 let after = self.store.release_run(&run.id, &state.step_id).await?;
                 if after.pending_sinks == 0 {
                     self.finish_run(&after).await?;
@@ -102,7 +83,10 @@ impl Engine {
             Err(err) => (
                 RunStatus::Failed,
                 None,
-                Some(StepError::new("output_template", format!("the workflow `output` could not be rendered: {err}"))),
+                Some(StepError::new(
+                    ErrorKind::OutputTemplate,
+                    format!("the workflow `output` could not be rendered: {err}"),
+                )),
             ),
         };
         self.end_run(run, status, output, error).await
@@ -110,8 +94,8 @@ impl Engine {
 
     /// A required step failed: the run fails and steps not yet started are cancelled.
     async fn fail_run(&self, run: &Run, failed: &StepState) -> Result<(), EngineError> {
-        let detail = failed.error.as_ref().map_or("it failed", |e| e.message.as_str());
-        let error = StepError::new("step_failed", format!("step `{}` failed: {detail}", failed.step_id));
+        let detail = failed.progress.error.as_ref().map_or("it failed", |e| e.message.as_str());
+        let error = StepError::new(ErrorKind::StepFailed, format!("step `{}` failed: {detail}", failed.step_id));
         self.end_run(run, RunStatus::Failed, None, Some(error)).await
     }
 

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use super::{Engine, EngineError};
 use crate::domain::validation::validate_submission;
 use crate::domain::{
-    EventKind, NotifyTarget, Plan, Problem, Run, RunEvent, RunId, RunStatus, StepState, StepStatus, TenantId,
+    EventKind, NotifyTarget, Problem, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, TenantId,
 };
-use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, PortError, StepMessage};
+use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, StepMessage};
 
 /// `POST /v1/runs`: a workflow, its input and where to send the result.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -51,7 +51,7 @@ impl Engine {
         }
         let mut problems = Vec::new();
         if let Some(target) = &submission.notify
-            && let Err(err) = self.callbacks.check_url(&target.url)
+            && let Err(err) = self.destinations.check_url(&target.url)
         {
             problems.push(Problem::new("/notify/url", err.to_string()));
         }
@@ -87,7 +87,10 @@ impl Engine {
             .definition
             .steps
             .iter()
-            .map(|step| StepState::new(step.id.clone(), count(plan.dependencies(&step.id))))
+            .map(|step| {
+                let dependants = plan.dependants(&step.id).cloned().collect();
+                StepState::new(step.id.clone(), count(plan.dependencies(&step.id)), dependants)
+            })
             .collect();
         let mut events = vec![RunEvent::run(now, EventKind::RunSubmitted)];
         events.extend(plan.roots().map(|id| RunEvent::step_status(now, id, StepStatus::Queued, None)));
@@ -95,10 +98,11 @@ impl Engine {
             .map(|key| IdempotencyClaim { key: key.to_owned(), request_hash: request_hash(&submission) });
 
         let run_id = run.id.clone();
+        let roots: Vec<StepId> = plan.roots().cloned().collect();
         let outcome = self.store.create_run(NewRun { run, steps, idempotency: idempotency.clone(), events }).await?;
         match (outcome, idempotency) {
             (CreateOutcome::Created, _) => {
-                self.queue_roots(&run_id, plan).await?;
+                self.queue(&run_id, roots).await?;
                 Ok(Submitted { run_id, created: true })
             }
             (CreateOutcome::KeyTaken { run_id, request_hash }, Some(claim)) if request_hash == claim.request_hash => {
@@ -107,10 +111,9 @@ impl Engine {
                 if let Some(existing) = self.store.get_run(&run_id).await?
                     && existing.status == RunStatus::Queued
                 {
-                    let plan = Plan::infer(&existing.definition, &self.templates).map_err(|err| {
-                        PortError::Corrupt { what: "stored workflow definition", detail: err.to_string() }
-                    })?;
-                    self.queue_roots(&run_id, &plan).await?;
+                    let steps = self.store.get_steps(&run_id).await?;
+                    let queued = steps.into_iter().filter(|s| s.status == StepStatus::Queued).map(|s| s.step_id);
+                    self.queue(&run_id, queued.collect()).await?;
                 }
                 Ok(Submitted { run_id, created: false })
             }
@@ -120,9 +123,10 @@ impl Engine {
         }
     }
 
-    async fn queue_roots(&self, run_id: &RunId, plan: &Plan) -> Result<(), EngineError> {
-        let messages = plan.roots().map(|step_id| StepMessage { run_id: run_id.clone(), step_id: step_id.clone() });
-        self.steps.send(messages.collect(), Duration::ZERO).await?;
+    /// Sends the steps to the workers.
+    async fn queue(&self, run_id: &RunId, steps: Vec<StepId>) -> Result<(), EngineError> {
+        let messages = steps.into_iter().map(|step_id| StepMessage { run_id: run_id.clone(), step_id }).collect();
+        self.steps.send(messages, Duration::ZERO).await?;
         Ok(())
     }
 }

@@ -2,9 +2,9 @@
 //! fail, and the run moves on as it would after any other failure. A provider job is asked
 //! once first, in case only its webhook was lost.
 
-use super::progress::ending;
+use super::transitions::ending;
 use super::{Engine, EngineError};
-use crate::domain::{StepError, StepStatus};
+use crate::domain::{ErrorKind, StepError, StepStatus};
 
 /// Expired waits handled per sweep; the next sweep takes the rest.
 const SWEEP_BATCH: usize = 100;
@@ -28,7 +28,7 @@ impl Engine {
                 }
                 _ => "no answer arrived before the step's deadline".to_owned(),
             };
-            let error = StepError::new("deadline_exceeded", reason.clone());
+            let error = StepError::new(ErrorKind::DeadlineExceeded, reason.clone());
             let waits = vec![StepStatus::WaitingApproval, StepStatus::WaitingCallback];
             let transition = ending(&wait.step_id, waits, StepStatus::Failed, Some(error), reason, now);
             // `None`: decided between the query and now.

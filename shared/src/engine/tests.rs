@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
-use crate::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenants};
-use crate::domain::{FinishReason, RunId, RunStatus, StepId, StepStatus, Task, TaskOutput, TenantId, Usage};
-use crate::notify::{WebhookHeaders, WebhookSecret, verify};
-use crate::ports::{
-    DeliveryError, NotificationMessage, OutgoingWebhook, RunStore, StepMessage, SystemClock, Tenant, WebhookSender,
-};
-use crate::providers::{Completion, ModelInfo, Provider, ProviderError, RetryPolicy, TaskRequest};
+use crate::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenantDirectory};
+use crate::domain::{ErrorKind, FinishReason, RunId, RunStatus, StepId, StepStatus, Task, TaskOutput, TenantId, Usage};
+use crate::ports::{DeliveryError, NotificationMessage, OutgoingWebhook, RunStore, StepMessage, Tenant, WebhookSender};
+use crate::providers::{Completion, ModelInfo, Provider, ProviderError, TaskRequest};
+use crate::routing::{ProviderRouter, RetryPolicy};
+use crate::testing::{ManualClock, TestKit};
+use crate::webhooks::{WebhookHeaders, WebhookSecret, verify};
 
 /// A provider that answers every task and records each call's text. Text containing
 /// `FAIL` is rejected as an invalid request; text containing `LIMITED` is rate limited for
@@ -75,36 +75,33 @@ impl Provider for CountingProvider {
 struct Harness {
     engine: Engine,
     store: Arc<MemoryRunStore>,
+    clock: Arc<ManualClock>,
     provider: Arc<CountingProvider>,
     steps: UnboundedReceiver<StepMessage>,
     notifications: UnboundedReceiver<NotificationMessage>,
     tenant: TenantId,
 }
 
+/// The engine over the test kit, with [`CountingProvider`] as its only provider.
 fn harness() -> Harness {
-    let store = Arc::new(MemoryRunStore::new());
+    let kit = TestKit::new();
     let provider = Arc::new(CountingProvider::default());
-    let (step_queue, steps) = MemoryQueue::channel();
-    let (notification_queue, notifications) = MemoryQueue::channel();
     let router = ProviderRouter::new(
         vec![provider.clone() as Arc<dyn Provider>],
         BTreeMap::new(),
         RetryPolicy::default(),
         Default::default(),
     );
-    let engine = Engine::new(EngineParts {
-        store: store.clone(),
-        steps: Arc::new(step_queue),
-        notifications: Arc::new(notification_queue),
-        router: Arc::new(router),
-        clock: Arc::new(SystemClock),
-        callbacks: crate::notify::CallbackPolicy::local_development(),
-        limits: crate::domain::Limits::default(),
-        blobs: Arc::new(crate::adapters::memory::MemoryBlobStore::new()),
-        public_url: None,
-        invocation_budget: None,
-    });
-    Harness { engine, store, provider, steps, notifications, tenant: TenantId::parse("acme").unwrap() }
+    let engine = Engine::new(EngineParts { router: Arc::new(router), ..kit.engine_parts() });
+    Harness {
+        engine,
+        store: kit.backends.store,
+        clock: kit.clock,
+        provider,
+        steps: kit.backends.step_messages,
+        notifications: kit.backends.notification_messages,
+        tenant: TenantId::parse("acme").unwrap(),
+    }
 }
 
 impl Harness {
@@ -166,7 +163,7 @@ async fn a_chain_runs_each_step_exactly_once_despite_duplicates_and_shuffling() 
         assert_eq!(view.status, RunStatus::Succeeded, "seed {seed}");
         assert_eq!(h.provider.calls(), ["rust", "<rust>?", "<<rust>?>!"], "seed {seed}");
         assert_eq!(view.output, Some(json!({"final": "<<<rust>?>!>"})));
-        assert!(view.steps.iter().all(|s| s.attempts.len() == 1));
+        assert!(view.steps.iter().all(|s| s.progress.attempts.len() == 1));
         assert_eq!(view.totals.usage.input_tokens, 6);
     }
 }
@@ -239,9 +236,9 @@ async fn a_required_failure_fails_the_run_and_cancels_what_had_not_started() {
     h.drive(3).await;
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Failed);
-    assert_eq!(view.error.as_ref().unwrap().kind, "step_failed");
+    assert_eq!(view.error.as_ref().unwrap().kind, ErrorKind::StepFailed);
     assert_eq!(status_of(&view, "a"), StepStatus::Failed);
-    assert_eq!(view.steps[0].error.as_ref().unwrap().kind, "invalid_request");
+    assert_eq!(view.steps[0].progress.error.as_ref().unwrap().kind, ErrorKind::InvalidRequest);
     assert_eq!(status_of(&view, "b"), StepStatus::Cancelled);
 }
 
@@ -282,7 +279,7 @@ async fn approval_steps_wait_for_a_person_then_release_their_dependants() {
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Waiting);
     assert_eq!(status_of(&view, "review"), StepStatus::WaitingApproval);
-    assert_eq!(view.steps[1].output, Some(json!({"question": "Publish <hi>?"})));
+    assert_eq!(view.steps[1].progress.output, Some(json!({"question": "Publish <hi>?"})));
 
     let review = StepId::parse("review").unwrap();
     let decision = ApprovalDecision { by: Some("alice".into()), comment: Some("ship it".into()) };
@@ -293,7 +290,7 @@ async fn approval_steps_wait_for_a_person_then_release_their_dependants() {
 
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Succeeded);
-    assert_eq!(view.steps[1].output, Some(json!({"approved": true, "by": "alice", "comment": "ship it"})));
+    assert_eq!(view.steps[1].progress.output, Some(json!({"approved": true, "by": "alice", "comment": "ship it"})));
     assert_eq!(h.provider.calls().last().unwrap(), "<hi> approved by alice");
 }
 
@@ -306,7 +303,7 @@ async fn a_rejection_fails_the_run() {
     h.engine.decide_approval(&h.tenant, &run_id, &review, false, ApprovalDecision::default()).await.unwrap();
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Failed);
-    assert_eq!(view.steps[1].error.as_ref().unwrap().kind, "rejected");
+    assert_eq!(view.steps[1].progress.error.as_ref().unwrap().kind, ErrorKind::Rejected);
     assert_eq!(status_of(&view, "publish"), StepStatus::Cancelled);
 }
 
@@ -321,13 +318,13 @@ async fn the_sweep_fails_an_approval_nobody_answered_in_time() {
     let run_id = h.submit(workflow, json!({"text": "hi"})).await;
     h.drive(9).await;
     assert_eq!(h.engine.sweep().await.unwrap(), 0, "not yet expired");
-    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    h.clock.advance(Duration::from_millis(350));
 
     assert_eq!(h.engine.sweep().await.unwrap(), 1);
     assert_eq!(h.engine.sweep().await.unwrap(), 0, "a wait is failed once");
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Failed);
-    assert_eq!(view.steps[1].error.as_ref().unwrap().kind, "deadline_exceeded");
+    assert_eq!(view.steps[1].progress.error.as_ref().unwrap().kind, ErrorKind::DeadlineExceeded);
 }
 
 #[tokio::test(start_paused = true)]
@@ -340,8 +337,9 @@ async fn a_long_retry_after_puts_the_step_back_on_the_queue_until_the_wait_is_ov
     let view = h.view(&run_id).await;
     let step = view.steps.iter().find(|s| s.id == "a").unwrap();
     assert_eq!(step.status, StepStatus::Queued, "handed back, not slept on");
-    let kinds: Vec<&str> = step.attempts.iter().filter_map(|a| a.error.as_ref().map(|e| e.kind.as_str())).collect();
-    assert_eq!(kinds, ["rate_limited"]);
+    let kinds: Vec<ErrorKind> =
+        step.progress.attempts.iter().filter_map(|a| a.error.as_ref().map(|e| e.kind)).collect();
+    assert_eq!(kinds, [ErrorKind::RateLimited]);
     assert!(h.steps.try_recv().is_err(), "the message waits out the provider's Retry-After");
 
     tokio::time::sleep(Duration::from_secs(121)).await;
@@ -349,7 +347,7 @@ async fn a_long_retry_after_puts_the_step_back_on_the_queue_until_the_wait_is_ov
     h.engine.execute_step(&again).await.unwrap();
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Succeeded);
-    assert_eq!(view.steps[0].attempts.len(), 2, "the second delivery resumed after the recorded attempt");
+    assert_eq!(view.steps[0].progress.attempts.len(), 2, "the second delivery resumed after the recorded attempt");
     assert_eq!(h.provider.calls().len(), 2);
 }
 
@@ -426,13 +424,13 @@ impl WebhookSender for Receiver {
     }
 }
 
-/// A finished run with a callback URL, and a notifier whose retries land in the returned receiver.
+/// A finished run with a notification URL, and a notifier whose retries land in the returned receiver.
 async fn notified_run(
     answer: Result<u16, u16>,
 ) -> (Harness, Arc<Receiver>, Notifier, RunId, WebhookSecret, UnboundedReceiver<NotificationMessage>) {
     let mut h = harness();
     let secret = WebhookSecret::generate();
-    let tenants = MemoryTenants::new()
+    let tenants = MemoryTenantDirectory::new()
         .with_key(Tenant { id: h.tenant.clone(), webhook_secret: secret.to_whsec() }, &"key".to_owned().into());
     let receiver = Arc::new(Receiver { answer, received: Mutex::new(Vec::new()) });
     let (retry_queue, retries) = MemoryQueue::channel();
@@ -441,7 +439,7 @@ async fn notified_run(
         tenants: Arc::new(tenants),
         sender: receiver.clone(),
         queue: Arc::new(retry_queue),
-        clock: Arc::new(SystemClock),
+        clock: h.clock.clone(),
         schedule: DeliverySchedule(vec![Duration::from_secs(1)]),
     };
     let submission = Submission {
@@ -506,7 +504,7 @@ async fn a_step_that_cannot_be_delivered_fails_the_run() {
     h.drive(11).await;
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Failed);
-    assert_eq!(view.steps[0].error.as_ref().unwrap().kind, "undeliverable");
+    assert_eq!(view.steps[0].progress.error.as_ref().unwrap().kind, ErrorKind::Undeliverable);
     assert_eq!(status_of(&view, "b"), StepStatus::Cancelled);
     assert!(h.provider.calls().is_empty());
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::{Engine, EngineError};
 use crate::domain::{
-    Attempt, Run, RunEvent, RunId, RunStatus, StepError, StepState, StepStatus, Task, TenantId, Usage,
+    Run, RunEvent, RunId, RunStatus, StepError, StepProgress, StepState, StepStatus, Task, TenantId, Usage,
 };
 use crate::ports::RunPage;
 
@@ -36,35 +36,15 @@ pub struct RunView {
     pub finished_at: Option<jiff::Timestamp>,
 }
 
-/// One step's progress.
+/// One step as clients see it: its id, task and status, and what it did.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StepView {
     #[schema(value_type = String)]
     pub id: String,
     pub task: Task,
     pub status: StepStatus,
-    /// The provider and model that produced the output (after any fallback).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Every model call, failed ones included.
-    pub attempts: Vec<Attempt>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    pub cost_usd: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u64>,
-    /// The normalized task output (`{text, finish_reason}`, `{label, confidence, scores}`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub output: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<StepError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<jiff::Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<jiff::Timestamp>,
+    #[serde(flatten)]
+    pub progress: StepProgress,
 }
 
 /// Usage and cost summed over every step.
@@ -82,25 +62,17 @@ impl RunView {
         for definition in &run.definition.steps {
             let Some(position) = steps.iter().position(|s| s.step_id == definition.id) else { continue };
             let state = steps.swap_remove(position);
-            if let Some(usage) = state.usage {
+            let progress = state.progress;
+            if let Some(usage) = progress.usage {
                 totals.usage += usage;
             }
-            totals.cost_usd += state.cost_usd;
-            totals.model_calls += state.attempts.len();
+            totals.cost_usd += progress.cost_usd;
+            totals.model_calls += progress.attempts.len();
             views.push(StepView {
                 id: state.step_id.to_string(),
                 task: definition.task,
                 status: state.status,
-                provider: state.provider,
-                model: state.model,
-                attempts: state.attempts,
-                usage: state.usage,
-                cost_usd: state.cost_usd,
-                latency_ms: state.latency_ms,
-                output: state.output,
-                error: state.error,
-                started_at: state.started_at,
-                finished_at: state.finished_at,
+                progress,
             });
         }
         // Nothing queued or running, and something waiting: only a person or a callback can

@@ -64,6 +64,10 @@ fn callback_problem(error: CallbackError) -> ApiError {
     match error {
         CallbackError::UnknownJob => ApiError::NotFound("no pending job has this callback URL".to_owned()),
         CallbackError::Rejected(CallbackRejection::Malformed(detail)) => ApiError::BadRequest(detail),
+        CallbackError::Rejected(CallbackRejection::Unavailable(detail)) => {
+            tracing::error!(%detail, "cannot verify a callback");
+            ApiError::Unavailable
+        }
         CallbackError::Rejected(rejection) => ApiError::Unauthorized(rejection.to_string()),
         CallbackError::NotReady => {
             ApiError::Conflict("the job's step is not waiting for it yet; deliver again later".to_owned())

@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §6: one axum [`Router`] over the engine, with API-key auth,
+//! The HTTP API: one axum [`Router`] over the engine, with API-key auth,
 //! problem+json errors and an OpenAPI document. It opens no socket: the intake Lambda and
 //! `chorus dev` serve it, tests call it with `tower::ServiceExt::oneshot`.
 
@@ -26,7 +26,7 @@ pub use callbacks::{callbacks_app, callbacks_routes};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, ProblemDetails};
 
-/// The largest request body accepted: a 6 MiB input (DESIGN §3) plus room for the workflow
+/// The largest request body accepted: a 6 MiB input plus room for the workflow
 /// definition and JSON framing.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024 + 256 * 1024;
 

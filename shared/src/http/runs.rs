@@ -22,7 +22,8 @@ use super::problem::{ApiError, MalformedJson, NotJson, ProblemDetails, Unauthori
 use crate::domain::{RunEvent, RunId, RunStatus, StepId};
 use crate::engine::{ApprovalDecision, RunView, Submission};
 use crate::ports::RunSummary;
-use crate::providers::{ModelInfo, Route};
+use crate::providers::ModelInfo;
+use crate::routing::Route;
 
 /// The request header that makes `POST /v1/runs` safe to retry.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");

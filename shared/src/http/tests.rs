@@ -14,12 +14,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tower::ServiceExt;
 
 use super::*;
-use crate::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenants};
-use crate::domain::{Limits, TenantId};
+use crate::adapters::memory::MemoryTenantDirectory;
+use crate::domain::TenantId;
 use crate::engine::EngineParts;
-use crate::notify::CallbackPolicy;
-use crate::ports::{NotificationMessage, StepMessage, SystemClock, Tenant};
-use crate::providers::{LocalProvider, PriceTable, Provider, ProviderRouter, RetryPolicy, Route};
+use crate::ports::{NotificationMessage, StepMessage, Tenant};
+use crate::providers::{LocalProvider, Provider};
+use crate::routing::{PriceTable, ProviderRouter, RetryPolicy, Route};
+use crate::testing::TestKit;
 
 const KEY_A: &str = "sk_test_tenant_a";
 const KEY_B: &str = "sk_test_tenant_b";
@@ -72,8 +73,7 @@ fn tenant(name: &str) -> Tenant {
 }
 
 fn api() -> Api {
-    let (step_queue, steps) = MemoryQueue::channel();
-    let (notification_queue, notifications) = MemoryQueue::channel();
+    let kit = TestKit::new();
     let routes = BTreeMap::from([("fast".to_owned(), Route::fallback(&["local:echo"]))]);
     let router = ProviderRouter::new(
         vec![Arc::new(LocalProvider::new()) as Arc<dyn Provider>],
@@ -81,23 +81,12 @@ fn api() -> Api {
         RetryPolicy::default(),
         PriceTable::default(),
     );
-    let engine = Arc::new(Engine::new(EngineParts {
-        store: Arc::new(MemoryRunStore::new()),
-        steps: Arc::new(step_queue),
-        notifications: Arc::new(notification_queue),
-        router: Arc::new(router),
-        clock: Arc::new(SystemClock),
-        callbacks: CallbackPolicy::local_development(),
-        limits: Limits::default(),
-        blobs: Arc::new(crate::adapters::memory::MemoryBlobStore::new()),
-        public_url: None,
-        invocation_budget: None,
-    }));
-    let tenants = MemoryTenants::new()
+    let engine = Arc::new(Engine::new(EngineParts { router: Arc::new(router), ..kit.engine_parts() }));
+    let tenants = MemoryTenantDirectory::new()
         .with_key(tenant("acme"), &SecretString::from(KEY_A))
         .with_key(tenant("globex"), &SecretString::from(KEY_B));
     let app = app(AppState { engine: engine.clone(), tenants: Arc::new(tenants) });
-    Api { app, engine, steps, _notifications: notifications }
+    Api { app, engine, steps: kit.backends.step_messages, _notifications: kit.backends.notification_messages }
 }
 
 fn request(method: Method, uri: &str, key: Option<&str>) -> axum::http::request::Builder {

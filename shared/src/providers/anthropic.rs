@@ -1,5 +1,5 @@
 //! Anthropic's Messages API (Claude): `generate`, `summarize`, `classify` and `extract`
-//! (DESIGN §7). Anthropic has no embeddings API, so `embed` is refused at validation.
+//!. Anthropic has no embeddings API, so `embed` is refused at validation.
 //!
 //! Wire-format quirks:
 //! - `POST {base}/v1/messages` with `x-api-key` (not a bearer token) and a required
@@ -16,11 +16,11 @@
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::http_call::{self, short};
-use super::{Completion, ModelInfo, Provider, ProviderError, TaskRequest, chat, estimate_tokens};
+use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, chat, estimate_tokens};
 use crate::domain::{FinishReason, Task, Usage};
 
 /// The prefix in `"model": "anthropic:<model-id>"`.
@@ -48,7 +48,7 @@ const MODELS: [(&str, &str); 3] = [
 #[derive(Clone)]
 pub struct AnthropicProvider {
     client: reqwest::Client,
-    api_key: SecretString,
+    api_key: Credential,
     base_url: String,
 }
 
@@ -61,13 +61,14 @@ impl std::fmt::Debug for AnthropicProvider {
 
 impl AnthropicProvider {
     /// A provider calling `base_url` (default [`DEFAULT_BASE_URL`]) with `api_key`.
-    pub fn new(client: reqwest::Client, api_key: SecretString, base_url: Option<String>) -> Self {
+    pub fn new(client: reqwest::Client, api_key: impl Into<Credential>, base_url: Option<String>) -> Self {
+        let api_key = api_key.into();
         let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()).trim_end_matches('/').to_owned();
         Self { client, api_key, base_url }
     }
 
-    fn post_messages(&self) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let mut key = HeaderValue::from_str(self.api_key.expose_secret())
+    async fn post_messages(&self) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let mut key = HeaderValue::from_str(self.api_key.get().await?.expose_secret())
             .map_err(|_| ProviderError::Auth("the configured API key cannot be sent in an HTTP header".to_owned()))?;
         key.set_sensitive(true);
         Ok(self
@@ -226,7 +227,7 @@ impl Provider for AnthropicProvider {
         self.supports(model, request.task).map_err(ProviderError::InvalidRequest)?;
         let prompt = chat::prompt(request)?;
         let body = messages_request(model, request, &prompt);
-        let reply = http_call::send(self.post_messages()?.json(&body)).await?;
+        let reply = http_call::send(self.post_messages().await?.json(&body)).await?;
         if !reply.status.is_success() {
             return Err(error_from(reply.status, &reply.headers, &reply.body));
         }
@@ -296,7 +297,10 @@ mod tests {
 
     #[test]
     fn given_a_refusal_stop_reason_when_read_then_it_is_content_filtered() {
-        assert_eq!(answer(&request(Task::Summarize), "message_refusal.json").unwrap_err().kind(), "content_filtered");
+        assert_eq!(
+            answer(&request(Task::Summarize), "message_refusal.json").unwrap_err().kind().as_str(),
+            "content_filtered"
+        );
     }
 
     #[test]
@@ -335,13 +339,13 @@ mod tests {
 
     #[test]
     fn given_each_error_fixture_when_mapped_then_it_lands_on_its_kind() {
-        assert_eq!(error(429, "error_rate_limit.json").kind(), "rate_limited");
-        assert_eq!(error(529, "error_overloaded.json").kind(), "overloaded");
-        assert_eq!(error(400, "error_credit_balance.json").kind(), "quota_exhausted");
-        assert_eq!(error(400, "error_invalid_request.json").kind(), "invalid_request");
-        assert_eq!(error(500, "error_api.json").kind(), "transient");
+        assert_eq!(error(429, "error_rate_limit.json").kind().as_str(), "rate_limited");
+        assert_eq!(error(529, "error_overloaded.json").kind().as_str(), "overloaded");
+        assert_eq!(error(400, "error_credit_balance.json").kind().as_str(), "quota_exhausted");
+        assert_eq!(error(400, "error_invalid_request.json").kind().as_str(), "invalid_request");
+        assert_eq!(error(500, "error_api.json").kind().as_str(), "transient");
         let auth = error(401, "error_authentication.json");
-        assert_eq!(auth.kind(), "auth");
+        assert_eq!(auth.kind().as_str(), "auth");
         assert!(!auth.to_string().contains("x-api-key"), "the provider's words stay out: {auth}");
     }
 
@@ -355,7 +359,7 @@ mod tests {
 
     #[test]
     fn given_any_model_when_checked_then_every_chat_task_but_embed_is_supported() {
-        let provider = AnthropicProvider::new(reqwest::Client::new(), SecretString::from("sk-ant-test"), None);
+        let provider = AnthropicProvider::new(reqwest::Client::new(), "sk-ant-test", None);
         assert_eq!(provider.supports("claude-3-7-sonnet-20250219", Task::Extract), Ok(()));
         assert!(provider.supports("claude-haiku-4-5", Task::Embed).unwrap_err().contains("no embeddings"));
         assert!(!format!("{provider:?}").contains("sk-ant"));

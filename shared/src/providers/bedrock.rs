@@ -365,7 +365,7 @@ mod tests {
         for (status, code, name, kind) in cases {
             let (bedrock, _) = fake_bedrock(status, &[("x-amzn-errortype", code)], fixture(name)).await;
             let err = bedrock.call("amazon.nova-lite-v1:0", &request(Task::Summarize)).await.unwrap_err();
-            assert_eq!(err.kind(), kind, "{name}: {err}");
+            assert_eq!(err.kind().as_str(), kind, "{name}: {err}");
             assert!(!err.to_string().contains("AKIDEXAMPLE") && !err.to_string().contains("not-a-real"), "{err}");
         }
     }
@@ -385,7 +385,7 @@ mod tests {
     async fn given_a_cut_off_body_when_called_then_the_response_is_malformed() {
         let (bedrock, _) = fake_bedrock(200, &[], br#"{"output": {"message": {"ro"#.to_vec()).await;
         let err = bedrock.call("amazon.nova-lite-v1:0", &request(Task::Generate)).await.unwrap_err();
-        assert_eq!(err.kind(), "malformed_response", "{err}");
+        assert_eq!(err.kind().as_str(), "malformed_response", "{err}");
     }
 
     #[tokio::test]
@@ -398,7 +398,7 @@ mod tests {
             });
             let (bedrock, _) = fake_bedrock(200, &[], answer.to_string().into_bytes()).await;
             let err = bedrock.call("amazon.nova-lite-v1:0", &request(Task::Generate)).await.unwrap_err();
-            assert_eq!(err.kind(), "content_filtered", "{reason}");
+            assert_eq!(err.kind().as_str(), "content_filtered", "{reason}");
         }
     }
 
@@ -415,7 +415,7 @@ mod tests {
             .build();
         let bedrock = BedrockProvider::new(aws_sdk_bedrockruntime::Client::from_conf(config));
         let err = bedrock.call("amazon.nova-lite-v1:0", &request(Task::Generate)).await.unwrap_err();
-        assert_eq!(err.kind(), "transient", "{err}");
+        assert_eq!(err.kind().as_str(), "transient", "{err}");
     }
 
     #[test]
@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(finish_reason(&StopReason::MaxTokens).unwrap(), FinishReason::Length);
         assert_eq!(finish_reason(&StopReason::ToolUse).unwrap(), FinishReason::Other);
         assert_eq!(finish_reason(&StopReason::from("something_new")).unwrap(), FinishReason::Other);
-        assert_eq!(finish_reason(&StopReason::MalformedModelOutput).unwrap_err().kind(), "malformed_response");
+        assert_eq!(finish_reason(&StopReason::MalformedModelOutput).unwrap_err().kind().as_str(), "malformed_response");
     }
 
     #[test]

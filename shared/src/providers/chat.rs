@@ -184,10 +184,10 @@ mod tests {
         let classify = request(Task::Classify);
         for text in ["{\"label\": \"MIXED\"}", "I think it is positive", "{\"confidence\": 1}"] {
             let err = output(&classify, text, FinishReason::Stop).unwrap_err();
-            assert_eq!(err.kind(), "invalid_output", "{text}: {err}");
+            assert_eq!(err.kind().as_str(), "invalid_output", "{text}: {err}");
         }
         let err = output(&request(Task::Extract), "no json here", FinishReason::Stop).unwrap_err();
-        assert_eq!(err.kind(), "invalid_output");
+        assert_eq!(err.kind().as_str(), "invalid_output");
     }
 
     #[test]

@@ -20,13 +20,13 @@ use std::fmt;
 
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat::{self, ChatPrompt};
 use super::http_call::{self, HttpReply};
-use super::{Completion, ModelInfo, Provider, ProviderError, TaskRequest, estimate_tokens};
+use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, estimate_tokens};
 use crate::domain::{FinishReason, Task, TaskOutput, Usage};
 
 /// The prefix in `cohere:<model>`.
@@ -51,7 +51,7 @@ const MODELS: [(&str, &[Task], &str); 4] = [
 /// The Cohere adapter. Holds the shared HTTP client and the API key.
 pub struct CohereProvider {
     client: reqwest::Client,
-    api_key: SecretString,
+    api_key: Credential,
     base_url: String,
 }
 
@@ -64,7 +64,8 @@ impl fmt::Debug for CohereProvider {
 
 impl CohereProvider {
     /// An adapter calling `base_url` (default [`DEFAULT_BASE_URL`]) with `api_key`.
-    pub fn new(client: reqwest::Client, api_key: SecretString, base_url: Option<String>) -> Self {
+    pub fn new(client: reqwest::Client, api_key: impl Into<Credential>, base_url: Option<String>) -> Self {
+        let api_key = api_key.into();
         let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()).trim_end_matches('/').to_owned();
         Self { client, api_key, base_url }
     }
@@ -103,8 +104,11 @@ impl CohereProvider {
 
     /// POSTs `body` to `path`; any non-2xx answer becomes the mapped error.
     async fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<HttpReply, ProviderError> {
-        let request =
-            self.client.post(format!("{}{path}", self.base_url)).bearer_auth(self.api_key.expose_secret()).json(body);
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(self.api_key.get().await?.expose_secret())
+            .json(body);
         let reply = http_call::send(request).await?;
         if reply.status.is_success() { Ok(reply) } else { Err(error_from(reply.status, &reply.headers, &reply.body)) }
     }
@@ -363,7 +367,7 @@ mod tests {
     }
 
     fn provider() -> CohereProvider {
-        CohereProvider::new(reqwest::Client::new(), SecretString::from("co-secret-key"), None)
+        CohereProvider::new(reqwest::Client::new(), "co-secret-key", None)
     }
 
     #[test]
@@ -413,8 +417,8 @@ mod tests {
     fn given_finish_reasons_when_mapped_then_toxic_and_error_fail() {
         assert_eq!(finish_reason("MAX_TOKENS").unwrap(), FinishReason::Length);
         assert_eq!(finish_reason("TOOL_CALL").unwrap(), FinishReason::Other);
-        assert_eq!(finish_reason("ERROR_TOXIC").unwrap_err().kind(), "content_filtered");
-        assert_eq!(finish_reason("ERROR").unwrap_err().kind(), "transient");
+        assert_eq!(finish_reason("ERROR_TOXIC").unwrap_err().kind().as_str(), "content_filtered");
+        assert_eq!(finish_reason("ERROR").unwrap_err().kind().as_str(), "transient");
     }
 
     #[test]
@@ -430,12 +434,12 @@ mod tests {
         ];
         for (status, name, kind) in cases {
             let err = error_from(StatusCode::from_u16(status).unwrap(), &none, &fixture(name));
-            assert_eq!(err.kind(), kind, "{name}: {err}");
+            assert_eq!(err.kind().as_str(), kind, "{name}: {err}");
         }
         let blocked = error_from(StatusCode::from_u16(498).unwrap(), &none, br#"{"message": "blocked input"}"#);
-        assert_eq!(blocked.kind(), "content_filtered");
-        assert_eq!(error_from(StatusCode::SERVICE_UNAVAILABLE, &none, b"{}").kind(), "overloaded");
-        assert_eq!(error_from(StatusCode::INTERNAL_SERVER_ERROR, &none, b"not json").kind(), "transient");
+        assert_eq!(blocked.kind().as_str(), "content_filtered");
+        assert_eq!(error_from(StatusCode::SERVICE_UNAVAILABLE, &none, b"{}").kind().as_str(), "overloaded");
+        assert_eq!(error_from(StatusCode::INTERNAL_SERVER_ERROR, &none, b"not json").kind().as_str(), "transient");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Google's Gemini API (Google AI Studio keys): `generateContent` for the chat tasks,
-//! `embedContent` for `embed` (DESIGN §7).
+//! `embedContent` for `embed`.
 //!
 //! Wire-format quirks:
 //! - The model is in the path: `POST {base}/v1beta/models/{model}:generateContent`. Steps
@@ -28,12 +28,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http_call::{self, short};
-use super::{Completion, ModelInfo, Provider, ProviderError, TaskRequest, chat, estimate_tokens};
+use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, chat, estimate_tokens};
 use crate::domain::{FinishReason, Task, TaskOutput, Usage};
 
 /// The prefix in `"model": "gemini:<model-id>"`.
@@ -56,7 +56,7 @@ const MODELS: [(&str, &[Task], &str); 4] = [
 #[derive(Clone)]
 pub struct GeminiProvider {
     client: reqwest::Client,
-    api_key: SecretString,
+    api_key: Credential,
     base_url: String,
 }
 
@@ -69,15 +69,16 @@ impl std::fmt::Debug for GeminiProvider {
 
 impl GeminiProvider {
     /// A provider calling `base_url` (default [`DEFAULT_BASE_URL`]) with `api_key`.
-    pub fn new(client: reqwest::Client, api_key: SecretString, base_url: Option<String>) -> Self {
+    pub fn new(client: reqwest::Client, api_key: impl Into<Credential>, base_url: Option<String>) -> Self {
+        let api_key = api_key.into();
         let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()).trim_end_matches('/').to_owned();
         Self { client, api_key, base_url }
     }
 
     /// A POST to `models/{model}:{method}`, with the key in its header.
-    fn post(&self, model: &str, method: &str) -> Result<reqwest::RequestBuilder, ProviderError> {
+    async fn post(&self, model: &str, method: &str) -> Result<reqwest::RequestBuilder, ProviderError> {
         let name = resource_name(model)?;
-        let mut key = HeaderValue::from_str(self.api_key.expose_secret())
+        let mut key = HeaderValue::from_str(self.api_key.get().await?.expose_secret())
             .map_err(|_| ProviderError::Auth("the configured API key cannot be sent in an HTTP header".to_owned()))?;
         key.set_sensitive(true);
         Ok(self.client.post(format!("{}/v1beta/{name}:{method}", self.base_url)).header("x-goog-api-key", key))
@@ -86,7 +87,7 @@ impl GeminiProvider {
     async fn generate(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
         let prompt = chat::prompt(request)?;
         let body = generate_request(request, &prompt);
-        let reply = http_call::send(self.post(model, "generateContent")?.json(&body)).await?;
+        let reply = http_call::send(self.post(model, "generateContent").await?.json(&body)).await?;
         if !reply.status.is_success() {
             return Err(error_from(reply.status, &reply.headers, &reply.body));
         }
@@ -95,7 +96,7 @@ impl GeminiProvider {
 
     async fn embed(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
         let body = EmbedRequest { content: Content { role: None, parts: [Part { text: request.text() }] } };
-        let reply = http_call::send(self.post(model, "embedContent")?.json(&body)).await?;
+        let reply = http_call::send(self.post(model, "embedContent").await?.json(&body)).await?;
         if !reply.status.is_success() {
             return Err(error_from(reply.status, &reply.headers, &reply.body));
         }
@@ -449,7 +450,7 @@ mod tests {
         let prompt = answer(&request(Task::Summarize), "generate_content_prompt_blocked.json").unwrap_err();
         assert!(matches!(&prompt, ProviderError::ContentFiltered(m) if m.contains("SAFETY")), "{prompt:?}");
         let answer = answer(&request(Task::Summarize), "generate_content_safety_finish.json").unwrap_err();
-        assert_eq!(answer.kind(), "content_filtered");
+        assert_eq!(answer.kind().as_str(), "content_filtered");
     }
 
     #[test]
@@ -501,7 +502,7 @@ mod tests {
         assert_eq!(resource_name("models/gemini-2.5-pro").unwrap(), "models/gemini-2.5-pro");
         assert_eq!(resource_name("tunedModels/my-model_1").unwrap(), "tunedModels/my-model_1");
         for bad in ["../../v1/files", "gemini?key=x", "", "models/", "a/b", ".."] {
-            assert_eq!(resource_name(bad).unwrap_err().kind(), "invalid_request", "{bad}");
+            assert_eq!(resource_name(bad).unwrap_err().kind().as_str(), "invalid_request", "{bad}");
         }
     }
 
@@ -509,12 +510,12 @@ mod tests {
     fn given_each_error_fixture_when_mapped_then_it_lands_on_its_kind() {
         let rate = error(429, "error_rate_limit.json");
         assert_eq!(rate, ProviderError::RateLimited { retry_after: Some(Duration::from_secs(26)) });
-        assert_eq!(error(429, "error_quota_limit_zero.json").kind(), "quota_exhausted");
-        assert_eq!(error(503, "error_overloaded.json").kind(), "overloaded");
-        assert_eq!(error(500, "error_internal.json").kind(), "transient");
-        assert_eq!(error(400, "error_invalid_argument.json").kind(), "invalid_request");
+        assert_eq!(error(429, "error_quota_limit_zero.json").kind().as_str(), "quota_exhausted");
+        assert_eq!(error(503, "error_overloaded.json").kind().as_str(), "overloaded");
+        assert_eq!(error(500, "error_internal.json").kind().as_str(), "transient");
+        assert_eq!(error(400, "error_invalid_argument.json").kind().as_str(), "invalid_request");
         let auth = error(400, "error_api_key_invalid.json");
-        assert_eq!(auth.kind(), "auth");
+        assert_eq!(auth.kind().as_str(), "auth");
         assert_eq!(auth, ProviderError::Auth("Gemini refused the API key (API_KEY_INVALID)".into()));
     }
 
@@ -522,7 +523,7 @@ mod tests {
     fn given_google_statuses_without_details_when_mapped_then_they_follow_the_taxonomy() {
         let kind = |code: u16, status: &str| {
             let body = json!({"error": {"code": code, "message": "m", "status": status}}).to_string();
-            error_from(StatusCode::from_u16(code).unwrap(), &HeaderMap::new(), body.as_bytes()).kind()
+            error_from(StatusCode::from_u16(code).unwrap(), &HeaderMap::new(), body.as_bytes()).kind().as_str()
         };
         assert_eq!(kind(403, "PERMISSION_DENIED"), "auth");
         assert_eq!(kind(400, "FAILED_PRECONDITION"), "invalid_request");
@@ -532,12 +533,12 @@ mod tests {
             {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
              "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}});
         let err = error_from(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), per_day.to_string().as_bytes());
-        assert_eq!(err.kind(), "quota_exhausted");
+        assert_eq!(err.kind().as_str(), "quota_exhausted");
     }
 
     #[test]
     fn given_models_and_tasks_when_checked_then_any_id_works_for_its_family() {
-        let provider = GeminiProvider::new(reqwest::Client::new(), SecretString::from("AIza-test"), None);
+        let provider = GeminiProvider::new(reqwest::Client::new(), "AIza-test", None);
         assert_eq!(provider.supports("gemini-3-pro-preview", Task::Extract), Ok(()));
         assert_eq!(provider.supports("text-embedding-004", Task::Embed), Ok(()));
         assert!(provider.supports("gemini-2.5-flash", Task::Embed).unwrap_err().contains("embedding model"));

@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::http_call;
-use super::{Completion, ModelInfo, Provider, ProviderError, TaskRequest, estimate_tokens};
+use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, estimate_tokens};
 use crate::domain::{Task, TaskOutput, Usage};
 
 /// The prefix in `huggingface:<org>/<model>`.
@@ -62,7 +62,7 @@ const MODELS: [(&str, Task, &str); 4] = [
 /// The Hugging Face Inference adapter. Holds the shared HTTP client and the access token.
 pub struct HuggingFaceProvider {
     client: reqwest::Client,
-    token: SecretString,
+    token: Credential,
     base_url: String,
 }
 
@@ -75,7 +75,8 @@ impl fmt::Debug for HuggingFaceProvider {
 
 impl HuggingFaceProvider {
     /// An adapter calling `base_url` (default [`DEFAULT_BASE_URL`]) with the access `token`.
-    pub fn new(client: reqwest::Client, token: SecretString, base_url: Option<String>) -> Self {
+    pub fn new(client: reqwest::Client, token: impl Into<Credential>, base_url: Option<String>) -> Self {
+        let token = token.into();
         let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()).trim_end_matches('/').to_owned();
         Self { client, token, base_url }
     }
@@ -115,7 +116,7 @@ impl HuggingFaceProvider {
         let request = self
             .client
             .post(format!("{}/models/{}", self.base_url, model_path(model)?))
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(self.token.get().await?.expose_secret())
             .json(body);
         let reply = http_call::send(request).await?;
         if !reply.status.is_success() {
@@ -357,7 +358,7 @@ mod tests {
     }
 
     fn provider() -> HuggingFaceProvider {
-        HuggingFaceProvider::new(reqwest::Client::new(), SecretString::from("hf_secret_token"), None)
+        HuggingFaceProvider::new(reqwest::Client::new(), "hf_secret_token", None)
     }
 
     #[test]
@@ -385,7 +386,7 @@ mod tests {
     fn given_model_labels_outside_the_step_when_read_then_the_output_is_invalid() {
         let scores = vec![LabelScore { label: "LABEL_0".into(), score: 0.9 }];
         let err = classification(&labels(&["POSITIVE"]), scores).unwrap_err();
-        assert_eq!(err.kind(), "invalid_output");
+        assert_eq!(err.kind().as_str(), "invalid_output");
         assert!(err.to_string().contains("LABEL_0"), "{err}");
     }
 
@@ -410,9 +411,9 @@ mod tests {
         let per_input: Features = serde_json::from_value(json!([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]])).unwrap();
         assert_eq!(per_input.sentence_vector().unwrap(), vec![1.0, 1.0]);
         let ragged: Features = serde_json::from_value(json!([[1.0], [1.0, 2.0]])).unwrap();
-        assert_eq!(ragged.sentence_vector().unwrap_err().kind(), "malformed_response");
+        assert_eq!(ragged.sentence_vector().unwrap_err().kind().as_str(), "malformed_response");
         let empty: Features = serde_json::from_value(json!([])).unwrap();
-        assert_eq!(empty.sentence_vector().unwrap_err().kind(), "malformed_response");
+        assert_eq!(empty.sentence_vector().unwrap_err().kind().as_str(), "malformed_response");
     }
 
     #[test]
@@ -428,11 +429,11 @@ mod tests {
         ];
         for (status, name, kind) in cases {
             let err = error_from(StatusCode::from_u16(status).unwrap(), &none, &fixture(name));
-            assert_eq!(err.kind(), kind, "{name}: {err}");
+            assert_eq!(err.kind().as_str(), kind, "{name}: {err}");
         }
         let list = error_from(StatusCode::BAD_REQUEST, &none, &fixture("error_400.json"));
         assert!(list.to_string().contains("inputs.context"), "{list}");
-        assert_eq!(error_from(StatusCode::INTERNAL_SERVER_ERROR, &none, b"{}").kind(), "transient");
+        assert_eq!(error_from(StatusCode::INTERNAL_SERVER_ERROR, &none, b"{}").kind().as_str(), "transient");
     }
 
     #[test]
@@ -445,7 +446,7 @@ mod tests {
     #[test]
     fn given_credits_exhausted_under_another_status_when_mapped_then_it_is_still_a_quota() {
         let err = error_from(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), &fixture("error_402.json"));
-        assert_eq!(err.kind(), "quota_exhausted");
+        assert_eq!(err.kind().as_str(), "quota_exhausted");
     }
 
     #[test]

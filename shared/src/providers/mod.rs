@@ -1,22 +1,20 @@
-//! AI providers behind one trait, and the router that picks, retries and falls back
-//! between them. Each provider's wire format lives in its own file; the engine only sees
-//! [`TaskRequest`] in and [`Completion`] or [`ProviderError`] out.
+//! AI providers behind one trait: one file per provider's wire format, plus what they share
+//! (`chat`: tasks as chat prompts; `http_call`: HTTP plumbing and status mapping). The engine
+//! reaches them through [`crate::routing`] and only sees [`TaskRequest`] in and
+//! [`Completion`] or [`ProviderError`] out.
 
 pub mod anthropic;
+#[cfg(feature = "aws")]
 pub mod bedrock;
-pub mod breaker;
-mod catalog;
 pub mod chat;
 pub mod cohere;
+pub mod credential;
 pub mod gemini;
 pub mod http_call;
 pub mod huggingface;
 pub mod local;
 pub mod openai;
-pub mod pricing;
 pub mod replicate;
-pub mod router;
-pub mod routes;
 
 use std::time::Duration;
 
@@ -26,16 +24,10 @@ use serde_json::Value;
 use thiserror::Error;
 use utoipa::ToSchema;
 
-use crate::domain::{StepDefinition, Task, TaskOutput, Usage};
+use crate::domain::{ErrorKind, OutputError, StepDefinition, StepError, Task, TaskOutput, Usage};
 
-pub use catalog::{CatalogError, ProviderConfig, default_router, router_from_env};
+pub use credential::{Credential, CredentialError};
 pub use local::LocalProvider;
-pub use pricing::{Price, PriceTable};
-pub use router::{
-    JobCallback, ProviderRouter, RateLimits, RetryPolicy, RouteContext, RouteOutcome, Routed, RoutedCompletion,
-    SubmittedJob,
-};
-pub use routes::Route;
 
 /// What a step asks of a model, already rendered.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +72,14 @@ pub struct Completion {
     pub usage: Usage,
 }
 
+impl Completion {
+    /// The completion, if its output is what `request` asked for (see [`TaskOutput::check`]).
+    pub fn checked(self, request: &TaskRequest) -> Result<Self, ProviderError> {
+        self.output.check(request.task, request.schema.as_ref())?;
+        Ok(self)
+    }
+}
+
 /// The one error taxonomy every provider maps its failures onto.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ProviderError {
@@ -116,13 +116,7 @@ pub enum ProviderError {
 impl ProviderError {
     /// Whether the same call may succeed if tried again on the same model.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ProviderError::RateLimited { .. }
-                | ProviderError::Overloaded { .. }
-                | ProviderError::Timeout
-                | ProviderError::Transient(_)
-        )
+        self.kind().is_retryable()
     }
 
     /// The delay the provider asked for, if any.
@@ -133,29 +127,48 @@ impl ProviderError {
         }
     }
 
-    /// A stable snake_case name, used as the step error's `kind`.
-    pub fn kind(&self) -> &'static str {
+    /// The step error's `kind` for this failure.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ProviderError::RateLimited { .. } => "rate_limited",
-            ProviderError::Overloaded { .. } => "overloaded",
-            ProviderError::Timeout => "timeout",
-            ProviderError::Transient(_) => "transient",
-            ProviderError::InvalidRequest(_) => "invalid_request",
-            ProviderError::Auth(_) => "auth",
-            ProviderError::QuotaExhausted(_) => "quota_exhausted",
-            ProviderError::ContentFiltered(_) => "content_filtered",
-            ProviderError::MalformedResponse(_) => "malformed_response",
-            ProviderError::InvalidOutput(_) => "invalid_output",
-            ProviderError::BudgetExceeded(_) => "budget_exceeded",
-            ProviderError::CircuitOpen(_) => "circuit_open",
+            ProviderError::RateLimited { .. } => ErrorKind::RateLimited,
+            ProviderError::Overloaded { .. } => ErrorKind::Overloaded,
+            ProviderError::Timeout => ErrorKind::Timeout,
+            ProviderError::Transient(_) => ErrorKind::Transient,
+            ProviderError::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            ProviderError::Auth(_) => ErrorKind::Auth,
+            ProviderError::QuotaExhausted(_) => ErrorKind::QuotaExhausted,
+            ProviderError::ContentFiltered(_) => ErrorKind::ContentFiltered,
+            ProviderError::MalformedResponse(_) => ErrorKind::MalformedResponse,
+            ProviderError::InvalidOutput(_) => ErrorKind::InvalidOutput,
+            ProviderError::BudgetExceeded(_) => ErrorKind::BudgetExceeded,
+            ProviderError::CircuitOpen(_) => ErrorKind::CircuitOpen,
         }
     }
 }
 
-/// Whether an error of `kind` (as recorded in a step's attempts) may succeed when retried:
-/// the same rule as [`ProviderError::is_retryable`], for errors read back from storage.
-pub fn kind_is_retryable(kind: &str) -> bool {
-    matches!(kind, "rate_limited" | "overloaded" | "timeout" | "transient")
+impl From<ProviderError> for StepError {
+    fn from(error: ProviderError) -> Self {
+        StepError::new(error.kind(), error.to_string())
+    }
+}
+
+impl From<CredentialError> for ProviderError {
+    /// A secret store that cannot be read now may answer later: worth retrying.
+    fn from(error: CredentialError) -> Self {
+        ProviderError::Transient(error.to_string())
+    }
+}
+
+impl From<OutputError> for ProviderError {
+    fn from(error: OutputError) -> Self {
+        match error {
+            // The step's own schema is at fault, not the model's answer.
+            OutputError::BadSchema(_) => ProviderError::InvalidRequest(error.to_string()),
+            OutputError::WrongTask { .. } | OutputError::SchemaMismatch(_) => {
+                ProviderError::InvalidOutput(error.to_string())
+            }
+        }
+    }
 }
 
 /// A model a provider offers, as listed by `GET /v1/models`.
@@ -229,7 +242,7 @@ pub trait Jobs: Send + Sync {
 
     /// Verifies a webhook (signature, freshness) and reads the job's state from its body.
     /// `request` is the step's request shape (task, labels, schema) used to normalize output.
-    fn receive(&self, callback: &Callback<'_>, request: &TaskRequest) -> Result<JobReport, CallbackRejection>;
+    async fn receive(&self, callback: &Callback<'_>, request: &TaskRequest) -> Result<JobReport, CallbackRejection>;
 }
 
 /// A webhook as received: its headers and raw body, and when it arrived.
@@ -270,6 +283,9 @@ pub enum CallbackRejection {
     Stale,
     #[error("the webhook body is not a job this provider sends: {0}")]
     Malformed(String),
+    /// The secret to verify it with cannot be read right now; the provider should retry.
+    #[error("the webhook cannot be verified now: {0}")]
+    Unavailable(String),
 }
 
 /// Rough token count for providers that report none: about four characters a token.

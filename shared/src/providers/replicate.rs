@@ -28,19 +28,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat::{self, ChatPrompt};
 use super::http_call::{self, HttpReply};
 use super::{
-    Callback, CallbackRejection, Completion, JobReport, JobState, Jobs, ModelInfo, Provider, ProviderError,
+    Callback, CallbackRejection, Completion, Credential, JobReport, JobState, Jobs, ModelInfo, Provider, ProviderError,
     TaskRequest, estimate_tokens,
 };
 use crate::domain::{FinishReason, Task, Usage};
-use crate::notify::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use crate::notify::{VerifyError, WebhookHeaders, WebhookSecret, verify};
+use crate::webhooks::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use crate::webhooks::{VerifyError, WebhookHeaders, WebhookSecret, verify};
 
 /// The prefix in `"model": "replicate:owner/name"`.
 pub const PROVIDER: &str = "replicate";
@@ -68,8 +68,9 @@ const MODELS: [(&str, &str); 3] = [
 /// URL and whether a webhook secret is set.
 pub struct ReplicateProvider {
     client: reqwest::Client,
-    api_token: SecretString,
-    webhook_secret: Option<WebhookSecret>,
+    api_token: Credential,
+    /// The `whsec_…` webhooks are signed with; read (and parsed) when a webhook arrives.
+    webhook_secret: Option<Credential>,
     base_url: String,
 }
 
@@ -79,10 +80,11 @@ impl ReplicateProvider {
     /// [`DEFAULT_BASE_URL`].
     pub fn new(
         client: reqwest::Client,
-        api_token: SecretString,
-        webhook_secret: Option<WebhookSecret>,
+        api_token: impl Into<Credential>,
+        webhook_secret: Option<Credential>,
         base_url: Option<String>,
     ) -> Self {
+        let api_token = api_token.into();
         let base_url = base_url.as_deref().unwrap_or(DEFAULT_BASE_URL).trim_end_matches('/').to_owned();
         Self { client, api_token, webhook_secret, base_url }
     }
@@ -103,7 +105,8 @@ impl ReplicateProvider {
         let prompt = chat::prompt(request)?;
         let target = Target::of(model);
         let body = create_body(target, request, &prompt, webhook);
-        let mut builder = self.client.post(self.url(&target.path())).bearer_auth(self.api_token.expose_secret());
+        let mut builder =
+            self.client.post(self.url(&target.path())).bearer_auth(self.api_token.get().await?.expose_secret());
         if wait {
             builder = builder.header("Prefer", SYNC_WAIT);
         }
@@ -119,8 +122,10 @@ impl ReplicateProvider {
                 http_call::short(id)
             )));
         }
-        let builder =
-            self.client.get(self.url(&format!("predictions/{id}"))).bearer_auth(self.api_token.expose_secret());
+        let builder = self
+            .client
+            .get(self.url(&format!("predictions/{id}")))
+            .bearer_auth(self.api_token.get().await?.expose_secret());
         read(http_call::send(builder).await?)
     }
 }
@@ -465,8 +470,12 @@ impl Jobs for ReplicateProvider {
         Ok(report(self.get(job_id).await?, request, None))
     }
 
-    fn receive(&self, callback: &Callback<'_>, request: &TaskRequest) -> Result<JobReport, CallbackRejection> {
-        let secret = self.webhook_secret.as_ref().ok_or(CallbackRejection::BadSignature)?;
+    async fn receive(&self, callback: &Callback<'_>, request: &TaskRequest) -> Result<JobReport, CallbackRejection> {
+        let credential = self.webhook_secret.as_ref().ok_or(CallbackRejection::BadSignature)?;
+        let raw = credential.get().await.map_err(|err| CallbackRejection::Unavailable(err.to_string()))?;
+        // Checked at start-up wherever webhooks are received; unreadable here, it verifies nothing.
+        let secret = WebhookSecret::parse(raw.expose_secret()).map_err(|_| CallbackRejection::BadSignature)?;
+        let secret = &secret;
         let signed = webhook_headers(callback.headers).ok_or(CallbackRejection::BadSignature)?;
         verify(secret, &signed, callback.body, callback.received_at, DEFAULT_TOLERANCE).map_err(rejection)?;
         let prediction: Prediction = http_call::parse(callback.body).map_err(|err| {
@@ -487,7 +496,7 @@ mod tests {
 
     use super::*;
     use crate::domain::TaskOutput;
-    use crate::notify::signed_headers;
+    use crate::webhooks::signed_headers;
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/src/providers/fixtures/replicate/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -515,7 +524,8 @@ mod tests {
     }
 
     fn provider(secret: Option<WebhookSecret>) -> ReplicateProvider {
-        ReplicateProvider::new(reqwest::Client::new(), SecretString::from("r8_secret_token"), secret, None)
+        let secret = secret.map(|secret| Credential::value(secret.to_whsec()));
+        ReplicateProvider::new(reqwest::Client::new(), "r8_secret_token", secret, None)
     }
 
     fn signed(secret: &WebhookSecret, at: jiff::Timestamp, body: &[u8]) -> HeaderMap {
@@ -577,9 +587,9 @@ mod tests {
         let generate = request(Task::Generate);
         let kind = |name: &str| outcome(&prediction(name), &generate).unwrap_err();
         let nsfw = kind("prediction_failed_nsfw.json");
-        assert_eq!(nsfw.kind(), "content_filtered");
+        assert_eq!(nsfw.kind().as_str(), "content_filtered");
         assert!(nsfw.to_string().contains("NSFW content detected"), "{nsfw}");
-        assert_eq!(kind("prediction_failed_cuda_oom.json").kind(), "transient");
+        assert_eq!(kind("prediction_failed_cuda_oom.json").kind().as_str(), "transient");
         assert_eq!(kind("prediction_canceled.json"), ProviderError::Transient("the prediction was canceled".into()));
     }
 
@@ -596,11 +606,11 @@ mod tests {
     fn given_each_error_fixture_when_mapped_then_it_follows_the_taxonomy() {
         let none = HeaderMap::new();
         let auth = error_kind(401, &none, "error_401_unauthenticated.json");
-        assert_eq!(auth.kind(), "auth");
+        assert_eq!(auth.kind().as_str(), "auth");
         assert!(!auth.to_string().contains("token"), "no provider words for credentials: {auth}");
         let billing = error_kind(402, &none, "error_402_billing_required.json");
         assert!(matches!(&billing, ProviderError::QuotaExhausted(m) if m.starts_with("Billing required")), "{billing}");
-        assert_eq!(error_kind(402, &none, "error_402_insufficient_credit.json").kind(), "quota_exhausted");
+        assert_eq!(error_kind(402, &none, "error_402_insufficient_credit.json").kind().as_str(), "quota_exhausted");
         let invalid = error_kind(422, &none, "error_422_invalid_version.json");
         assert!(matches!(&invalid, ProviderError::InvalidRequest(m) if m.contains("Invalid version")), "{invalid}");
         let throttled = error_kind(429, &none, "error_429_throttled.json");
@@ -619,10 +629,10 @@ mod tests {
     fn given_bare_server_errors_when_mapped_then_they_are_retryable() {
         let none = HeaderMap::new();
         let status = |code: u16| StatusCode::from_u16(code).unwrap();
-        assert_eq!(error_from(status(500), &none, b"<html>oops</html>").kind(), "transient");
-        assert_eq!(error_from(status(503), &none, br#"{"detail": "busy"}"#).kind(), "overloaded");
+        assert_eq!(error_from(status(500), &none, b"<html>oops</html>").kind().as_str(), "transient");
+        assert_eq!(error_from(status(503), &none, br#"{"detail": "busy"}"#).kind().as_str(), "overloaded");
         let credit = error_from(status(403), &none, br#"{"detail": "Monthly spend limit reached"}"#);
-        assert_eq!(credit.kind(), "auth", "403 stays an auth problem whatever the text");
+        assert_eq!(credit.kind().as_str(), "auth", "403 stays an auth problem whatever the text");
     }
 
     #[test]
@@ -684,38 +694,38 @@ mod tests {
         assert!(printed.contains(DEFAULT_BASE_URL));
     }
 
-    #[test]
-    fn given_a_signed_webhook_when_received_then_the_report_is_finished_with_its_delivery_id() {
+    #[tokio::test]
+    async fn given_a_signed_webhook_when_received_then_the_report_is_finished_with_its_delivery_id() {
         let body = fixture("prediction_succeeded_language_model.json");
         let now = jiff::Timestamp::now();
         let headers = signed(&secret(), now, &body);
         let callback = Callback { headers: &headers, body: &body, received_at: now };
-        let report = provider(Some(secret())).receive(&callback, &request(Task::Generate)).unwrap();
+        let report = provider(Some(secret())).receive(&callback, &request(Task::Generate)).await.unwrap();
         assert_eq!(report.job_id, "zjq6szssxdrm20cgw0fsntgvbg");
         assert_eq!(report.delivery_id.as_deref(), Some("msg_zjq6szssxdrm20cgw0fsntgvbg"));
         assert!(matches!(report.state, JobState::Finished { result: Ok(_), .. }));
     }
 
-    #[test]
-    fn given_forged_stale_or_unsigned_webhooks_when_received_then_each_is_rejected() {
+    #[tokio::test]
+    async fn given_forged_stale_or_unsigned_webhooks_when_received_then_each_is_rejected() {
         let body = fixture("prediction_succeeded_language_model.json");
         let now = jiff::Timestamp::now();
         let replicate = provider(Some(secret()));
         let generate = request(Task::Generate);
-        let receive = |headers: &HeaderMap, body: &[u8], at| {
-            replicate.receive(&Callback { headers, body, received_at: at }, &generate).unwrap_err()
+        let receive = async |headers: &HeaderMap, body: &[u8], at| {
+            replicate.receive(&Callback { headers, body, received_at: at }, &generate).await.unwrap_err()
         };
         let forged = signed(&WebhookSecret::generate(), now, &body);
-        assert_eq!(receive(&forged, &body, now), CallbackRejection::BadSignature);
+        assert_eq!(receive(&forged, &body, now).await, CallbackRejection::BadSignature);
         let later = now + jiff::SignedDuration::from_mins(10);
-        assert_eq!(receive(&signed(&secret(), now, &body), &body, later), CallbackRejection::Stale);
-        assert_eq!(receive(&HeaderMap::new(), &body, now), CallbackRejection::BadSignature);
+        assert_eq!(receive(&signed(&secret(), now, &body), &body, later).await, CallbackRejection::Stale);
+        assert_eq!(receive(&HeaderMap::new(), &body, now).await, CallbackRejection::BadSignature);
         let not_a_prediction = br#"{"hello": "world"}"#;
-        let rejected = receive(&signed(&secret(), now, not_a_prediction), not_a_prediction, now);
+        let rejected = receive(&signed(&secret(), now, not_a_prediction), not_a_prediction, now).await;
         assert!(matches!(rejected, CallbackRejection::Malformed(_)), "{rejected:?}");
         let without_secret = provider(None);
         let headers = signed(&secret(), now, &body);
         let callback = Callback { headers: &headers, body: &body, received_at: now };
-        assert_eq!(without_secret.receive(&callback, &generate).unwrap_err(), CallbackRejection::BadSignature);
+        assert_eq!(without_secret.receive(&callback, &generate).await.unwrap_err(), CallbackRejection::BadSignature);
     }
 }

@@ -1,14 +1,11 @@
-//! The single table's items (DESIGN §5) as serde structs mapped by serde_dynamo, with
-//! their keys. Big JSON payloads are stored as text inline, or in the blob store with
+//! The single table's items (see docs/architecture.md) as serde structs mapped by
+//! serde_dynamo, with their keys. Big JSON payloads are stored as text inline, or in the blob store with
 //! only the key kept here (see [`Payload`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{
-    Attempt, JobRef, Lease, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus,
-    TenantId, Usage,
-};
+use crate::domain::{NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId};
 
 pub(super) const RUN_SK: &str = "RUN";
 pub(super) const STEP_SK_PREFIX: &str = "STEP#";
@@ -71,72 +68,43 @@ pub(super) struct RunItem {
     pub events: Vec<RunEvent>,
 }
 
-/// `RUN#<id>` / `STEP#<step>`.
+/// `RUN#<id>` / `STEP#<step>`: the step's state, one attribute per field of [`StepState`]
+/// (flattened, so the item's attribute names are the state's), with its output stored as a
+/// [`Payload`], and the attributes only the table needs.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct StepItem {
     pub pk: String,
     pub sk: String,
-    pub step_id: StepId,
-    pub status: StepStatus,
-    pub attempt: u32,
-    pub lease: Option<Lease>,
+    /// Stored without its output, which is [`Self::output`].
+    #[serde(flatten)]
+    pub state: StepState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Payload>,
     /// The lease's end in epoch milliseconds: conditions compare numbers, not timestamps
     /// as text (whose fraction digits vary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until_ms: Option<i64>,
-    pub deadline: Option<jiff::Timestamp>,
     /// `waits_by_deadline` index keys, present only while the step waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_bucket: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_deadline: Option<i64>,
-    pub pending_deps: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<JobRef>,
-    pub blocked: bool,
-    pub released_by: Vec<StepId>,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    pub attempts: Vec<Attempt>,
-    pub usage: Option<Usage>,
-    pub cost_usd: f64,
-    pub latency_ms: Option<u64>,
-    pub output: Option<Payload>,
-    pub error: Option<StepError>,
-    pub started_at: Option<jiff::Timestamp>,
-    pub finished_at: Option<jiff::Timestamp>,
     pub expires_at: i64,
     pub events: Vec<RunEvent>,
 }
 
 impl StepItem {
     /// A step as created; its output is set later by transitions.
-    pub(super) fn new(run_id: &RunId, state: StepState, expires_at: i64) -> Self {
+    pub(super) fn new(run_id: &RunId, mut state: StepState, expires_at: i64) -> Self {
+        state.progress.output = None;
         Self {
             pk: run_pk(run_id),
             sk: step_sk(&state.step_id),
-            lease_until_ms: state.lease.as_ref().map(|lease| lease.until.as_millisecond()),
-            wait_bucket: state.deadline.map(|_| WAIT_BUCKET.to_owned()),
-            wait_deadline: state.deadline.map(|deadline| deadline.as_second()),
-            step_id: state.step_id,
-            status: state.status,
-            attempt: state.attempt,
-            lease: state.lease,
-            deadline: state.deadline,
-            pending_deps: state.pending_deps,
-            job: state.job,
-            blocked: state.blocked,
-            released_by: state.released_by,
-            provider: state.provider,
-            model: state.model,
-            attempts: state.attempts,
-            usage: state.usage,
-            cost_usd: state.cost_usd,
-            latency_ms: state.latency_ms,
+            lease_until_ms: state.control.lease.as_ref().map(|lease| lease.until.as_millisecond()),
+            wait_bucket: state.control.deadline.map(|_| WAIT_BUCKET.to_owned()),
+            wait_deadline: state.control.deadline.map(|deadline| deadline.as_second()),
             output: None,
-            error: state.error,
-            started_at: state.started_at,
-            finished_at: state.finished_at,
+            state,
             expires_at,
             events: Vec::new(),
         }
@@ -144,33 +112,14 @@ impl StepItem {
 
     /// The domain's view of the item, with its output already loaded.
     pub(super) fn into_state(self, output: Option<Value>) -> StepState {
-        StepState {
-            // A release that counted the last dependency leaves the step `pending` with
-            // nothing left to wait for: it is queued (see `RunStore::release_step`).
-            status: if self.status == StepStatus::Pending && self.pending_deps == 0 && !self.blocked {
-                StepStatus::Queued
-            } else {
-                self.status
-            },
-            step_id: self.step_id,
-            attempt: self.attempt,
-            lease: self.lease,
-            deadline: self.deadline,
-            pending_deps: self.pending_deps,
-            job: self.job,
-            blocked: self.blocked,
-            released_by: self.released_by,
-            provider: self.provider,
-            model: self.model,
-            attempts: self.attempts,
-            usage: self.usage,
-            cost_usd: self.cost_usd,
-            latency_ms: self.latency_ms,
-            output,
-            error: self.error,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
+        let mut state = self.state;
+        state.progress.output = output;
+        // A release that counted the last dependency leaves the step `pending` with nothing
+        // left to wait for: it is queued (see `RunStore::release_step`).
+        if state.status == StepStatus::Pending && state.control.pending_deps == 0 && !state.control.blocked {
+            state.status = StepStatus::Queued;
         }
+        state
     }
 }
 

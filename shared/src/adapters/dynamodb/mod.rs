@@ -1,12 +1,12 @@
-//! [`RunStore`] on one DynamoDB table (DESIGN §5). Every state change is a single
+//! [`RunStore`] on one DynamoDB table (the data model is in docs/architecture.md). Every state change is a single
 //! conditional `UpdateItem` that returns the item as written, with the history it records
 //! appended to the same item, so a step costs one request per transition. JSON payloads
 //! above [`INLINE_LIMIT`] go to the [`BlobStore`] (S3) and only their key stays in the item.
 
 mod expression;
 mod items;
-mod rate_limits;
-mod tenants;
+mod rate_limiter;
+mod tenant_directory;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,18 +29,18 @@ use self::items::{
     IDEMPOTENCY_SK, IdempotencyItem, Payload, RUN_SK, RUNS_BY_TENANT, RunItem, STEP_SK_PREFIX, StepItem, WAIT_BUCKET,
     WAITS_BY_DEADLINE, idempotency_pk, run_pk, step_sk,
 };
-use crate::domain::{Run, RunEvent, RunId, StepId, StepState, StepStatus, TenantId};
+use crate::domain::{Change, Lease, Run, RunEvent, RunId, StepId, StepState, StepStatus, StepTransition, TenantId};
 use crate::ports::{
-    BlobStore, CreateOutcome, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition, StepTransition, WaitRef,
+    BlobStore, CreateOutcome, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition, WaitRef,
 };
 
-pub use rate_limits::DynamoRateLimiter;
-pub use tenants::DynamoTenants;
+pub use rate_limiter::DynamoRateLimiter;
+pub use tenant_directory::DynamoTenantDirectory;
 
-/// JSON payloads up to this size stay in the item (DESIGN §4); bigger ones go to S3. Three
+/// JSON payloads up to this size stay in the item; bigger ones go to S3. Three
 /// of them (definition, input, output) still fit DynamoDB's 400 KB item limit.
 pub const INLINE_LIMIT: usize = 64 * 1024;
-/// How long an idempotency key holds (DESIGN §5).
+/// How long an idempotency key holds.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// BatchWriteItem's limit.
 const BATCH_WRITE_MAX: usize = 25;
@@ -223,6 +223,47 @@ impl DynamoRunStore {
             }
             Err(err) => Err(unavailable(err)),
         }
+    }
+}
+
+impl DynamoRunStore {
+    /// `SET field = value` for one field of a step update, with what the table keeps beside
+    /// some fields: the output goes to the blob store when large, the lease's end is mirrored
+    /// as a number for conditions, and a deadline puts the step in the `waits_by_deadline`
+    /// index (clearing it takes the step out).
+    async fn set_step_field(
+        &self,
+        expression: &mut Expression,
+        run_id: &RunId,
+        step_id: &StepId,
+        field: &str,
+        value: Value,
+    ) -> Result<(), PortError> {
+        match field {
+            "output" if !value.is_null() => {
+                let name = format!("steps/{step_id}/output");
+                let payload = self.store_payload(None, run_id, &name, &value).await?;
+                return expression.set(field, &payload);
+            }
+            "lease" => match serde_json::from_value::<Option<Lease>>(value.clone()) {
+                Ok(Some(lease)) => expression.set("lease_until_ms", &lease.until.as_millisecond())?,
+                Ok(None) => expression.remove("lease_until_ms"),
+                Err(err) => return Err(PortError::Corrupt { what: "step lease", detail: err.to_string() }),
+            },
+            "deadline" => match serde_json::from_value::<Option<jiff::Timestamp>>(value.clone()) {
+                Ok(Some(deadline)) => {
+                    expression.set("wait_bucket", &WAIT_BUCKET)?;
+                    expression.set("wait_deadline", &deadline.as_second())?;
+                }
+                Ok(None) => {
+                    expression.remove("wait_bucket");
+                    expression.remove("wait_deadline");
+                }
+                Err(err) => return Err(PortError::Corrupt { what: "step deadline", detail: err.to_string() }),
+            },
+            _ => {}
+        }
+        expression.set(field, &value)
     }
 }
 
@@ -480,69 +521,20 @@ impl RunStore for DynamoRunStore {
             expression.require(format!("{lease}.{owner_name} = {owner}"));
         }
 
-        if let Some(status) = update.status {
-            expression.set("status", &status)?;
-        }
-        match &update.lease {
-            Some(lease) => {
-                expression.set("lease", lease)?;
-                expression.set("lease_until_ms", &lease.until.as_millisecond())?;
+        let changes =
+            update.changes().map_err(|err| PortError::Corrupt { what: "step update", detail: err.to_string() })?;
+        for change in changes {
+            match change {
+                Change::Set { field, value } => {
+                    self.set_step_field(&mut expression, run_id, step_id, &field, value).await?
+                }
+                Change::Increment { field } => {
+                    let name = expression.name(field);
+                    let one = expression.value(number(1));
+                    expression.set_raw(format!("{name} = {name} + {one}"));
+                }
+                Change::Append { field, items } => expression.append(field, &items)?,
             }
-            None => {
-                expression.set("lease", &Option::<()>::None)?;
-                expression.remove("lease_until_ms");
-            }
-        }
-        match update.deadline {
-            Some(deadline) => {
-                expression.set("deadline", &deadline)?;
-                expression.set("wait_bucket", &WAIT_BUCKET)?;
-                expression.set("wait_deadline", &deadline.as_second())?;
-            }
-            None => {
-                expression.set("deadline", &Option::<()>::None)?;
-                expression.remove("wait_bucket");
-                expression.remove("wait_deadline");
-            }
-        }
-        if update.bump_attempt {
-            let attempt = expression.name("attempt");
-            let one = expression.value(number(1));
-            expression.set_raw(format!("{attempt} = {attempt} + {one}"));
-        }
-        if !update.attempts.is_empty() {
-            expression.append("attempts", &update.attempts)?;
-        }
-        if let Some(provider) = &update.provider {
-            expression.set("provider", provider)?;
-        }
-        if let Some(model) = &update.model {
-            expression.set("model", model)?;
-        }
-        if let Some(job) = &update.job {
-            expression.set("job", job)?;
-        }
-        if let Some(usage) = &update.usage {
-            expression.set("usage", usage)?;
-        }
-        if let Some(cost) = update.cost_usd {
-            expression.set("cost_usd", &cost)?;
-        }
-        if let Some(latency) = update.latency_ms {
-            expression.set("latency_ms", &latency)?;
-        }
-        if let Some(error) = &update.error {
-            expression.set("error", error)?;
-        }
-        if let Some(at) = update.started_at {
-            expression.set("started_at", &at)?;
-        }
-        if let Some(at) = update.finished_at {
-            expression.set("finished_at", &at)?;
-        }
-        if let Some(output) = &update.output {
-            let name = format!("steps/{step_id}/output");
-            expression.set("output", &self.store_payload(None, run_id, &name, output).await?)?;
         }
         if !events.is_empty() {
             expression.append("events", &events)?;

@@ -1,5 +1,5 @@
 //! The offline, deterministic `local` provider: small non-AI algorithms named for what they
-//! are, so every workflow runs with no keys and no network (DESIGN §7, §8).
+//! are, so every workflow runs with no keys and no network.
 //!
 //! None of these is a language model. Each one does the simplest honest thing for its task:
 //! echo the prompt, pick frequent sentences, count lexicon words, match label keywords, pull

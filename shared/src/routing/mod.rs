@@ -1,4 +1,6 @@
-//! Picks models for a step, retries and falls back between them (DESIGN §4 "Failures").
+//! Routing a step to models: picks candidates (routes expanded), retries and falls back
+//! between them, with a circuit breaker (`breaker`), prices and budgets (`pricing`), named
+//! routes (`routes`) and shared rate limits.
 //!
 //! A step names a model (`provider:model` or a route name) and fallbacks. The router expands
 //! routes, skips models whose circuit is open or whose estimated cost would break the run's
@@ -16,35 +18,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::breaker::CircuitBreaker;
-use super::routes::Route;
-use super::{Completion, ModelInfo, PriceTable, Provider, ProviderError, TaskRequest, kind_is_retryable};
-use crate::domain::{Attempt, ModelCatalog, RateLimit, StepDefinition, StepError, Task, TaskOutput};
+pub mod breaker;
+pub mod pricing;
+mod retry;
+pub mod routes;
+
+use self::breaker::CircuitBreaker;
+pub use self::pricing::{Price, PriceTable};
+pub use self::retry::RetryPolicy;
+use self::retry::{Move, next_move};
+pub use self::routes::Route;
+use crate::domain::{Attempt, ModelCatalog, RateLimit, StepDefinition, StepError, Task};
 use crate::ports::{Acquired, RateLimiter};
-
-/// At most this many schema violations are listed in an `InvalidOutput` message.
-const MAX_VIOLATIONS_SHOWN: usize = 10;
-
-/// How long to wait between retries of one model, and which waits happen in process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// The cap of the first backoff; it doubles with each retry.
-    pub base_delay: Duration,
-    /// No backoff is longer (a provider's `Retry-After` may be).
-    pub max_delay: Duration,
-    /// Waits up to this long are slept in process; longer ones re-enqueue the step.
-    pub max_inline_wait: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(60),
-            max_inline_wait: Duration::from_secs(5),
-        }
-    }
-}
+use crate::providers::{Completion, ModelInfo, Provider, ProviderError, TaskRequest};
 
 /// What the engine knows about the step beyond its definition.
 #[derive(Debug, Clone, Copy, Default)]
@@ -117,31 +103,6 @@ pub struct SubmittedJob {
     pub provider: String,
     pub model: String,
     pub job_id: String,
-}
-
-/// What to do after a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Move {
-    /// Try the same model again after this long.
-    RetryAfter(Duration),
-    /// Give up on this model.
-    NextCandidate,
-}
-
-/// The retry decision after attempt `attempt` (0-based) of a model allowed `retries` retries
-/// failed with `error`. `jitter` in `[0, 1]` picks the backoff within its window (full jitter:
-/// anywhere from zero to `min(max_delay, base_delay × 2^attempt)`); a provider's
-/// `retry_after` replaces the backoff.
-fn next_move(error: &ProviderError, attempt: u32, retries: u32, policy: &RetryPolicy, jitter: f64) -> Move {
-    if !error.is_retryable() || attempt >= retries {
-        return Move::NextCandidate;
-    }
-    if let Some(wait) = error.retry_after() {
-        return Move::RetryAfter(wait);
-    }
-    let factor = 2_u32.checked_pow(attempt).unwrap_or(u32::MAX);
-    let window = policy.base_delay.saturating_mul(factor).min(policy.max_delay);
-    Move::RetryAfter(window.mul_f64(jitter.clamp(0.0, 1.0)))
 }
 
 /// A candidate after route expansion.
@@ -347,7 +308,7 @@ impl ProviderRouter {
                 provider = provider.name(),
                 model,
                 attempt,
-                kind = error.kind(),
+                kind = %error.kind(),
                 next = ?next,
                 "provider attempt failed"
             );
@@ -556,7 +517,7 @@ enum OutOfTime {
 /// used its retries).
 fn resume_at(prior: &[Attempt], provider: &str, model: &str, retries: u32) -> Option<u32> {
     let earlier: Vec<&Attempt> = prior.iter().filter(|a| a.provider == provider && a.model == model).collect();
-    let finished = earlier.iter().any(|a| a.error.as_ref().is_none_or(|e| !kind_is_retryable(&e.kind)));
+    let finished = earlier.iter().any(|a| a.error.as_ref().is_none_or(|e| !e.kind.is_retryable()));
     let made = u32::try_from(earlier.len()).unwrap_or(u32::MAX);
     (!finished && made <= retries).then_some(made)
 }
@@ -583,7 +544,7 @@ async fn call_once(
             _ => provider
                 .call(model, request)
                 .await
-                .and_then(|completion| check_output(request, completion))
+                .and_then(|completion| completion.checked(request))
                 .map(Reply::Completed),
         }
     };
@@ -595,44 +556,8 @@ fn failed_attempt(provider: &str, model: &str, latency_ms: u64, error: &Provider
         provider: provider.to_owned(),
         model: model.to_owned(),
         latency_ms,
-        error: Some(StepError::new(error.kind(), error.to_string())),
+        error: Some(StepError::from(error.clone())),
     }
-}
-
-/// The output must be of the request's task, and `extract` data must satisfy the schema.
-pub(crate) fn check_output(request: &TaskRequest, completion: Completion) -> Result<Completion, ProviderError> {
-    let matches_task = matches!(
-        (&completion.output, request.task),
-        (TaskOutput::Generate { .. }, Task::Generate)
-            | (TaskOutput::Summarize { .. }, Task::Summarize)
-            | (TaskOutput::Classify { .. }, Task::Classify)
-            | (TaskOutput::Extract { .. }, Task::Extract)
-            | (TaskOutput::Embed { .. }, Task::Embed)
-    );
-    if !matches_task {
-        return Err(ProviderError::InvalidOutput(format!("expected a {} output", request.task)));
-    }
-    if let (TaskOutput::Extract { data }, Some(schema)) = (&completion.output, &request.schema) {
-        let validator = jsonschema::validator_for(schema)
-            .map_err(|err| ProviderError::InvalidRequest(format!("the step's schema is not valid: {err}")))?;
-        let violations: Vec<String> = validator
-            .iter_errors(data)
-            .map(|err| {
-                let path = err.instance_path().to_string();
-                format!("{}: {err}", if path.is_empty() { "/" } else { &path })
-            })
-            .collect();
-        if !violations.is_empty() {
-            let shown = violations.len().min(MAX_VIOLATIONS_SHOWN);
-            let more = violations.len() - shown;
-            let mut message = format!("the data does not match the schema: {}", violations[..shown].join("; "));
-            if more > 0 {
-                message.push_str(&format!(" (and {more} more)"));
-            }
-            return Err(ProviderError::InvalidOutput(message));
-        }
-    }
-    Ok(completion)
 }
 
 #[cfg(test)]

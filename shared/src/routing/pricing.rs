@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{TaskRequest, estimate_tokens};
 use crate::domain::{Task, Usage};
+use crate::providers::{TaskRequest, estimate_tokens};
 
 /// Output tokens assumed for a call whose step sets no `max_tokens`, when estimating.
 pub const DEFAULT_OUTPUT_ESTIMATE: u32 = 1_024;

@@ -1,20 +1,16 @@
-//! In-process adapters: the embedded `chorus dev` backend and the unit-test double. They
-//! honour the same conditional-write contract as the DynamoDB adapter, under one mutex.
+//! [`RunStore`] in memory: every run under one mutex, each transition checked and applied
+//! with the domain's own [`StepTransition::admits`](crate::domain::StepTransition::admits)
+//! and [`StepUpdate::apply`](crate::domain::StepUpdate::apply).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use secrecy::SecretString;
-use tokio::sync::mpsc;
 
+use super::poisoned;
+use crate::domain::StepTransition;
 use crate::domain::{Run, RunEvent, RunId, StepId, StepState, StepStatus, TenantId};
-use crate::ports::{
-    BlobStore, CreateOutcome, NewRun, PortError, Queue, RunPage, RunStore, RunSummary, RunTransition, StepTransition,
-    Tenant, TenantDirectory, WaitRef, hash_api_key,
-};
+use crate::ports::{CreateOutcome, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition, WaitRef};
 
 /// One run with its steps and history.
 struct RunEntry {
@@ -117,39 +113,13 @@ impl RunStore for MemoryRunStore {
         let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
         let step = entry.steps.get_mut(step_id).ok_or_else(|| missing("step", step_id))?;
 
-        let status_ok = transition.from.contains(&step.status)
-            || transition.or_lease_expired_before.is_some_and(|now| {
-                step.status == StepStatus::Running && step.lease.as_ref().is_none_or(|lease| lease.until < now)
-            });
-        let owner_ok = transition
-            .lease_owner
-            .as_ref()
-            .is_none_or(|owner| step.lease.as_ref().is_some_and(|lease| &lease.owner == owner));
-        if !status_ok || !owner_ok {
+        if !transition.admits(step) {
             return Ok(None);
         }
-
-        let update = transition.update;
-        if let Some(status) = update.status {
-            step.status = status;
-        }
-        step.lease = update.lease;
-        step.deadline = update.deadline;
-        if update.bump_attempt {
-            step.attempt += 1;
-        }
-        step.attempts.extend(update.attempts);
-        macro_rules! set_if_some {
-            ($($field:ident),*) => {$(
-                if let Some(value) = update.$field {
-                    step.$field = Some(value);
-                }
-            )*};
-        }
-        set_if_some!(job, provider, model, usage, latency_ms, output, error, started_at, finished_at);
-        if let Some(cost) = update.cost_usd {
-            step.cost_usd = cost;
-        }
+        transition
+            .update
+            .apply(step)
+            .map_err(|err| PortError::Corrupt { what: "memory run store", detail: err.to_string() })?;
         let after = step.clone();
         entry.events.extend(transition.events);
         Ok(Some(after))
@@ -165,11 +135,12 @@ impl RunStore for MemoryRunStore {
         let mut state = self.lock()?;
         let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
         let step = entry.steps.get_mut(dependant).ok_or_else(|| missing("step", dependant))?;
-        if !step.released_by.contains(upstream) {
-            step.released_by.push(upstream.clone());
-            step.pending_deps = step.pending_deps.saturating_sub(1);
-            step.blocked |= !upstream_succeeded;
-            if step.status == StepStatus::Pending && step.pending_deps == 0 && !step.blocked {
+        let control = &mut step.control;
+        if !control.released_by.contains(upstream) {
+            control.released_by.push(upstream.clone());
+            control.pending_deps = control.pending_deps.saturating_sub(1);
+            control.blocked |= !upstream_succeeded;
+            if step.status == StepStatus::Pending && control.pending_deps == 0 && !control.blocked {
                 step.status = StepStatus::Queued;
             }
         }
@@ -230,142 +201,11 @@ impl RunStore for MemoryRunStore {
             .flat_map(|entry| entry.steps.values().map(move |step| (entry, step)))
             .filter(|(_, step)| step.status.is_waiting())
             .filter_map(|(entry, step)| {
-                let deadline = step.deadline.filter(|deadline| *deadline < now)?;
+                let deadline = step.control.deadline.filter(|deadline| *deadline < now)?;
                 Some((deadline, WaitRef { run_id: entry.run.id.clone(), step_id: step.step_id.clone() }))
             })
             .collect();
         expired.sort_by_key(|(deadline, _)| *deadline);
         Ok(expired.into_iter().take(limit).map(|(_, wait)| wait).collect())
-    }
-}
-
-/// [`BlobStore`] in memory.
-#[derive(Default)]
-pub struct MemoryBlobStore {
-    blobs: Mutex<HashMap<String, Bytes>>,
-}
-
-impl MemoryBlobStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[async_trait]
-impl BlobStore for MemoryBlobStore {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), PortError> {
-        self.blobs.lock().map_err(|_| poisoned("memory blob store"))?.insert(key.to_owned(), body);
-        Ok(())
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, PortError> {
-        Ok(self.blobs.lock().map_err(|_| poisoned("memory blob store"))?.get(key).cloned())
-    }
-}
-
-fn poisoned(what: &'static str) -> PortError {
-    PortError::Corrupt { what, detail: "a writer panicked while holding the lock".to_owned() }
-}
-
-/// [`Queue`] over an unbounded tokio channel; delayed messages are sent from a timer task.
-pub struct MemoryQueue<M> {
-    sender: mpsc::UnboundedSender<M>,
-}
-
-impl<M> Clone for MemoryQueue<M> {
-    fn clone(&self) -> Self {
-        Self { sender: self.sender.clone() }
-    }
-}
-
-impl<M: Send + 'static> MemoryQueue<M> {
-    /// A queue and the receiving end its consumer polls.
-    pub fn channel() -> (Self, mpsc::UnboundedReceiver<M>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        (Self { sender }, receiver)
-    }
-}
-
-#[async_trait]
-impl<M: Send + Sync + 'static> Queue<M> for MemoryQueue<M> {
-    async fn send(&self, messages: Vec<M>, delay: Duration) -> Result<(), PortError> {
-        let closed = || PortError::Unavailable { what: "memory queue", source: "the consumer has stopped".into() };
-        if delay.is_zero() {
-            for message in messages {
-                self.sender.send(message).map_err(|_| closed())?;
-            }
-        } else {
-            if self.sender.is_closed() {
-                return Err(closed());
-            }
-            let sender = self.sender.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                for message in messages {
-                    // The consumer stopping while a delayed message waits is a shutdown: drop it.
-                    let _ = sender.send(message);
-                }
-            });
-        }
-        Ok(())
-    }
-}
-
-/// [`TenantDirectory`] from keys given at start-up (`chorus dev --api-key`).
-#[derive(Default)]
-pub struct MemoryTenants {
-    by_key_hash: HashMap<String, TenantId>,
-    tenants: HashMap<TenantId, Tenant>,
-}
-
-impl MemoryTenants {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a tenant (replacing its secret if known) and an API key for it.
-    pub fn with_key(mut self, tenant: Tenant, api_key: &SecretString) -> Self {
-        self.by_key_hash.insert(hash_api_key(api_key), tenant.id.clone());
-        self.tenants.insert(tenant.id.clone(), tenant);
-        self
-    }
-}
-
-#[async_trait]
-impl TenantDirectory for MemoryTenants {
-    async fn tenant_for_key(&self, api_key: &SecretString) -> Result<Option<Tenant>, PortError> {
-        Ok(self.by_key_hash.get(&hash_api_key(api_key)).and_then(|id| self.tenants.get(id)).cloned())
-    }
-
-    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, PortError> {
-        Ok(self.tenants.get(id).cloned())
-    }
-}
-
-/// [`RateLimiter`](crate::ports::RateLimiter) for one process (`chorus dev`, tests): a
-/// bucket per scope under one mutex, with the same arithmetic as the DynamoDB limiter.
-pub struct MemoryRateLimiter {
-    clock: std::sync::Arc<dyn crate::ports::Clock>,
-    buckets: Mutex<HashMap<String, crate::domain::Bucket>>,
-}
-
-impl MemoryRateLimiter {
-    pub fn new(clock: std::sync::Arc<dyn crate::ports::Clock>) -> Self {
-        Self { clock, buckets: Mutex::default() }
-    }
-}
-
-#[async_trait]
-impl crate::ports::RateLimiter for MemoryRateLimiter {
-    async fn acquire(&self, scope: &str, limit: crate::domain::RateLimit) -> Result<crate::ports::Acquired, PortError> {
-        let now_ms = self.clock.now().as_millisecond();
-        let mut buckets = self.buckets.lock().map_err(|_| poisoned("memory rate limiter"))?;
-        match crate::domain::rate::take(limit, buckets.get(scope).copied(), now_ms) {
-            Ok(bucket) => {
-                buckets.insert(scope.to_owned(), bucket);
-                Ok(crate::ports::Acquired::Granted)
-            }
-            Err(wait) => Ok(crate::ports::Acquired::Wait(wait)),
-        }
     }
 }

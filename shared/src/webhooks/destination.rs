@@ -1,4 +1,4 @@
-//! Which callback URLs and addresses we may POST to, so a tenant's callback URL cannot make
+//! Which destinations an outgoing webhook may reach, so a tenant's notification URL cannot make
 //! us reach our own network, the cloud metadata service or other internal hosts (SSRF).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -10,11 +10,11 @@ use crate::ports::DeliveryError;
 /// Longer URLs are refused: no receiver needs one, and they bloat stored runs.
 const MAX_URL_LEN: usize = 2048;
 
-/// What a callback URL may point at. Checked at submission ([`CallbackPolicy::check_url`]) and
-/// again for every resolved address at connection time ([`CallbackPolicy::permits`]), since
+/// What a notification URL may point at. Checked at submission ([`DestinationPolicy::check_url`]) and
+/// again for every resolved address at connection time ([`DestinationPolicy::permits`]), since
 /// DNS may answer differently later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallbackPolicy {
+pub struct DestinationPolicy {
     /// Allow `localhost`, `127.0.0.0/8` and `::1`.
     pub allow_loopback: bool,
     /// Allow private networks: `10/8`, `172.16/12`, `192.168/16`, `100.64/10`, `fc00::/7`.
@@ -23,7 +23,7 @@ pub struct CallbackPolicy {
     pub require_https: bool,
 }
 
-/// How an address is treated by a [`CallbackPolicy`].
+/// How an address is treated by a [`DestinationPolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AddressClass {
     Public,
@@ -34,7 +34,7 @@ enum AddressClass {
     Forbidden,
 }
 
-impl CallbackPolicy {
+impl DestinationPolicy {
     /// https only, public addresses only.
     pub const fn production() -> Self {
         Self { allow_loopback: false, allow_private: false, require_https: true }
@@ -46,7 +46,7 @@ impl CallbackPolicy {
         Self { allow_loopback: true, allow_private: false, require_https: false }
     }
 
-    /// Checks a callback URL without resolving it: scheme, host, no credentials, and literal
+    /// Checks a notification URL without resolving it: scheme, host, no credentials, and literal
     /// IP hosts against [`Self::permits`]. Host names are checked when connecting.
     pub fn check_url(&self, raw: &str) -> Result<Url, DeliveryError> {
         if raw.len() > MAX_URL_LEN {
@@ -180,16 +180,16 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
 mod tests {
     use super::*;
 
-    const EVERYTHING: CallbackPolicy =
-        CallbackPolicy { allow_loopback: true, allow_private: true, require_https: false };
+    const EVERYTHING: DestinationPolicy =
+        DestinationPolicy { allow_loopback: true, allow_private: true, require_https: false };
 
-    fn permitted(policy: CallbackPolicy, ip: &str) -> bool {
+    fn permitted(policy: DestinationPolicy, ip: &str) -> bool {
         policy.permits(ip.parse().unwrap())
     }
 
     fn refused_by_production(ips: &[&str]) {
         for ip in ips {
-            assert!(!permitted(CallbackPolicy::production(), ip), "{ip} should be refused");
+            assert!(!permitted(DestinationPolicy::production(), ip), "{ip} should be refused");
         }
     }
 
@@ -204,7 +204,7 @@ mod tests {
         for ip in
             ["93.184.216.34", "8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "2a00:1450::1"]
         {
-            assert!(permitted(CallbackPolicy::production(), ip), "{ip} should be permitted");
+            assert!(permitted(DestinationPolicy::production(), ip), "{ip} should be permitted");
         }
     }
 
@@ -213,7 +213,7 @@ mod tests {
         let loopback = ["127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.1"];
         refused_by_production(&loopback);
         for ip in loopback {
-            assert!(permitted(CallbackPolicy::local_development(), ip), "{ip}");
+            assert!(permitted(DestinationPolicy::local_development(), ip), "{ip}");
         }
     }
 
@@ -233,7 +233,7 @@ mod tests {
         ];
         refused_by_production(&private);
         for ip in private {
-            assert!(!permitted(CallbackPolicy::local_development(), ip), "{ip}");
+            assert!(!permitted(DestinationPolicy::local_development(), ip), "{ip}");
             assert!(permitted(EVERYTHING, ip), "{ip}");
         }
     }
@@ -290,14 +290,14 @@ mod tests {
             "2002:7f00:1::1",
             "2002:a00:1::",
         ]);
-        assert!(permitted(CallbackPolicy::production(), "::ffff:8.8.8.8"));
-        assert!(permitted(CallbackPolicy::production(), "64:ff9b::808:808"));
-        assert!(permitted(CallbackPolicy::production(), "2002:808:808::1"));
+        assert!(permitted(DestinationPolicy::production(), "::ffff:8.8.8.8"));
+        assert!(permitted(DestinationPolicy::production(), "64:ff9b::808:808"));
+        assert!(permitted(DestinationPolicy::production(), "2002:808:808::1"));
     }
 
     #[test]
     fn production_urls() {
-        let policy = CallbackPolicy::production();
+        let policy = DestinationPolicy::production();
         assert_eq!(policy.check_url("https://example.com/hook?x=1").unwrap().host_str(), Some("example.com"));
         for bad in [
             "http://example.com/hook",
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn local_development_urls() {
-        let policy = CallbackPolicy::local_development();
+        let policy = DestinationPolicy::local_development();
         for good in
             ["http://localhost:8080/hook", "http://127.0.0.1:3000/", "http://[::1]:3000/", "https://example.com/"]
         {
@@ -338,13 +338,13 @@ mod tests {
 
     #[test]
     fn refusals_do_not_echo_credentials() {
-        let err = CallbackPolicy::production().check_url("https://user:hunter2@example.com/").unwrap_err();
+        let err = DestinationPolicy::production().check_url("https://user:hunter2@example.com/").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
     }
 
     #[test]
     fn overlong_urls_are_refused() {
         let url = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
-        assert!(CallbackPolicy::production().check_url(&url).is_err());
+        assert!(DestinationPolicy::production().check_url(&url).is_err());
     }
 }

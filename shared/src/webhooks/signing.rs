@@ -1,5 +1,5 @@
 //! Standard Webhooks signatures (<https://www.standardwebhooks.com>): signing the run
-//! notifications we send and verifying the callbacks providers send us.
+//! notifications we send and verifying the webhooks providers send us about their jobs.
 
 use std::fmt;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! The HTTP client that delivers notifications to callback URLs, enforcing the
-//! [`CallbackPolicy`] both on the URL and on every address DNS returns for it.
+//! The HTTP client that delivers notifications to clients' URLs, enforcing the
+//! [`DestinationPolicy`] both on the URL and on every address DNS returns for it.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
 use url::Url;
 
-use super::guard::CallbackPolicy;
+use super::destination::DestinationPolicy;
 use crate::ports::{DeliveryError, OutgoingWebhook, WebhookSender};
 
 /// Time allowed for the whole delivery, connection included.
@@ -27,22 +27,22 @@ const USER_AGENT: &str = concat!("Chorus-Webhooks/", env!("CARGO_PKG_VERSION"));
 #[error("cannot build the webhook HTTP client")]
 pub struct ClientBuildError(#[source] reqwest::Error);
 
-/// Delivers webhooks over HTTP(S) and refuses destinations its [`CallbackPolicy`] forbids.
+/// Delivers webhooks over HTTP(S) and refuses destinations its [`DestinationPolicy`] forbids.
 /// Build it once and share it: it holds a connection pool.
 #[derive(Debug, Clone)]
 pub struct HttpWebhookSender {
     client: reqwest::Client,
-    policy: CallbackPolicy,
+    policy: DestinationPolicy,
 }
 
 impl HttpWebhookSender {
     /// A sender with the [`DEFAULT_TIMEOUT`].
-    pub fn new(policy: CallbackPolicy) -> Result<Self, ClientBuildError> {
+    pub fn new(policy: DestinationPolicy) -> Result<Self, ClientBuildError> {
         Self::with_timeout(policy, DEFAULT_TIMEOUT)
     }
 
     /// A sender giving each delivery at most `timeout`.
-    pub fn with_timeout(policy: CallbackPolicy, timeout: Duration) -> Result<Self, ClientBuildError> {
+    pub fn with_timeout(policy: DestinationPolicy, timeout: Duration) -> Result<Self, ClientBuildError> {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver { policy }))
             // A redirect could lead anywhere, including addresses check_url never saw.
@@ -135,7 +135,7 @@ impl StdError for AddressRefused {}
 /// connection goes only where the policy allows even if DNS changes after the URL was
 /// checked (DNS rebinding).
 struct GuardedResolver {
-    policy: CallbackPolicy,
+    policy: DestinationPolicy,
 }
 
 impl Resolve for GuardedResolver {
@@ -167,7 +167,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::notify::signing::{self, WebhookHeaders, WebhookSecret};
+    use crate::webhooks::signing::{self, WebhookHeaders, WebhookSecret};
 
     type Received = (HeaderMap, Bytes);
 
@@ -203,7 +203,7 @@ mod tests {
         }
     }
 
-    fn sender(policy: CallbackPolicy) -> HttpWebhookSender {
+    fn sender(policy: DestinationPolicy) -> HttpWebhookSender {
         HttpWebhookSender::new(policy).unwrap()
     }
 
@@ -213,7 +213,7 @@ mod tests {
         let secret = WebhookSecret::generate();
         let body = br#"{"type":"run.succeeded"}"#;
 
-        let status = sender(CallbackPolicy::local_development())
+        let status = sender(DestinationPolicy::local_development())
             .send(&webhook(format!("http://{addr}/hook"), &secret, body))
             .await
             .unwrap();
@@ -236,7 +236,7 @@ mod tests {
     async fn localhost_works_in_local_development() {
         let (addr, mut rx) = receiver(StatusCode::OK, Duration::ZERO).await;
         let url = format!("http://localhost:{}/hook", addr.port());
-        let status = sender(CallbackPolicy::local_development())
+        let status = sender(DestinationPolicy::local_development())
             .send(&webhook(url, &WebhookSecret::generate(), b"{}"))
             .await
             .unwrap();
@@ -248,7 +248,7 @@ mod tests {
     async fn production_refuses_loopback_urls() {
         let (addr, mut rx) = receiver(StatusCode::OK, Duration::ZERO).await;
         let secret = WebhookSecret::generate();
-        let sender = sender(CallbackPolicy::production());
+        let sender = sender(DestinationPolicy::production());
         for url in [
             format!("http://{addr}/hook"),
             format!("https://{addr}/hook"),
@@ -265,7 +265,7 @@ mod tests {
         // GIVEN a host name that passes the URL check but resolves to loopback (the URL check
         // would catch `localhost` by name, so go around it as a rebinding name would)
         let (addr, mut rx) = receiver(StatusCode::OK, Duration::ZERO).await;
-        let policy = CallbackPolicy { allow_loopback: false, allow_private: false, require_https: false };
+        let policy = DestinationPolicy { allow_loopback: false, allow_private: false, require_https: false };
         let url = Url::parse(&format!("http://localhost:{}/hook", addr.port())).unwrap();
 
         // WHEN posting to it
@@ -283,11 +283,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_resolver_keeps_only_permitted_addresses() {
-        let resolver = GuardedResolver { policy: CallbackPolicy::production() };
+        let resolver = GuardedResolver { policy: DestinationPolicy::production() };
         let refused = resolver.resolve(Name::from_str("localhost").unwrap()).await;
         assert!(refused.err().unwrap().is::<AddressRefused>());
 
-        let resolver = GuardedResolver { policy: CallbackPolicy::local_development() };
+        let resolver = GuardedResolver { policy: DestinationPolicy::local_development() };
         let addrs: Vec<SocketAddr> = resolver.resolve(Name::from_str("localhost").unwrap()).await.unwrap().collect();
         assert!(!addrs.is_empty());
         assert!(addrs.iter().all(|a| a.ip().is_loopback()));
@@ -296,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn error_statuses_are_reported() {
         let (addr, _rx) = receiver(StatusCode::INTERNAL_SERVER_ERROR, Duration::ZERO).await;
-        let result = sender(CallbackPolicy::local_development())
+        let result = sender(DestinationPolicy::local_development())
             .send(&webhook(format!("http://{addr}/hook"), &WebhookSecret::generate(), b"{}"))
             .await;
         assert!(matches!(result, Err(DeliveryError::Status(500))), "{result:?}");
@@ -305,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn redirects_are_not_followed() {
         let (addr, _rx) = receiver(StatusCode::TEMPORARY_REDIRECT, Duration::ZERO).await;
-        let result = sender(CallbackPolicy::local_development())
+        let result = sender(DestinationPolicy::local_development())
             .send(&webhook(format!("http://{addr}/hook"), &WebhookSecret::generate(), b"{}"))
             .await;
         assert!(matches!(result, Err(DeliveryError::Status(307))), "{result:?}");
@@ -317,7 +317,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
 
-        let result = sender(CallbackPolicy::local_development())
+        let result = sender(DestinationPolicy::local_development())
             .send(&webhook(format!("http://{addr}/hook"), &WebhookSecret::generate(), b"{}"))
             .await;
 
@@ -333,7 +333,8 @@ mod tests {
     async fn a_slow_receiver_times_out() {
         let (addr, _rx) = receiver(StatusCode::OK, Duration::from_secs(5)).await;
         let sender =
-            HttpWebhookSender::with_timeout(CallbackPolicy::local_development(), Duration::from_millis(200)).unwrap();
+            HttpWebhookSender::with_timeout(DestinationPolicy::local_development(), Duration::from_millis(200))
+                .unwrap();
         let result = sender.send(&webhook(format!("http://{addr}/hook"), &WebhookSecret::generate(), b"{}")).await;
         match result {
             Err(DeliveryError::Unreachable(reason)) => assert_eq!(reason, "timed out"),
@@ -345,7 +346,7 @@ mod tests {
     async fn invalid_headers_are_refused() {
         let mut hook = webhook("http://127.0.0.1:9/hook".to_owned(), &WebhookSecret::generate(), b"{}");
         hook.headers.push(("bad header".to_owned(), "x".to_owned()));
-        let result = sender(CallbackPolicy::local_development()).send(&hook).await;
+        let result = sender(DestinationPolicy::local_development()).send(&hook).await;
         assert!(matches!(result, Err(DeliveryError::Refused(_))), "{result:?}");
     }
 }

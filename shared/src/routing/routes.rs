@@ -78,7 +78,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::providers::Price;
+    use crate::routing::Price;
 
     fn weighted() -> Route {
         Route::Weighted {

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
-use crate::domain::{FinishReason, Usage};
-use crate::providers::Price;
+use crate::domain::{ErrorKind, FinishReason, TaskOutput, Usage};
 use crate::providers::local::LocalProvider;
+use crate::routing::Price;
 
 // --- next_move
 
@@ -367,19 +367,19 @@ async fn given_prior_attempts_when_resumed_then_finished_models_are_skipped_and_
     let router = router(vec![alpha.clone(), beta.clone()], &[]);
     let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
     step.retries = Some(2);
-    let failed = |kind: &str| Attempt {
+    let failed = |kind: ErrorKind| Attempt {
         provider: "alpha".into(),
         model: "m".into(),
         latency_ms: 1,
         error: Some(StepError::new(kind, "x")),
     };
     // Two transient failures already: one retry left on alpha.
-    let prior = [failed("transient"), failed("transient")];
+    let prior = [failed(ErrorKind::Transient), failed(ErrorKind::Transient)];
     let routed =
         router.run(&step, &generate_request(), &RouteContext { prior: &prior, ..RouteContext::default() }).await;
     assert_eq!(trail(&routed), ["alpha:m transient", "beta:m -"]);
     // A non-retryable failure earlier: alpha is not tried again.
-    let prior = [failed("auth")];
+    let prior = [failed(ErrorKind::Auth)];
     let routed =
         router.run(&step, &generate_request(), &RouteContext { prior: &prior, ..RouteContext::default() }).await;
     assert_eq!(trail(&routed), ["beta:m -"]);

@@ -2,35 +2,33 @@
 //! `local` always, and each hosted provider whose credentials are in the environment. Prices
 //! and routes come from `providers.toml` (built in; `CHORUS_PROVIDERS_FILE` replaces it).
 //!
-//! A credential is the value itself, or a reference resolved once through AWS Systems
-//! Manager: `ssm:/chorus/openai-key` (a SecureString parameter) or
+//! A credential is the value itself, or a reference read once through the [`SecretStore`]
+//! (AWS Systems Manager): `ssm:/chorus/openai-key` (a SecureString parameter) or
 //! `secretsmanager:chorus/openai-key` (a Secrets Manager secret, through SSM's
-//! `/aws/reference/secretsmanager/` bridge, so one client serves both). Values never reach
-//! logs or errors.
+//! `/aws/reference/secretsmanager/` bridge). When it is read is the caller's choice
+//! ([`CredentialLoading`]). Values never reach logs or errors.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aws_config::SdkConfig;
-use secrecy::SecretString;
-use serde::Deserialize;
-use thiserror::Error;
-use tokio::sync::OnceCell;
+use std::sync::Mutex;
 
 use http::HeaderName;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use thiserror::Error;
 
-use super::anthropic::AnthropicProvider;
-use super::bedrock::BedrockProvider;
-use super::cohere::CohereProvider;
-use super::gemini::GeminiProvider;
-use super::huggingface::HuggingFaceProvider;
-use super::openai::{AuthHeader, OpenAiProvider};
-use super::replicate::ReplicateProvider;
-use super::{LocalProvider, PriceTable, Provider, ProviderRouter, RateLimits, RetryPolicy, Route, http_call};
 use crate::domain::RateLimit;
-use crate::notify::WebhookSecret;
-use crate::ports::RateLimiter;
+use crate::ports::{RateLimiter, SecretStore};
+use crate::providers::anthropic::AnthropicProvider;
+use crate::providers::cohere::CohereProvider;
+use crate::providers::gemini::GeminiProvider;
+use crate::providers::huggingface::HuggingFaceProvider;
+use crate::providers::openai::{AuthHeader, OpenAiProvider};
+use crate::providers::replicate::ReplicateProvider;
+use crate::providers::{Credential, CredentialError, LocalProvider, Provider, http_call};
+use crate::routing::{PriceTable, ProviderRouter, RateLimits, RetryPolicy, Route};
+use crate::webhooks::WebhookSecret;
 
 /// The built-in `providers.toml`.
 const BUILT_IN: &str = include_str!("../../providers.toml");
@@ -43,12 +41,8 @@ pub type Lookup<'a> = &'a (dyn Fn(&str) -> Option<String> + Send + Sync);
 pub enum CatalogError {
     #[error("{name}: {detail}")]
     Invalid { name: String, detail: String },
-    #[error("{name}: the secret could not be read from AWS Systems Manager")]
-    Secret {
-        name: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Secret(#[from] CredentialError),
 }
 
 /// `providers.toml`: prices and routes.
@@ -86,15 +80,32 @@ pub fn default_router() -> ProviderRouter {
     ProviderRouter::new(vec![Arc::new(LocalProvider::new())], config.routes, RetryPolicy::default(), config.prices)
 }
 
+/// When the providers' stored credentials are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialLoading {
+    /// All at start-up, so a wrong reference fails the cold start (processes that call
+    /// providers or verify their webhooks).
+    AtStart,
+    /// When a call first needs one: never, in a process that calls no provider (intake,
+    /// `chorus validate`).
+    OnFirstUse,
+}
+
 /// Builds the router from the environment: `local`, plus every provider configured there,
-/// taking tokens from `limiter` for the providers `providers.toml` limits.
+/// taking tokens from `limiter` for the providers `providers.toml` limits. Credentials given
+/// as `ssm:`/`secretsmanager:` references are read from `secrets`, when `loading` says.
 pub async fn router_from_env(
     lookup: Lookup<'_>,
     limiter: Arc<dyn RateLimiter>,
+    secrets: Option<Arc<dyn SecretStore>>,
+    loading: CredentialLoading,
 ) -> Result<ProviderRouter, CatalogError> {
     let config = ProviderConfig::load(lookup)?;
-    let env = Env { lookup, aws: OnceCell::new(), ssm: OnceCell::new() };
+    let env = Env { lookup, secrets, stored: Mutex::new(Vec::new()) };
     let providers = hosted_providers(&env).await?;
+    if loading == CredentialLoading::AtStart {
+        env.load_stored().await?;
+    }
     let mut all: Vec<Arc<dyn Provider>> = vec![Arc::new(LocalProvider::new())];
     all.extend(providers);
     let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
@@ -108,7 +119,7 @@ async fn hosted_providers(env: &Env<'_>) -> Result<Vec<Arc<dyn Provider>>, Catal
     let http = http_call::client()
         .map_err(|err| CatalogError::Invalid { name: "HTTP client".to_owned(), detail: err.to_string() })?;
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
-    if let Some(key) = env.secret("OPENAI_API_KEY").await? {
+    if let Some(key) = env.credential("OPENAI_API_KEY")? {
         let mut openai = OpenAiProvider::new(http.clone(), key, env.get("OPENAI_BASE_URL"));
         if let Some(header) = env.get("OPENAI_AUTH_HEADER") {
             let name = HeaderName::from_bytes(header.as_bytes()).map_err(|err| CatalogError::Invalid {
@@ -122,40 +133,54 @@ async fn hosted_providers(env: &Env<'_>) -> Result<Vec<Arc<dyn Provider>>, Catal
         }
         providers.push(Arc::new(openai));
     }
-    if let Some(key) = env.secret("ANTHROPIC_API_KEY").await? {
+    if let Some(key) = env.credential("ANTHROPIC_API_KEY")? {
         providers.push(Arc::new(AnthropicProvider::new(http.clone(), key, env.get("ANTHROPIC_BASE_URL"))));
     }
-    if let Some(key) = env.secret("GEMINI_API_KEY").await? {
+    if let Some(key) = env.credential("GEMINI_API_KEY")? {
         providers.push(Arc::new(GeminiProvider::new(http.clone(), key, env.get("GEMINI_BASE_URL"))));
     }
-    if let Some(key) = env.secret("COHERE_API_KEY").await? {
+    if let Some(key) = env.credential("COHERE_API_KEY")? {
         providers.push(Arc::new(CohereProvider::new(http.clone(), key, env.get("COHERE_BASE_URL"))));
     }
-    if let Some(token) = env.secret("HF_TOKEN").await? {
+    if let Some(token) = env.credential("HF_TOKEN")? {
         providers.push(Arc::new(HuggingFaceProvider::new(http.clone(), token, env.get("HF_BASE_URL"))));
     }
-    if let Some(token) = env.secret("REPLICATE_API_TOKEN").await? {
-        let webhook_secret = match env.secret("REPLICATE_WEBHOOK_SECRET").await? {
-            Some(secret) => Some(WebhookSecret::parse(secret.expose_secret()).map_err(|err| {
-                CatalogError::Invalid { name: "REPLICATE_WEBHOOK_SECRET".to_owned(), detail: err.to_string() }
-            })?),
-            None => None,
-        };
+    if let Some(token) = env.credential("REPLICATE_API_TOKEN")? {
+        let is_whsec: ValueCheck = Box::new(|value| WebhookSecret::parse(value).map(|_| ()).map_err(|e| e.to_string()));
+        let webhook_secret = env.checked_credential("REPLICATE_WEBHOOK_SECRET", Some(is_whsec))?;
         let base_url = env.get("REPLICATE_BASE_URL");
         providers.push(Arc::new(ReplicateProvider::new(http.clone(), token, webhook_secret, base_url)));
     }
     if env.enabled("BEDROCK_ENABLED") {
-        let client = aws_sdk_bedrockruntime::Client::new(env.aws().await);
-        providers.push(Arc::new(BedrockProvider::new(client)));
+        providers.push(bedrock().await?);
     }
     Ok(providers)
 }
 
-/// The environment, with the AWS clients credential references need, made on first use.
+/// Bedrock, through the process's AWS configuration (the Lambda role).
+#[cfg(feature = "aws")]
+async fn bedrock() -> Result<Arc<dyn Provider>, CatalogError> {
+    let client = aws_sdk_bedrockruntime::Client::new(&crate::startup::sdk_config().await);
+    Ok(Arc::new(crate::providers::bedrock::BedrockProvider::new(client)))
+}
+
+/// Without the AWS SDK there is no Bedrock client: say so rather than ignore the setting.
+#[cfg(not(feature = "aws"))]
+async fn bedrock() -> Result<Arc<dyn Provider>, CatalogError> {
+    Err(CatalogError::Invalid {
+        name: "BEDROCK_ENABLED".to_owned(),
+        detail: "this build has no AWS support; build with the `aws` feature to use Bedrock".to_owned(),
+    })
+}
+
+/// A check of a credential's value, run once the value is known.
+type ValueCheck = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The environment, and the stored credentials it handed out (to load at start-up).
 struct Env<'a> {
     lookup: Lookup<'a>,
-    aws: OnceCell<SdkConfig>,
-    ssm: OnceCell<aws_sdk_ssm::Client>,
+    secrets: Option<Arc<dyn SecretStore>>,
+    stored: Mutex<Vec<(&'static str, Credential, Option<ValueCheck>)>>,
 }
 
 impl Env<'_> {
@@ -169,35 +194,59 @@ impl Env<'_> {
         self.get(name).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
     }
 
-    /// The process's AWS configuration (region, credentials, endpoints), loaded once.
-    async fn aws(&self) -> &SdkConfig {
-        self.aws.get_or_init(crate::config::sdk_config).await
+    /// A credential: the value, or the secret an `ssm:`/`secretsmanager:` reference names
+    /// (read later, from the secret store).
+    fn credential(&self, name: &'static str) -> Result<Option<Credential>, CatalogError> {
+        self.checked_credential(name, None)
     }
 
-    /// A credential: the value, or the secret an `ssm:`/`secretsmanager:` reference names.
-    async fn secret(&self, name: &'static str) -> Result<Option<SecretString>, CatalogError> {
+    /// A credential whose value must pass `check`: checked now when the value is given,
+    /// when it is read for a stored one.
+    fn checked_credential(
+        &self,
+        name: &'static str,
+        check: Option<ValueCheck>,
+    ) -> Result<Option<Credential>, CatalogError> {
         let Some(value) = self.get(name) else { return Ok(None) };
         let parameter = if let Some(path) = value.strip_prefix("ssm:") {
             path.to_owned()
         } else if let Some(id) = value.strip_prefix("secretsmanager:") {
             format!("/aws/reference/secretsmanager/{id}")
         } else {
-            return Ok(Some(SecretString::from(value)));
+            if let Some(check) = check {
+                check(&value).map_err(|detail| CatalogError::Invalid { name: name.to_owned(), detail })?;
+            }
+            return Ok(Some(Credential::value(SecretString::from(value))));
         };
-        let config = self.aws().await.clone();
-        let ssm = self.ssm.get_or_init(|| async move { aws_sdk_ssm::Client::new(&config) }).await;
-        let answer = ssm
-            .get_parameter()
-            .name(parameter)
-            .with_decryption(true)
-            .send()
-            .await
-            .map_err(|err| CatalogError::Secret { name, source: Box::new(err) })?;
-        let secret = answer.parameter.and_then(|p| p.value).ok_or_else(|| CatalogError::Invalid {
+        let Some(store) = self.secrets.clone() else {
+            return Err(CatalogError::Invalid {
+                name: name.to_owned(),
+                detail: "is a secret-store reference, but this process has no AWS secret store".to_owned(),
+            });
+        };
+        let credential = Credential::stored(name, parameter, store);
+        let mut stored = self.stored.lock().map_err(|_| CatalogError::Invalid {
             name: name.to_owned(),
-            detail: "the referenced parameter has no value".to_owned(),
+            detail: "the credential list is unusable".to_owned(),
         })?;
-        Ok(Some(SecretString::from(secret)))
+        stored.push((name, credential.clone(), check));
+        Ok(Some(credential))
+    }
+
+    /// Reads every stored credential handed out, and checks the values that have a check.
+    async fn load_stored(&self) -> Result<(), CatalogError> {
+        let stored = std::mem::take(&mut *self.stored.lock().map_err(|_| CatalogError::Invalid {
+            name: "credentials".to_owned(),
+            detail: "the credential list is unusable".to_owned(),
+        })?);
+        for (name, credential, check) in stored {
+            let value = credential.get().await?;
+            if let Some(check) = check {
+                check(value.expose_secret())
+                    .map_err(|detail| CatalogError::Invalid { name: name.to_owned(), detail })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -236,7 +285,7 @@ mod tests {
     async fn given_no_keys_when_built_then_only_local_is_offered_and_fast_still_works() {
         use crate::domain::{ModelCatalog, Task};
         let limiter = Arc::new(crate::adapters::MemoryRateLimiter::new(Arc::new(crate::ports::SystemClock)));
-        let router = router_from_env(&lookup(&[]), limiter).await.unwrap();
+        let router = router_from_env(&lookup(&[]), limiter, None, CredentialLoading::AtStart).await.unwrap();
         assert!(router.models().iter().all(|m| m.provider == "local"));
         for task in [Task::Generate, Task::Summarize, Task::Classify, Task::Extract, Task::Embed] {
             assert_eq!(router.check_model("fast", task), Ok(()), "{task}");

@@ -37,12 +37,12 @@ struct TenantItem {
 }
 
 /// API keys and tenants in DynamoDB.
-pub struct DynamoTenants {
+pub struct DynamoTenantDirectory {
     client: Client,
     table: String,
 }
 
-impl DynamoTenants {
+impl DynamoTenantDirectory {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
@@ -84,7 +84,7 @@ fn tenant_pk(id: &TenantId) -> String {
 }
 
 #[async_trait]
-impl TenantDirectory for DynamoTenants {
+impl TenantDirectory for DynamoTenantDirectory {
     async fn tenant_for_key(&self, api_key: &SecretString) -> Result<Option<Tenant>, PortError> {
         let Some(item) = self.get(api_key_pk(api_key), API_KEY_SK).await? else { return Ok(None) };
         let key: ApiKeyItem = from_item("API key item", item)?;

@@ -1,0 +1,335 @@
+//! A step's state as stored, written once: where it stands ([`StepStatus`]), what it did
+//! ([`StepProgress`], what clients see) and how the engine runs it exactly once
+//! ([`StepControl`]). The storage item and the client view flatten these structs rather
+//! than repeating their fields.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::ids::StepId;
+
+/// Where a step stands: `pending → queued → running → (waiting_*) → terminal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting for dependencies.
+    Pending,
+    /// Dependencies done; a message is on its way to a worker.
+    Queued,
+    Running,
+    WaitingCallback,
+    WaitingApproval,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub const UNFINISHED: [StepStatus; 5] = [
+        StepStatus::Pending,
+        StepStatus::Queued,
+        StepStatus::Running,
+        StepStatus::WaitingCallback,
+        StepStatus::WaitingApproval,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !Self::UNFINISHED.contains(&self)
+    }
+
+    pub fn is_waiting(self) -> bool {
+        matches!(self, StepStatus::WaitingCallback | StepStatus::WaitingApproval)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Queued => "queued",
+            StepStatus::Running => "running",
+            StepStatus::WaitingCallback => "waiting_callback",
+            StepStatus::WaitingApproval => "waiting_approval",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step's state as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub step_id: StepId,
+    pub status: StepStatus,
+    #[serde(flatten)]
+    pub progress: StepProgress,
+    #[serde(flatten)]
+    pub control: StepControl,
+}
+
+impl StepState {
+    /// A step as created at submission, from its place in the plan: queued when it waits
+    /// for nothing.
+    pub fn new(step_id: StepId, dependencies: u32, dependants: Vec<StepId>) -> Self {
+        Self {
+            step_id,
+            status: if dependencies == 0 { StepStatus::Queued } else { StepStatus::Pending },
+            progress: StepProgress::default(),
+            control: StepControl { pending_deps: dependencies, dependants, ..StepControl::default() },
+        }
+    }
+
+    /// Whether no other step waits for this one: its end counts towards the run's end.
+    pub fn is_sink(&self) -> bool {
+        self.control.dependants.is_empty()
+    }
+}
+
+/// What a step did: its provider calls and their outcome. This is what clients see of a
+/// step, next to its id, task and status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StepProgress {
+    /// The provider and model that produced the output (after any fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Every model call, failed ones included.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// The normalized task output (`{text, finish_reason}`, `{label, confidence, scores}`, …);
+    /// while an approval waits, `{question}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
+/// How the engine runs a step exactly once: its claims, the countdown of its dependencies,
+/// what it waits for. Never shown to clients.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepControl {
+    /// Times a worker claimed the step.
+    pub attempt: u32,
+    /// Held while `running`.
+    pub lease: Option<Lease>,
+    /// While waiting: when the wait times out and the sweep fails the step.
+    pub deadline: Option<jiff::Timestamp>,
+    /// Dependencies not yet finished; the step is queued when this reaches zero.
+    pub pending_deps: u32,
+    /// Set when a dependency ended without succeeding: the step will be skipped.
+    pub blocked: bool,
+    /// Dependencies whose end was already counted, so a redelivered release is a no-op.
+    pub released_by: Vec<StepId>,
+    /// The steps that wait for this one, fixed at submission (the plan, so finishing a step
+    /// never re-reads the workflow's templates).
+    pub dependants: Vec<StepId>,
+    /// The provider job the step waits on, once one was submitted.
+    pub job: Option<JobRef>,
+}
+
+/// A step's lease: the worker holding it and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub until: jiff::Timestamp,
+}
+
+/// A provider job a step waits on: an async call whose result arrives by webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub provider: String,
+    pub model: String,
+    /// The provider's id for the job (a Replicate prediction id).
+    pub id: String,
+    /// SHA-256 (hex) of the secret in the job's callback URL; the URL itself is not stored.
+    pub token_sha256: String,
+}
+
+/// Tokens a model call consumed. `estimated` when the provider did not report them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.estimated |= other.estimated;
+    }
+}
+
+/// One call to one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    pub latency_ms: u64,
+    /// Absent when the call succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+}
+
+/// Why a step or run failed, in words a client can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+/// What kind of failure a [`StepError`] is: stable and machine-readable. The first group is
+/// the provider error taxonomy (one kind per `ProviderError` variant), the second what the
+/// engine itself fails steps and runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The provider said 429 (with its `Retry-After`).
+    RateLimited,
+    /// The provider is busy or warming up (Anthropic 529, Hugging Face 503 "loading").
+    Overloaded,
+    Timeout,
+    /// A 5xx or a lost connection.
+    Transient,
+    InvalidRequest,
+    /// The provider refused our credentials.
+    Auth,
+    QuotaExhausted,
+    ContentFiltered,
+    /// The provider's answer could not be understood.
+    MalformedResponse,
+    /// The model answered, but not with what the step asks for (e.g. its `schema`).
+    InvalidOutput,
+    /// The call's estimated cost would exceed the run's `budget_usd`; it was not made.
+    BudgetExceeded,
+    /// The provider failed repeatedly and was skipped while it cools down.
+    CircuitOpen,
+    /// A template or `when` condition of the step could not be rendered.
+    Template,
+    /// A person rejected the approval step.
+    Rejected,
+    /// A wait (approval, provider job) outlived its deadline.
+    DeadlineExceeded,
+    /// The step's message kept failing to be processed and was dead-lettered.
+    Undeliverable,
+    /// The run failed because this required step failed.
+    StepFailed,
+    /// The workflow's `output` could not be rendered.
+    OutputTemplate,
+}
+
+impl ErrorKind {
+    /// The kind as written in JSON, e.g. `rate_limited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Transient => "transient",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Auth => "auth",
+            ErrorKind::QuotaExhausted => "quota_exhausted",
+            ErrorKind::ContentFiltered => "content_filtered",
+            ErrorKind::MalformedResponse => "malformed_response",
+            ErrorKind::InvalidOutput => "invalid_output",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::Template => "template",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::Undeliverable => "undeliverable",
+            ErrorKind::StepFailed => "step_failed",
+            ErrorKind::OutputTemplate => "output_template",
+        }
+    }
+
+    /// Whether a call that failed this way may succeed if made again on the same model.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Transient)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_written_as_its_name() {
+        use ErrorKind::*;
+        for kind in [
+            RateLimited,
+            Overloaded,
+            Timeout,
+            Transient,
+            InvalidRequest,
+            Auth,
+            QuotaExhausted,
+            ContentFiltered,
+            MalformedResponse,
+            InvalidOutput,
+            BudgetExceeded,
+            CircuitOpen,
+            Template,
+            Rejected,
+            DeadlineExceeded,
+            Undeliverable,
+            StepFailed,
+            OutputTemplate,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
+
+    #[test]
+    fn error_kinds_are_written_in_snake_case() {
+        let error = StepError::new(ErrorKind::DeadlineExceeded, "late");
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(json, serde_json::json!({"kind": "deadline_exceeded", "message": "late"}));
+        assert_eq!(serde_json::from_value::<StepError>(json).unwrap(), error);
+    }
+
+    #[test]
+    fn a_step_state_round_trips_through_its_flattened_form() {
+        let mut state = StepState::new(StepId::parse("a").unwrap(), 1, vec![StepId::parse("b").unwrap()]);
+        state.progress.output = Some(serde_json::json!({"text": "hi"}));
+        state.control.lease = Some(Lease { owner: "w".into(), until: jiff::Timestamp::UNIX_EPOCH });
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["pending_deps"], 1);
+        assert_eq!(json["output"]["text"], "hi");
+        assert_eq!(serde_json::from_value::<StepState>(json).unwrap(), state);
+    }
+}

@@ -1,0 +1,88 @@
+//! What a Lambda function is configured with: settings read from the environment once per
+//! cold start (names and values come from `infra/template.yaml`). Endpoints and credentials
+//! follow the standard AWS configuration (`AWS_REGION`, `AWS_ENDPOINT_URL`, the function's
+//! role), so the same code runs against AWS and a local emulator.
+
+use std::time::Duration;
+
+use super::ConfigError;
+use crate::webhooks::DestinationPolicy;
+
+/// The resources a function works with, from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `CHORUS_TABLE`: the DynamoDB table.
+    pub table: String,
+    /// `CHORUS_BUCKET`: the S3 bucket for large payloads.
+    pub bucket: String,
+    /// `CHORUS_STEPS_QUEUE_URL`
+    pub steps_queue_url: String,
+    /// `CHORUS_NOTIFICATIONS_QUEUE_URL`
+    pub notifications_queue_url: String,
+    /// `CHORUS_STEPS_DLQ_ARN`: the notifier tells step dead letters from notifications by
+    /// the queue a record came from.
+    pub steps_dlq_arn: String,
+    /// `CHORUS_RETENTION_DAYS` (default 30): how long runs are kept.
+    pub retention: Duration,
+    /// `CHORUS_NOTIFY_URLS`: `production` (default: https, public addresses only) or `local`
+    /// (loopback allowed, for the local AWS loop).
+    pub destinations: DestinationPolicy,
+    /// `CHORUS_PUBLIC_URL`: where providers reach the webhook function (the HTTP API's
+    /// URL). Without it, async providers (Replicate) are called synchronously.
+    pub public_url: Option<String>,
+    /// `CHORUS_INVOCATION_BUDGET_SECONDS` (default 90, under the worker's 120 s timeout):
+    /// how long one worker invocation works on a step before re-enqueueing it.
+    pub invocation_budget: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name).filter(|value| !value.trim().is_empty()).ok_or(ConfigError::Missing(name))
+        };
+        let retention_days = match lookup("CHORUS_RETENTION_DAYS") {
+            Some(days) => {
+                days.trim().parse::<u64>().ok().filter(|days| *days > 0).ok_or_else(|| ConfigError::Invalid {
+                    name: "CHORUS_RETENTION_DAYS",
+                    detail: format!("`{days}` is not a number of days"),
+                })?
+            }
+            None => 30,
+        };
+        let destinations = match lookup("CHORUS_NOTIFY_URLS").as_deref().map(str::trim) {
+            None | Some("production") => DestinationPolicy::production(),
+            Some("local") => DestinationPolicy::local_development(),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CHORUS_NOTIFY_URLS",
+                    detail: format!("`{other}` is neither `production` nor `local`"),
+                });
+            }
+        };
+        let invocation_budget = match lookup("CHORUS_INVOCATION_BUDGET_SECONDS") {
+            Some(seconds) => {
+                seconds.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| ConfigError::Invalid {
+                    name: "CHORUS_INVOCATION_BUDGET_SECONDS",
+                    detail: format!("`{seconds}` is not a number of seconds"),
+                })?
+            }
+            None => 90,
+        };
+        Ok(Self {
+            public_url: lookup("CHORUS_PUBLIC_URL").filter(|url| !url.trim().is_empty()),
+            invocation_budget: Duration::from_secs(invocation_budget),
+            table: required("CHORUS_TABLE")?,
+            bucket: required("CHORUS_BUCKET")?,
+            steps_queue_url: required("CHORUS_STEPS_QUEUE_URL")?,
+            notifications_queue_url: required("CHORUS_NOTIFICATIONS_QUEUE_URL")?,
+            steps_dlq_arn: required("CHORUS_STEPS_DLQ_ARN")?,
+            retention: Duration::from_secs(retention_days * 24 * 3600),
+            destinations,
+        })
+    }
+}
