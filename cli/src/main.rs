@@ -1,8 +1,8 @@
 //! The `chorus` command. `chorus dev` runs the whole service (HTTP API, worker, notifier)
 //! in one process over the memory adapters and the offline `local` models; `chorus validate`
 //! checks a workflow file the way `POST /v1/runs` would, without a server; `chorus local` runs
-//! the Lambda functions on a local AWS emulator (the library half, `chorus_cli`, holds it);
-//! `chorus mock-providers` stands in for every hosted AI provider.
+//! the Lambda functions on a local AWS emulator (`chorus_local_aws` does the work);
+//! `chorus mock-providers` stands in for every hosted AI provider (`chorus_mock_providers`).
 
 mod dev;
 mod mock_providers;
@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use chorus::error::error_chain;
-use chorus_cli::local;
+use chorus_local_aws::{LocalArgs, LocalError};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +30,7 @@ enum Command {
     /// Check a workflow file (a `POST /v1/runs` body or a bare workflow) and list every problem.
     Validate(validate::ValidateArgs),
     /// The Lambda functions on a local AWS emulator: `up`, `down`, and the SQS → Lambda `bridge`.
-    Local(local::LocalArgs),
+    Local(LocalArgs),
     /// Serve mock OpenAI, Anthropic, Gemini, Cohere, Hugging Face, Replicate and Bedrock APIs
     /// with deterministic answers and faults on demand.
     MockProviders(mock_providers::MockArgs),
@@ -44,7 +44,7 @@ enum CliError {
     #[error(transparent)]
     Validate(#[from] validate::ValidateError),
     #[error(transparent)]
-    Local(#[from] local::LocalError),
+    Local(#[from] LocalError),
     #[error("the mock provider server failed")]
     Mock(#[from] std::io::Error),
 }
@@ -56,7 +56,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await.map_err(CliError::from),
         Command::Validate(args) => validate::run(&args).await.map_err(CliError::from),
-        Command::Local(args) => local::run(args).await.map_err(CliError::from),
+        Command::Local(args) => chorus_local_aws::run(args, shutdown_signal()).await.map_err(CliError::from),
         Command::MockProviders(args) => mock_providers::run(args).await.map_err(CliError::from),
     };
     match result {
@@ -82,4 +82,33 @@ fn init_tracing() {
         // Colour codes help a person at a terminal; in a file or a CI log they are noise.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and process managers send): when
+/// `dev`, `mock-providers` and `local bridge` stop serving.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }

@@ -13,7 +13,7 @@ use chorus::providers::{
     LocalProvider, Price, PriceTable, Provider, ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed,
     TaskRequest,
 };
-use chorus_cli::mock::{self, Fault, MockState, Script};
+use chorus_mock_providers::{self as mock, Fault, MockState, Script};
 use serde_json::json;
 
 /// A mock provider server on a free local port, for one test.
@@ -37,7 +37,7 @@ impl MockServer {
         format!("http://{}", self.addr)
     }
 
-    /// The base URL for one provider, as in `chorus_cli::mock::base_urls`.
+    /// The base URL for one provider, as in `chorus_mock_providers::base_urls`.
     pub fn url_for(&self, variable: &str) -> String {
         mock::base_urls(&self.base()).into_iter().find(|(name, _)| *name == variable).map(|(_, url)| url).unwrap()
     }

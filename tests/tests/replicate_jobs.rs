@@ -14,7 +14,7 @@ use chorus::notify::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use chorus::notify::{WebhookSecret, signed_headers};
 use chorus::providers::replicate::ReplicateProvider;
 use chorus::providers::{Callback, CallbackRejection, JobReport, JobState, Provider, ProviderError, http_call};
-use chorus_cli::mock::DEFAULT_WEBHOOK_SECRET;
+use chorus_mock_providers::DEFAULT_WEBHOOK_SECRET;
 use chorus_tests::provider_contract::{MockServer, request};
 use chorus_tests::webhook_receiver::{Delivery, start_receiver};
 use tokio::sync::mpsc::UnboundedReceiver;

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
+use crate::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "gemini";
@@ -151,7 +151,7 @@ fn render(fault: Fault, model: &str) -> Response {
                     "quotaValue": "10"
                 }]},
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                 "retryDelay": format!("{}s", super::faults::RETRY_AFTER_SECS)}
+                 "retryDelay": format!("{}s", crate::faults::RETRY_AFTER_SECS)}
             ]),
             rate_limit_headers(),
         ),
@@ -237,7 +237,7 @@ mod tests {
         if let Some(key) = key {
             headers.insert("x-goog-api-key", HeaderValue::from_str(key).unwrap());
         }
-        let state = MockState::new(super::super::DEFAULT_WEBHOOK_SECRET);
+        let state = MockState::new(crate::DEFAULT_WEBHOOK_SECRET);
         let response = model_method(State(state), Path(path.to_owned()), headers, Bytes::from(body.to_string())).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();

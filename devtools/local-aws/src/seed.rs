@@ -1,6 +1,6 @@
 //! The API key `chorus local up` hands out: tenant `local`, registered in the local table
 //! with a fresh key and webhook signing secret, so the first request can authenticate and
-//! notifications can be verified.
+//! notifications can be verified; and [`generate_api_key`], which `chorus dev` uses too.
 
 use aws_config::SdkConfig;
 use chorus::adapters::DynamoTenants;
@@ -9,8 +9,6 @@ use chorus::notify::WebhookSecret;
 use chorus::ports::{PortError, Tenant};
 use secrecy::SecretString;
 use thiserror::Error;
-
-use crate::generate_api_key;
 
 /// The tenant `up` registers.
 pub const LOCAL_TENANT: &str = "local";
@@ -36,6 +34,14 @@ pub enum SeedError {
     },
 }
 
+/// A new random API key (`ck_` + 32 hex digits, 128 bits) from the operating system's CSPRNG,
+/// as `WebhookSecret::generate` makes signing secrets. `chorus dev` hands out the same kind.
+pub fn generate_api_key() -> SecretString {
+    let mut bytes = [0_u8; 16];
+    rand::fill(&mut bytes[..]);
+    SecretString::from(format!("ck_{}", hex::encode(bytes)))
+}
+
 /// Registers [`LOCAL_TENANT`] with a fresh API key and secret in `table`.
 pub async fn seed_api_key(config: &SdkConfig, table: &str) -> Result<SeededKey, SeedError> {
     let tenant = TenantId::parse(LOCAL_TENANT)?;
@@ -45,4 +51,22 @@ pub async fn seed_api_key(config: &SdkConfig, table: &str) -> Result<SeededKey, 
     let registered = Tenant { id: tenant.clone(), webhook_secret: webhook_secret.to_whsec() };
     tenants.register(&registered, &key).await.map_err(|source| SeedError::Store { table: table.to_owned(), source })?;
     Ok(SeededKey { tenant, key, webhook_secret })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn generated_keys_look_like_chorus_keys() {
+        let key = generate_api_key();
+        let key = key.expose_secret();
+        assert!(key.starts_with("ck_"));
+        assert_eq!(key.len(), 35);
+        assert!(key[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(key, generate_api_key().expose_secret());
+    }
 }

@@ -815,7 +815,7 @@ mod tests {
     use super::*;
 
     fn real_template() -> Template {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
         Template::load(&path).unwrap_or_else(|err| panic!("{}: {err:?}", path.display()))
     }
 

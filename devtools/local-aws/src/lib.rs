@@ -1,7 +1,13 @@
-//! `chorus local`: the service on a local AWS stack. `up` starts the emulator
+//! The service on a local AWS stack, behind `chorus local`. `up` starts the emulator
 //! (`infra/local/emulator.sh`), creates the template's resources in it, serves the functions with
 //! `cargo lambda watch` and bridges the template's SQS and Schedule events to them; `down` stops
 //! all of it; `bridge` is the bridge on its own (what `up` runs in the background).
+//!
+//! [`run`] is meant to be called by the `chorus` binary: `up` re-runs the current executable with
+//! the same arguments (to inherit the emulator's environment) and starts the bridge as
+//! `<current executable> local --repo <repo> bridge`, so the binary must mount [`LocalArgs`] as
+//! its `local` subcommand. `tests/tests/local_bridge.rs` drives [`bridge`], [`resources`] and
+//! [`template`] directly against an emulator.
 
 pub mod bridge;
 pub mod processes;
@@ -11,11 +17,13 @@ pub mod template;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use chorus::error::error_chain;
 use secrecy::ExposeSecret;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -152,8 +160,9 @@ pub enum LocalError {
     NotHealthy { url: String, waited: Duration, last: String, log: PathBuf, tail: String },
 }
 
-/// Runs a `chorus local` command.
-pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
+/// Runs a `chorus local` command. `bridge` runs until `shutdown` resolves (the binary's Ctrl-C
+/// and SIGTERM handling); `up` and `down` return when done.
+pub async fn run(args: LocalArgs, shutdown: impl Future<Output = ()>) -> Result<ExitCode, LocalError> {
     let repo = match args.repo {
         Some(repo) => repo,
         None => processes::find_repo_root(&std::env::current_dir().map_err(LocalError::Environment)?)?,
@@ -161,7 +170,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     match args.command {
         LocalCommand::Up(up_args) => up(&repo, &up_args).await,
         LocalCommand::Down => down(&repo).await,
-        LocalCommand::Bridge(bridge_args) => run_bridge(&repo, bridge_args).await,
+        LocalCommand::Bridge(bridge_args) => run_bridge(&repo, bridge_args, shutdown).await,
     }
 }
 
@@ -344,7 +353,7 @@ async fn wait_until_healthy(url: &str, lambda: &Started, timeout: Duration) -> R
                 return Ok(());
             }
             Ok(response) => format!("HTTP {}", response.status()),
-            Err(err) => crate::error_chain(&err),
+            Err(err) => error_chain(&err),
         };
         if started.elapsed() >= timeout {
             return Err(LocalError::NotHealthy {
@@ -398,7 +407,7 @@ async fn warm_up(
             ),
             Ok(Err(err)) => tracing::warn!(
                 function = function.binary,
-                error = %crate::error_chain(&err),
+                error = %error_chain(&err),
                 "the function failed on an empty batch; see {}",
                 lambda.log.display()
             ),
@@ -439,7 +448,7 @@ async fn down(repo: &Path) -> Result<ExitCode, LocalError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_bridge(repo: &Path, args: BridgeArgs) -> Result<ExitCode, LocalError> {
+async fn run_bridge(repo: &Path, args: BridgeArgs, shutdown: impl Future<Output = ()>) -> Result<ExitCode, LocalError> {
     let config = chorus::config::sdk_config().await;
     let template = Template::load(&repo.join(TEMPLATE))?;
     let found = resources::locate(&config, &template, &args.options.prefix).await?;
@@ -456,7 +465,7 @@ async fn run_bridge(repo: &Path, args: BridgeArgs) -> Result<ExitCode, LocalErro
     let bridge = Bridge::with_clients(aws_sdk_sqs::Client::new(&config), lambda, &config);
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(async move { bridge.run(routes, stopped).await });
-    crate::shutdown_signal().await;
+    shutdown.await;
     tracing::info!("stopping the bridge");
     // Nobody is left to receive it if the bridge already ended; that is fine.
     let _ = stop.send(true);

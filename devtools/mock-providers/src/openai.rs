@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, MockState, answers, bearer, error_response, fault_for, malformed, rate_limit_headers};
+use crate::{Fault, MockState, answers, bearer, error_response, fault_for, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "openai";
@@ -268,7 +268,7 @@ mod tests {
     }
 
     fn state() -> MockState {
-        MockState::new(super::super::DEFAULT_WEBHOOK_SECRET)
+        MockState::new(crate::DEFAULT_WEBHOOK_SECRET)
     }
 
     fn bearer_key(key: Option<&str>) -> HeaderMap {

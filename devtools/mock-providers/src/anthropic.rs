@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
+use crate::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "anthropic";
@@ -162,7 +162,7 @@ mod tests {
         for (name, value) in headers {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
-        let state = MockState::new(super::super::DEFAULT_WEBHOOK_SECRET);
+        let state = MockState::new(crate::DEFAULT_WEBHOOK_SECRET);
         let response = messages(State(state), map, Bytes::from(body.to_string())).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();

@@ -20,7 +20,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::template::{LocalResources, Template, local_name};
+use crate::template::{LocalResources, Template, local_name};
 
 /// How long one ReceiveMessage waits for messages. Short, so a stop request is noticed quickly;
 /// long enough that an idle bridge makes one request per queue and poller every couple of seconds.
