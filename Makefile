@@ -20,7 +20,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## build: the `chorus` binary (tests/tests/dev_binary.rs runs target/debug/chorus) and the
+## build: the `chorus` binary (infra/local/test.sh runs target/debug/chorus local up) and the
 # four Lambda functions (served by `cargo lambda watch` in the local AWS loop)
 build:
 	$(CARGO) build --workspace

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, as `make test` runs it (after lint and build). For each emulator
-# (LocalStack + DynamoDB Local, then moto): start it, bring up the local AWS loop with
-# `chorus local up` (the four functions under cargo lambda watch, the SQS → Lambda bridge),
-# run the tests with CHORUS_REQUIRE_EMULATOR=1 so no AWS test can skip, then stop it all.
-# Everything runs on the first emulator; the AWS suites (conformance, request counts, bridge,
-# end to end) run again on moto.
+# The whole test suite, as `make test` runs it (after lint and build). First the providers'
+# official SDKs against the mock provider server (a test ignored by plain `cargo test`: it needs
+# the .tools/sdks venv that tools.sh installs). Then, for each emulator (LocalStack + DynamoDB
+# Local, then moto): start it, bring up the local AWS loop with `chorus local up` (the four
+# functions under cargo lambda watch, the SQS → Lambda bridge), run the tests with
+# CHORUS_REQUIRE_EMULATOR=1 so no AWS test can skip, then stop it all. Everything runs on the
+# first emulator; the AWS suites (conformance, request counts, bridge, end to end) run again on
+# moto.
 # Usage: infra/local/test.sh     (CARGO, CARGO_TARGET_DIR as in the Makefile)
 set -euo pipefail
 
@@ -25,6 +27,17 @@ run_tests() {
     "$CARGO" test --workspace --all-targets
   else
     "$CARGO" test -p chorus-tests --test aws_conformance --test aws_cost --test local_bridge --test local_e2e
+  fi
+}
+
+# The official SDKs against the mock: devtools/mock-providers/tests/official_sdks.rs, which is
+# #[ignore]d so that `cargo test` without .tools/sdks does not fail; here the venv exists.
+sdk_check() {
+  echo "── the official provider SDKs against the mock ──" >&2
+  if "$CARGO" nextest --version >/dev/null 2>&1; then
+    "$CARGO" nextest run -p chorus-mock-providers --test official_sdks --run-ignored only
+  else
+    "$CARGO" test -p chorus-mock-providers --test official_sdks -- --ignored
   fi
 }
 
@@ -69,6 +82,7 @@ else
 fi
 
 failed=0
+sdk_check || failed=1
 with_emulator localstack "" || failed=1
 with_emulator moto "$AWS_SUITES" || failed=1
 exit "$failed"
