@@ -86,7 +86,7 @@ fn init_tracing() {
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and process managers send): when
 /// `dev`, `mock-providers` and `local bridge` stop serving.
-pub(crate) async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %err, "cannot listen for Ctrl-C");
