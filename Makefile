@@ -13,19 +13,21 @@ test: lint build
 ## lint: formatting and clippy (warnings are errors), cfn-lint and sam validate on the template
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	infra/lint.sh
 
 ## fmt: format the whole workspace
 fmt:
 	$(CARGO) fmt --all
 
-## build: the `chorus` binary (tests/tests/dev_binary.rs runs target/debug/chorus) and the
-# four Lambda functions (served by `cargo lambda watch` in the local AWS loop)
+## build: the `chorus` binary with `chorus local` (the `aws` feature; infra/local/test.sh runs
+# target/debug/chorus local up) and the four Lambda functions (served by `cargo lambda watch`
+# in the local AWS loop). --all-features everywhere keeps one build of each crate.
 build:
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --all-features
 
-## dev: the whole service in one process on http://127.0.0.1:3000, no AWS, no keys
+## dev: the whole service in one process on http://127.0.0.1:3000, no AWS, no keys (built
+# without the AWS SDK: the README's first command)
 dev:
 	$(CARGO) run --release -p chorus-cli -- dev
 

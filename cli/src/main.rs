@@ -1,8 +1,8 @@
 //! The `chorus` command. `chorus dev` runs the whole service (HTTP API, worker, notifier)
 //! in one process over the memory adapters and the offline `local` models; `chorus validate`
 //! checks a workflow file the way `POST /v1/runs` would, without a server; `chorus local` runs
-//! the Lambda functions on a local AWS emulator (the library half, `chorus_cli`, holds it);
-//! `chorus mock-providers` stands in for every hosted AI provider.
+//! the Lambda functions on a local AWS emulator (`chorus_local_aws` does the work);
+//! `chorus mock-providers` stands in for every hosted AI provider (`chorus_mock_providers`).
 
 mod dev;
 mod mock_providers;
@@ -12,7 +12,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use chorus::error::error_chain;
-use chorus_cli::local;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +29,16 @@ enum Command {
     /// Check a workflow file (a `POST /v1/runs` body or a bare workflow) and list every problem.
     Validate(validate::ValidateArgs),
     /// The Lambda functions on a local AWS emulator: `up`, `down`, and the SQS → Lambda `bridge`.
-    Local(local::LocalArgs),
+    #[cfg(feature = "aws")]
+    Local(chorus_local_aws::LocalArgs),
+    /// The Lambda functions on a local AWS emulator (needs a build with the `aws` feature:
+    /// `make build`, or `cargo build -p chorus-cli --features aws`).
+    #[cfg(not(feature = "aws"))]
+    #[command(disable_help_flag = true)]
+    Local {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Serve mock OpenAI, Anthropic, Gemini, Cohere, Hugging Face, Replicate and Bedrock APIs
     /// with deterministic answers and faults on demand.
     MockProviders(mock_providers::MockArgs),
@@ -43,8 +51,15 @@ enum CliError {
     Dev(#[from] dev::DevError),
     #[error(transparent)]
     Validate(#[from] validate::ValidateError),
+    #[cfg(feature = "aws")]
     #[error(transparent)]
-    Local(#[from] local::LocalError),
+    Local(#[from] chorus_local_aws::LocalError),
+    #[cfg(not(feature = "aws"))]
+    #[error(
+        "this chorus was built without AWS support, which `chorus local` needs: \
+         run `make build` (or `cargo build -p chorus-cli --features aws`) and use target/debug/chorus"
+    )]
+    NoAws,
     #[error("the mock provider server failed")]
     Mock(#[from] std::io::Error),
 }
@@ -56,7 +71,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await.map_err(CliError::from),
         Command::Validate(args) => validate::run(&args).await.map_err(CliError::from),
-        Command::Local(args) => local::run(args).await.map_err(CliError::from),
+        #[cfg(feature = "aws")]
+        Command::Local(args) => chorus_local_aws::run(args, shutdown_signal()).await.map_err(CliError::from),
+        #[cfg(not(feature = "aws"))]
+        Command::Local { .. } => Err(CliError::NoAws),
         Command::MockProviders(args) => mock_providers::run(args).await.map_err(CliError::from),
     };
     match result {
@@ -82,4 +100,33 @@ fn init_tracing() {
         // Colour codes help a person at a terminal; in a file or a CI log they are noise.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and process managers send): when
+/// `dev`, `mock-providers` and `local bridge` stop serving.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }

@@ -1,13 +1,14 @@
-//! `chorus mock-providers`: serves the mock provider APIs (`chorus_cli::mock`) and prints the
-//! environment that points Chorus's adapters at them.
+//! `chorus mock-providers`: serves the mock provider APIs (`chorus_mock_providers`) until Ctrl-C
+//! and prints the environment that points Chorus's adapters at them.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use chorus::webhooks::WebhookSecret;
-use chorus_cli::mock::{self, MockState};
-use chorus_cli::shutdown_signal;
+use chorus_mock_providers::{self as mock, MockState};
 use secrecy::ExposeSecret;
+
+use crate::shutdown_signal;
 
 #[derive(Debug, clap::Args)]
 pub struct MockArgs {

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, as `make test` runs it (after lint and build). For each emulator
-# (LocalStack + DynamoDB Local, then moto): start it, bring up the local AWS loop with
-# `chorus local up` (the four functions under cargo lambda watch, the SQS → Lambda bridge),
-# run the tests with CHORUS_REQUIRE_EMULATOR=1 so no AWS test can skip, then stop it all.
-# Everything runs on the first emulator; the AWS suites (conformance, request counts, bridge,
-# end to end) run again on moto.
+# The whole test suite, as `make test` runs it (after lint and build). First the providers'
+# official SDKs against the mock provider server (a test ignored by plain `cargo test`: it needs
+# the .tools/sdks venv that tools.sh installs). Then, for each emulator (LocalStack + DynamoDB
+# Local, then moto): start it, bring up the local AWS loop with `chorus local up` (the four
+# functions under cargo lambda watch, the SQS → Lambda bridge), run the tests with
+# CHORUS_REQUIRE_EMULATOR=1 so no AWS test can skip, then stop it all. Everything runs on the
+# first emulator; the AWS suites (conformance, request counts, bridge, end to end) run again on
+# moto.
 # Usage: infra/local/test.sh     (CARGO, CARGO_TARGET_DIR as in the Makefile)
 set -euo pipefail
 
@@ -20,11 +22,22 @@ infra/local/tools.sh >&2
 run_tests() {
   local filter=$1
   if "$CARGO" nextest --version >/dev/null 2>&1; then
-    "$CARGO" nextest run --workspace --no-fail-fast ${filter:+-E "$filter"}
+    "$CARGO" nextest run --workspace --all-features --no-fail-fast ${filter:+-E "$filter"}
   elif [[ -z $filter ]]; then
-    "$CARGO" test --workspace --all-targets
+    "$CARGO" test --workspace --all-targets --all-features
   else
-    "$CARGO" test -p chorus-tests --test aws_conformance --test aws_cost --test local_bridge --test local_e2e
+    "$CARGO" test --all-features -p chorus-tests --test aws_conformance --test aws_cost --test local_bridge --test local_e2e
+  fi
+}
+
+# The official SDKs against the mock: devtools/mock-providers/tests/official_sdks.rs, which is
+# #[ignore]d so that `cargo test` without .tools/sdks does not fail; here the venv exists.
+sdk_check() {
+  echo "── the official provider SDKs against the mock ──" >&2
+  if "$CARGO" nextest --version >/dev/null 2>&1; then
+    "$CARGO" nextest run --all-features -p chorus-mock-providers --test official_sdks --run-ignored only
+  else
+    "$CARGO" test --all-features -p chorus-mock-providers --test official_sdks -- --ignored
   fi
 }
 
@@ -63,12 +76,13 @@ fail() {
 # Build the test binaries first: cargo lambda watch rebuilds the functions when sources
 # change, and must not wait on cargo's lock while tests run.
 if "$CARGO" nextest --version >/dev/null 2>&1; then
-  "$CARGO" nextest run --workspace --no-run >/dev/null
+  "$CARGO" nextest run --workspace --all-features --no-run >/dev/null
 else
-  "$CARGO" test --workspace --all-targets --no-run >/dev/null
+  "$CARGO" test --workspace --all-targets --all-features --no-run >/dev/null
 fi
 
 failed=0
+sdk_check || failed=1
 with_emulator localstack "" || failed=1
 with_emulator moto "$AWS_SUITES" || failed=1
 exit "$failed"

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Installs the local AWS tooling into <repo>/.tools (gitignored), from pinned lock files:
+# Installs the local tooling (AWS emulators, SAM, the providers' SDKs) into <repo>/.tools (gitignored),
+# from pinned lock files:
 #   .tools/uv               uv, which installs everything below
 #   .tools/localstack       LocalStack (host mode: SQS, S3)
 #   .tools/moto             moto_server (SQS, S3, DynamoDB) and boto3
 #   .tools/sam              SAM CLI, cfn-lint and cargo-lambda (+ zig): cargo-lambda finds zig through
 #                           the first python3 on PATH, so it shares the venv with sam
+#   .tools/sdks             the providers' official Python SDKs (openai, anthropic, google-genai,
+#                           cohere), which devtools/mock-providers/sdk-check/check_sdks.py drives
+#                           against the mock provider server
 #   .tools/dynamodb-local   AWS's DynamoDB Local jar (from the npm package amplify-dynamodb-simulator)
-# The three Python tools pin conflicting versions of the same libraries, hence one venv each.
+# The Python tools pin conflicting versions of the same libraries, hence one venv each.
 #
 # Usage: infra/local/tools.sh        install what is missing or whose lock file changed; prints one
 #                                    line per thing installed and nothing when all is up to date
-#        infra/local/tools.sh lock   re-resolve infra/local/requirements/<venv>.txt from <venv>.in
-#                                    (commit the result), then install
+#        infra/local/tools.sh lock [VENV...]
+#                                    re-resolve infra/local/requirements/<venv>.txt from <venv>.in
+#                                    for the VENVs named (default: all), commit the result, then
+#                                    install
 # Needs python3 (>= 3.11), npm, and PyPI + the npm registry; DynamoDB Local needs java at run time.
 set -euo pipefail
 
@@ -21,7 +27,7 @@ REQ=$ROOT/infra/local/requirements
 UV_VERSION=0.13.8
 DYNAMODB_PACKAGE=amplify-dynamodb-simulator@2.9.30 # ships DynamoDBLocal.jar 1.25.1
 DYNAMODB_SHA512=c5379e44bbf311fab2779961ddb1f8734907bd21c79a6843e590ec1c5280439836665e89aa515dbad6908422c7cf1129e91cb5a3b4c1ea7888a17b9002749ec1
-VENVS=(localstack moto sam)
+VENVS=(localstack moto sam sdks)
 
 PYTHON=$(python3 -c 'import sys; print(sys.executable)') # the real interpreter, not a pyenv shim
 export UV_PYTHON_DOWNLOADS=never                        # offline: never fetch a Python build
@@ -58,7 +64,7 @@ install_venv() {
   "$UV" venv --quiet --clear --python "$PYTHON" "$dir"
   "$UV" pip sync --quiet --python "$dir/bin/python" "$lockfile"
   stamp "$dir" "$key"
-  echo "installed $(head -n1 "$REQ/$1.in") into .tools/$1 ($((SECONDS - start)) s)"
+  echo "installed $(paste -sd' ' "$REQ/$1.in") into .tools/$1 ($((SECONDS - start)) s)"
 }
 
 install_dynamodb_local() {
@@ -82,9 +88,13 @@ install_dynamodb_local() {
 mkdir -p "$TOOLS"
 install_uv
 if [[ ${1:-} == lock ]]; then
-  for venv in "${VENVS[@]}"; do lock "$venv"; done
+  shift
+  for venv in "${@:-${VENVS[@]}}"; do
+    [[ " ${VENVS[*]} " == *" $venv "* ]] || { echo "tools: no venv $venv (${VENVS[*]})" >&2; exit 2; }
+    lock "$venv"
+  done
 elif [[ $# -gt 0 ]]; then
-  echo "usage: $0 [lock]" >&2
+  echo "usage: $0 [lock [VENV...]]" >&2
   exit 2
 fi
 for venv in "${VENVS[@]}"; do install_venv "$venv"; done

@@ -13,6 +13,5 @@ pub mod ports;
 pub mod providers;
 pub mod routing;
 pub mod startup;
-#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod webhooks;

@@ -200,6 +200,14 @@ pub trait TenantDirectory: Send + Sync {
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, PortError>;
 }
 
+/// A new random API key (`ck_` + 32 hex digits, 128 bits) from the operating system's CSPRNG,
+/// as `WebhookSecret::generate` makes signing secrets.
+pub fn generate_api_key() -> SecretString {
+    let mut bytes = [0_u8; 16];
+    rand::fill(&mut bytes[..]);
+    SecretString::from(format!("ck_{}", hex::encode(bytes)))
+}
+
 /// The stored form of an API key: hex SHA-256 (keys are random, so no salt is needed).
 pub fn hash_api_key(api_key: &SecretString) -> String {
     hex::encode(Sha256::digest(api_key.expose_secret().as_bytes()))
@@ -273,4 +281,21 @@ pub trait SecretStore: Send + Sync {
     /// The decrypted value of `parameter` (an SSM parameter name such as
     /// `/chorus/openai-api-key`).
     async fn read(&self, parameter: &str) -> Result<SecretString, PortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_look_like_chorus_keys_and_are_stored_hashed() {
+        let key = generate_api_key();
+        let text = key.expose_secret();
+        assert!(text.starts_with("ck_"));
+        assert_eq!(text.len(), 35);
+        assert!(text[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(text, generate_api_key().expose_secret());
+        assert_eq!(hash_api_key(&key).len(), 64);
+        assert!(!hash_api_key(&key).contains(&text[3..]));
+    }
 }

@@ -1,6 +1,6 @@
 //! The test kit: the embedded backends, a clock tests move by hand, and engine parts with
 //! defaults, so a test states only what it changes (`EngineParts { router, ..kit.engine_parts() }`).
-//! Available to this crate's tests and, with the `testing` feature, to other crates' tests.
+//! For tests, in this crate and others; nothing in production uses it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

@@ -11,7 +11,7 @@ use chorus::domain::{StepDefinition, Task, TaskOutput};
 use chorus::providers::{LocalProvider, Provider, TaskRequest};
 use chorus::routing::breaker::CircuitBreaker;
 use chorus::routing::{Price, PriceTable, ProviderRouter, RetryPolicy, RouteContext, RouteOutcome, Routed};
-use chorus_cli::mock::{self, Fault, MockState, Script};
+use chorus_mock_providers::{self as mock, Fault, MockState, Script};
 use serde_json::json;
 
 /// A mock provider server on a free local port, for one test.
@@ -35,7 +35,7 @@ impl MockServer {
         format!("http://{}", self.addr)
     }
 
-    /// The base URL for one provider, as in `chorus_cli::mock::base_urls`.
+    /// The base URL for one provider, as in `chorus_mock_providers::base_urls`.
     pub fn url_for(&self, variable: &str) -> String {
         mock::base_urls(&self.base()).into_iter().find(|(name, _)| *name == variable).map(|(_, url)| url).unwrap()
     }

@@ -23,9 +23,9 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chorus_cli::local::bridge::{self, BatchOutcome, Bridge, QueueRoute, RouteOptions, Routes, ScheduleRoute};
-use chorus_cli::local::resources::{self, CreateOptions};
-use chorus_cli::local::template::{Template, local_name};
+use chorus_local_aws::bridge::{self, BatchOutcome, Bridge, QueueRoute, RouteOptions, Routes, ScheduleRoute};
+use chorus_local_aws::resources::{self, CreateOptions};
+use chorus_local_aws::template::{Template, local_name};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

@@ -33,7 +33,7 @@ async fn cohere() {
 async fn huggingface() {
     use chorus::domain::Task;
     use chorus::providers::{http_call, huggingface::HuggingFaceProvider};
-    use chorus_cli::mock::Fault;
+    use chorus_mock_providers::Fault;
 
     let mock = MockServer::start().await;
     let token = secrecy::SecretString::from("hf_mock");
@@ -88,7 +88,7 @@ async fn replicate_in_sync_mode() {
     use chorus::domain::Task;
     use chorus::providers::http_call;
     use chorus::providers::replicate::ReplicateProvider;
-    use chorus_cli::mock::DEFAULT_WEBHOOK_SECRET;
+    use chorus_mock_providers::DEFAULT_WEBHOOK_SECRET;
 
     let mock = MockServer::start().await;
     let provider = ReplicateProvider::new(

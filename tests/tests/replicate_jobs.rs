@@ -16,7 +16,7 @@ use chorus::providers::{
 };
 use chorus::webhooks::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use chorus::webhooks::{WebhookSecret, signed_headers};
-use chorus_cli::mock::DEFAULT_WEBHOOK_SECRET;
+use chorus_mock_providers::DEFAULT_WEBHOOK_SECRET;
 use chorus_tests::provider_contract::{MockServer, request};
 use chorus_tests::webhook_receiver::{Delivery, start_receiver};
 use tokio::sync::mpsc::UnboundedReceiver;

@@ -1,7 +1,8 @@
-//! The mock Gemini API under `/gemini`: `POST /v1beta/models/{model}:generateContent` and
-//! `:embedContent`, requiring `x-goog-api-key`, with Google's error bodies
-//! (`{"error": {"code", "message", "status", "details"}}`). Like the real API, `embedContent`
-//! reports no usage. Faults: 429 RESOURCE_EXHAUSTED (per-minute, with `RetryInfo`), 500
+//! The mock Gemini API under `/gemini`: `POST /{v1beta,v1}/models/{model}:generateContent`,
+//! `:embedContent` and `:batchEmbedContents` (what the official `google-genai` SDK calls, on
+//! `v1` by default), requiring `x-goog-api-key`, with Google's error bodies
+//! (`{"error": {"code", "message", "status", "details"}}`). Like the real API, the embedding
+//! methods report no usage. Faults: 429 RESOURCE_EXHAUSTED (per-minute, with `RetryInfo`), 500
 //! INTERNAL, 503 UNAVAILABLE, 429 RESOURCE_EXHAUSTED with `limit: 0` (no quota at all), 400
 //! INVALID_ARGUMENT with `API_KEY_INVALID` (Google's answer to a bad key), 400
 //! INVALID_ARGUMENT, and a 200 whose prompt was blocked (`promptFeedback.blockReason`).
@@ -15,7 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
+use crate::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "gemini";
@@ -23,10 +24,14 @@ const PROVIDER: &str = "gemini";
 /// Dimensions of `gemini-embedding-001` vectors unless `outputDimensionality` says otherwise.
 const EMBED_DIMS: usize = 3072;
 
+/// The API versions served, both with the same methods: Chorus's adapter calls `v1beta`,
+/// the official SDKs `v1`.
+const API_VERSIONS: [&str; 2] = ["v1beta", "v1"];
+
 /// Gemini's routes, to nest under `/gemini`. The method follows the model after a colon in
 /// one path segment (`gemini-2.5-flash:generateContent`).
 pub fn routes() -> Router<MockState> {
-    Router::new().route("/v1beta/models/{model_and_method}", post(model_method))
+    Router::new().route("/{version}/models/{model_and_method}", post(model_method))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +47,13 @@ struct GenerateBody {
 struct EmbedBody {
     content: Option<Content>,
     output_dimensionality: Option<usize>,
+}
+
+/// `batchEmbedContents`: one `embedContent` request per text.
+#[derive(Debug, Default, Deserialize)]
+struct BatchEmbedBody {
+    #[serde(default)]
+    requests: Vec<EmbedBody>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,10 +76,18 @@ impl Content {
 
 async fn model_method(
     State(state): State<MockState>,
-    Path(model_and_method): Path<String>,
+    Path((version, model_and_method)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !API_VERSIONS.contains(&version.as_str()) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("API version {version} is not served (try v1 or v1beta)"),
+            json!([]),
+            HeaderMap::new(),
+        );
+    }
     if headers.get("x-goog-api-key").is_none_or(|key| key.is_empty()) {
         return error(
             StatusCode::FORBIDDEN,
@@ -81,9 +101,10 @@ async fn model_method(
     match method {
         "generateContent" => generate_content(&state, model, &body).await,
         "embedContent" => embed_content(&state, model, &body).await,
+        "batchEmbedContents" => batch_embed_contents(&state, model, &body).await,
         _ => error(
             StatusCode::NOT_FOUND,
-            &format!("models/{model_and_method} is not found for API version v1beta"),
+            &format!("models/{model_and_method} is not found for API version {version}"),
             json!([]),
             HeaderMap::new(),
         ),
@@ -136,6 +157,29 @@ async fn embed_content(state: &MockState, model: &str, body: &[u8]) -> Response 
     Json(json!({"embedding": {"values": values}})).into_response()
 }
 
+async fn batch_embed_contents(state: &MockState, model: &str, body: &[u8]) -> Response {
+    let Ok(body) = serde_json::from_slice::<BatchEmbedBody>(body) else {
+        return invalid_argument("Invalid JSON payload received.");
+    };
+    if let Some(fault) = fault_for(state, PROVIDER, model).await {
+        return render(fault, model);
+    }
+    if body.requests.is_empty() {
+        return invalid_argument("* BatchEmbedContentsRequest.requests: requests is not specified\n");
+    }
+    let mut embeddings = Vec::with_capacity(body.requests.len());
+    for (index, request) in body.requests.into_iter().enumerate() {
+        let Some(content) = request.content else {
+            return invalid_argument(&format!(
+                "* BatchEmbedContentsRequest.requests[{index}].content: content is not specified\n"
+            ));
+        };
+        let values = answers::embedding(&content.text(), request.output_dimensionality.unwrap_or(EMBED_DIMS));
+        embeddings.push(json!({"values": values}));
+    }
+    Json(json!({"embeddings": embeddings})).into_response()
+}
+
 /// A fault in Google's own words, statuses and details.
 fn render(fault: Fault, model: &str) -> Response {
     match fault {
@@ -151,7 +195,7 @@ fn render(fault: Fault, model: &str) -> Response {
                     "quotaValue": "10"
                 }]},
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                 "retryDelay": format!("{}s", super::faults::RETRY_AFTER_SECS)}
+                 "retryDelay": format!("{}s", crate::faults::RETRY_AFTER_SECS)}
             ]),
             rate_limit_headers(),
         ),
@@ -237,8 +281,10 @@ mod tests {
         if let Some(key) = key {
             headers.insert("x-goog-api-key", HeaderValue::from_str(key).unwrap());
         }
-        let state = MockState::new(super::super::DEFAULT_WEBHOOK_SECRET);
-        let response = model_method(State(state), Path(path.to_owned()), headers, Bytes::from(body.to_string())).await;
+        let state = MockState::new(crate::DEFAULT_WEBHOOK_SECRET);
+        let (version, path) = path.split_once('/').unwrap_or(("v1beta", path));
+        let path = Path((version.to_owned(), path.to_owned()));
+        let response = model_method(State(state), path, headers, Bytes::from(body.to_string())).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -258,6 +304,33 @@ mod tests {
         assert_eq!(reply["candidates"][0]["content"]["parts"][0]["text"], "A.");
         assert_eq!(reply["candidates"][0]["finishReason"], "STOP");
         assert!(reply["usageMetadata"]["promptTokenCount"].as_u64().unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn given_the_v1_api_when_posted_then_it_answers_like_v1beta() {
+        let (status, reply) = post(Some("k"), "v1/gemini-2.5-flash:generateContent", generate("A. B.")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(reply["candidates"][0]["content"]["parts"][0]["text"], "A.");
+        let (status, reply) = post(Some("k"), "v2/gemini-2.5-flash:generateContent", generate("A. B.")).await;
+        assert_eq!((status, &reply["error"]["status"]), (StatusCode::NOT_FOUND, &json!("NOT_FOUND")));
+    }
+
+    #[tokio::test]
+    async fn given_a_batch_embed_request_when_answered_then_one_vector_per_request_comes_back() {
+        let request =
+            |text: &str| json!({"model": "models/gemini-embedding-001", "content": {"parts": [{"text": text}]}});
+        let body = json!({"requests": [request("some words"), request("other words")]});
+        let (status, reply) = post(Some("k"), "v1/gemini-embedding-001:batchEmbedContents", body).await;
+        assert_eq!(status, StatusCode::OK);
+        let embeddings = reply["embeddings"].as_array().unwrap();
+        assert_eq!(embeddings.len(), 2);
+        assert_eq!(embeddings[0]["values"].as_array().unwrap().len(), EMBED_DIMS);
+        assert_ne!(embeddings[0], embeddings[1]);
+        let single = json!({"content": {"parts": [{"text": "some words"}]}});
+        let (_, one) = post(Some("k"), "gemini-embedding-001:embedContent", single).await;
+        assert_eq!(one["embedding"], embeddings[0], "the same text embeds the same either way");
+        let (status, _) = post(Some("k"), "gemini-embedding-001:batchEmbedContents", json!({"requests": []})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

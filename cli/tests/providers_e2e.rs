@@ -9,10 +9,12 @@
 
 use axum::http::StatusCode;
 use chorus::webhooks::{WebhookSecret, signed_headers};
-use chorus_cli::mock::{self, Fault};
-use chorus_tests::dev_server::Api;
+use chorus_mock_providers::{self as mock, Fault};
 use chorus_tests::provider_contract::MockServer;
 use serde_json::{Value, json};
+use support::Api;
+
+mod support;
 
 /// `chorus dev` with every provider pointed at `mock` (Bedrock through the AWS SDK, with
 /// throwaway credentials the mock accepts).

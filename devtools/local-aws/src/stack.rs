@@ -1,35 +1,27 @@
-//! `chorus local`: the service on a local AWS stack. `up` starts the emulator
-//! (`infra/local/emulator.sh`), creates the template's resources in it, serves the functions with
-//! `cargo lambda watch` and bridges the template's SQS and Schedule events to them; `down` stops
-//! all of it; `bridge` is the bridge on its own (what `up` runs in the background).
-
-pub mod bridge;
-pub mod processes;
-pub mod resources;
-pub mod seed;
-pub mod template;
+//! The `chorus local` commands step by step: `up` runs the emulator script, creates the
+//! resources, starts `cargo lambda watch` and the bridge as background processes and seeds a
+//! key; `down` stops what the state file says `up` started; `bridge` runs the bridge in this
+//! process until shutdown.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use chorus::error::error_chain;
 use secrecy::ExposeSecret;
-use thiserror::Error;
 use tokio::sync::watch;
 
-use self::bridge::{Bridge, BridgeError, RouteOptions};
-use self::processes::{ProcessError, STATE_DIR, Started, State};
-use self::resources::{CreateOptions, ResourceError};
-use self::seed::SeedError;
-use self::template::{Template, TemplateError, local_name};
+use crate::bridge::{self, Bridge, RouteOptions};
+use crate::processes::{self, STATE_DIR, Started, State};
+use crate::resources::{self, CreateOptions};
+use crate::seed;
+use crate::template::{Template, local_name};
+use crate::{BridgeArgs, BridgeOptions, LocalError, TEMPLATE, UpArgs};
 
-/// The template, relative to the repository root.
-pub const TEMPLATE: &str = "infra/template.yaml";
-/// The contract's resource name prefix.
-pub const DEFAULT_PREFIX: &str = "chorus";
 /// Set (to the exported names) in a `chorus local up` that was re-started with the emulator's
 /// environment, so it does not run the emulator script again.
 const EMULATOR_ENV_MARKER: &str = "CHORUS_LOCAL_EMULATOR_ENV";
@@ -41,131 +33,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// Where tools.sh installs cargo-lambda (next to SAM, which needs it), relative to the repo.
 const TOOLS_BIN: &str = ".tools/sam/bin";
 
-#[derive(Debug, clap::Args)]
-pub struct LocalArgs {
-    /// The repository root (default: the workspace around the current directory).
-    #[arg(long, global = true, value_name = "DIR")]
-    repo: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: LocalCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum LocalCommand {
-    /// Start the emulator, create the resources, serve the functions and bridge their events.
-    Up(UpArgs),
-    /// Stop what `up` started (safe to run twice).
-    Down,
-    /// Feed the template's SQS queues and schedules to the functions (until Ctrl-C).
-    Bridge(BridgeArgs),
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Emulator {
-    /// LocalStack (SQS, S3) + DynamoDB Local.
-    Localstack,
-    /// moto server (SQS, S3, DynamoDB).
-    Moto,
-}
-
-impl Emulator {
-    fn name(self) -> &'static str {
-        match self {
-            Emulator::Localstack => "localstack",
-            Emulator::Moto => "moto",
-        }
-    }
-}
-
-#[derive(Debug, clap::Args)]
-struct UpArgs {
-    /// The emulator `infra/local/emulator.sh` starts (ignored when AWS_ENDPOINT_URL is set:
-    /// then that endpoint is used).
-    #[arg(long, value_enum, default_value = "localstack")]
-    emulator: Emulator,
-
-    /// Replace every queue's visibility timeout (seconds): how long a failed message waits
-    /// before its next try. The template's 360-720 s suit AWS; a few seconds let you watch a
-    /// failing message reach its dead-letter queue.
-    #[arg(long, value_name = "SECS")]
-    visibility_timeout: Option<u32>,
-
-    /// Port of `cargo lambda watch` (the Invoke API and /lambda-url/<function>/).
-    #[arg(long, default_value_t = 9000)]
-    lambda_port: u16,
-
-    /// How long to wait for the intake function to answer /healthz (the first start compiles
-    /// the functions).
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
-    wait_timeout: u64,
-
-    #[command(flatten)]
-    bridge: BridgeOptions,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-struct BridgeOptions {
-    /// Resource names are <PREFIX>-<kebab-case logical id>.
-    #[arg(long, default_value = DEFAULT_PREFIX)]
-    prefix: String,
-
-    /// Pollers per queue at most (each with one batch in flight).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
-    concurrency: u16,
-}
-
-#[derive(Debug, clap::Args)]
-struct BridgeArgs {
-    /// The Lambda Invoke API to call, e.g. `cargo lambda watch` at http://127.0.0.1:9000.
-    #[arg(long, env = "AWS_ENDPOINT_URL_LAMBDA", value_name = "URL")]
-    lambda_endpoint: Option<String>,
-
-    #[command(flatten)]
-    options: BridgeOptions,
-}
-
-/// Why a `chorus local` command failed.
-#[derive(Debug, Error)]
-pub enum LocalError {
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error(transparent)]
-    Resources(#[from] ResourceError),
-    #[error(transparent)]
-    Bridge(#[from] BridgeError),
-    #[error(transparent)]
-    Seed(#[from] SeedError),
-    #[error("the local stack already runs (see {}); `chorus local down` first", state.display())]
-    AlreadyRunning { state: PathBuf },
-    #[error("cannot find the current directory or executable")]
-    Environment(#[source] std::io::Error),
-    #[error("the emulator's environment did not reach the re-started `chorus local up`")]
-    EnvironmentLost,
-    #[error("cannot build an HTTP client")]
-    Http(#[source] reqwest::Error),
-    #[error("cargo lambda watch exited; last lines of {}:\n{tail}", log.display())]
-    LambdaExited { log: PathBuf, tail: String },
-    #[error("{url} did not answer 200 within {waited:?} (last: {last}); last lines of {}:\n{tail}", log.display())]
-    NotHealthy { url: String, waited: Duration, last: String, log: PathBuf, tail: String },
-}
-
-/// Runs a `chorus local` command.
-pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
-    let repo = match args.repo {
-        Some(repo) => repo,
-        None => processes::find_repo_root(&std::env::current_dir().map_err(LocalError::Environment)?)?,
-    };
-    match args.command {
-        LocalCommand::Up(up_args) => up(&repo, &up_args).await,
-        LocalCommand::Down => down(&repo).await,
-        LocalCommand::Bridge(bridge_args) => run_bridge(&repo, bridge_args).await,
-    }
-}
-
-async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
+pub(crate) async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalError> {
     if let Some(state) = State::load(repo)?
         && [&state.lambda, &state.bridge].into_iter().flatten().any(|p| processes::is_running(p.pid, &p.expect))
     {
@@ -344,7 +212,7 @@ async fn wait_until_healthy(url: &str, lambda: &Started, timeout: Duration) -> R
                 return Ok(());
             }
             Ok(response) => format!("HTTP {}", response.status()),
-            Err(err) => crate::error_chain(&err),
+            Err(err) => error_chain(&err),
         };
         if started.elapsed() >= timeout {
             return Err(LocalError::NotHealthy {
@@ -398,7 +266,7 @@ async fn warm_up(
             ),
             Ok(Err(err)) => tracing::warn!(
                 function = function.binary,
-                error = %crate::error_chain(&err),
+                error = %error_chain(&err),
                 "the function failed on an empty batch; see {}",
                 lambda.log.display()
             ),
@@ -410,7 +278,7 @@ async fn warm_up(
     Ok(())
 }
 
-async fn down(repo: &Path) -> Result<ExitCode, LocalError> {
+pub(crate) async fn down(repo: &Path) -> Result<ExitCode, LocalError> {
     let state = State::load(repo)?;
     let mut stopped = Vec::new();
     if let Some(state) = &state {
@@ -439,7 +307,11 @@ async fn down(repo: &Path) -> Result<ExitCode, LocalError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_bridge(repo: &Path, args: BridgeArgs) -> Result<ExitCode, LocalError> {
+pub(crate) async fn run_bridge(
+    repo: &Path,
+    args: BridgeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ExitCode, LocalError> {
     let config = chorus::startup::sdk_config().await;
     let template = Template::load(&repo.join(TEMPLATE))?;
     let found = resources::locate(&config, &template, &args.options.prefix).await?;
@@ -456,7 +328,7 @@ async fn run_bridge(repo: &Path, args: BridgeArgs) -> Result<ExitCode, LocalErro
     let bridge = Bridge::with_clients(aws_sdk_sqs::Client::new(&config), lambda, &config);
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(async move { bridge.run(routes, stopped).await });
-    crate::shutdown_signal().await;
+    shutdown.await;
     tracing::info!("stopping the bridge");
     // Nobody is left to receive it if the bridge already ended; that is fine.
     let _ = stop.send(true);

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use chorus::webhooks::WebhookSecret;
-use chorus_tests::dev_server::{APPROVER, Api, POLL_EVERY, WEBHOOK_SECRET};
 use chorus_tests::webhook_receiver::start_receiver;
 use serde_json::{Value, json};
+use support::{APPROVER, Api, POLL_EVERY, WEBHOOK_SECRET};
+
+mod support;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples")

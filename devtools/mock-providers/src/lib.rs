@@ -1,7 +1,8 @@
-//! `chorus mock-providers`: one HTTP server speaking every provider's wire format (paths,
+//! The mock provider server: one HTTP server speaking every provider's wire format (paths,
 //! auth headers, request validation, response and error bodies, rate-limit headers), with
 //! deterministic answers and faults on demand. The conformance and end-to-end suites run
-//! the real adapters against it; `chorus dev` and `chorus local up` use it when a provider's
+//! the real adapters against it, `check_sdks.py` the providers' official SDKs; `chorus
+//! mock-providers` serves it, and `chorus dev` and `chorus local up` use it when a provider's
 //! base URL points here.
 //!
 //! Each provider lives under its own path prefix, so one server stands in for all of them:
@@ -18,9 +19,9 @@ pub mod gemini;
 pub mod huggingface;
 pub mod openai;
 pub mod replicate;
+mod state;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -30,47 +31,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use faults::{Fault, FaultBook, Script};
-
-/// What the mock server shares between requests.
-#[derive(Clone)]
-pub struct MockState {
-    pub faults: Arc<FaultBook>,
-    /// Sends the signed webhooks of async jobs.
-    pub http: reqwest::Client,
-    /// The Standard Webhooks secret (`whsec_…`) async job webhooks are signed with.
-    pub webhook_secret: String,
-    sent: Arc<std::sync::Mutex<Vec<SentWebhook>>>,
-}
-
-/// A webhook the mock sent, as it went out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentWebhook {
-    pub url: String,
-    /// Its `webhook-id`.
-    pub id: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl MockState {
-    pub fn new(webhook_secret: impl Into<String>) -> Self {
-        Self {
-            faults: Arc::default(),
-            http: reqwest::Client::new(),
-            webhook_secret: webhook_secret.into(),
-            sent: Arc::default(),
-        }
-    }
-
-    /// Every webhook sent so far.
-    pub fn webhooks(&self) -> Vec<SentWebhook> {
-        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    fn record_webhook(&self, webhook: SentWebhook) {
-        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(webhook);
-    }
-}
+pub use state::{MockState, SentWebhook};
 
 /// The secret the mock signs webhooks with unless told otherwise; `whsec_` + base64.
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_Y2hvcnVzLW1vY2stcHJvdmlkZXJzLXdlYmhvb2stc2VjcmV0";

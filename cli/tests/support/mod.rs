@@ -1,9 +1,12 @@
 //! `chorus dev` as a child process for end-to-end tests, and an API client that drives runs
-//! over HTTP. The binary is not built by `cargo test` (it belongs to another package), so
-//! `make test` builds it first; `CHORUS_BIN` may point at another build.
+//! over HTTP. The binary is this package's own: Cargo builds it before these tests and names
+//! it in `CARGO_BIN_EXE_chorus`.
+
+// Each test binary includes this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,7 +34,7 @@ pub struct DevServer {
 impl DevServer {
     /// Starts `chorus dev` with `env` added to this process's environment.
     pub fn start(env: &[(&str, String)]) -> Self {
-        let binary = chorus_binary();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_chorus"));
         let addr = free_port();
         let log = std::env::temp_dir().join(format!("chorus-dev-{}.log", addr.port()));
         let log_file = std::fs::File::create(&log).unwrap();
@@ -82,24 +85,6 @@ impl Drop for DevServer {
             let _ = std::fs::remove_file(&self.log);
         }
     }
-}
-
-/// `target/<profile>/chorus`, found from this test's own path
-/// (`target/<profile>/deps/dev_binary-<hash>`), unless `CHORUS_BIN` says otherwise.
-fn chorus_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHORUS_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
-    let binary = profile_dir.join(format!("chorus{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "{} does not exist: build it with `cargo build -p chorus-cli` (`make test` does), \
-         or set CHORUS_BIN",
-        binary.display()
-    );
-    binary
 }
 
 /// A port nothing listens on right now; the OS hands out a fresh one each time, so the

@@ -16,11 +16,12 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsM
 use aws_sdk_lambda::config::retry::RetryConfig;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use chorus::error::error_chain;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::template::{LocalResources, Template, local_name};
+use crate::template::{LocalResources, Template, local_name};
 
 /// How long one ReceiveMessage waits for messages. Short, so a stop request is noticed quickly;
 /// long enough that an idle bridge makes one request per queue and poller every couple of seconds.
@@ -216,7 +217,7 @@ impl Bridge {
                     function = route.function,
                     queue = route.queue_arn,
                     messages = received,
-                    error = %crate::error_chain(&err),
+                    error = %error_chain(&err),
                     "invocation failed; the whole batch comes back after the visibility timeout"
                 );
                 return Ok(BatchOutcome { received, deleted: 0, left: received, function_error: true });
@@ -338,7 +339,7 @@ impl Bridge {
         let sent = self.lambda.invoke().function_name(function).payload(Blob::new(payload)).send();
         let output = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
-            Ok(Err(err)) => return Err(failed(crate::error_chain(&err))),
+            Ok(Err(err)) => return Err(failed(error_chain(&err))),
             Ok(Ok(output)) => output,
         };
         let body = output.payload.map(Blob::into_inner).unwrap_or_default();
@@ -411,7 +412,7 @@ async fn poll_loop(bridge: Bridge, route: QueueRoute, mut stop: watch::Receiver<
             Ok(_) => backoff = Duration::ZERO,
             Err(err) => {
                 backoff = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
-                tracing::warn!(function = route.function, error = %crate::error_chain(&err), retry_in = ?backoff, "bridge error");
+                tracing::warn!(function = route.function, error = %error_chain(&err), retry_in = ?backoff, "bridge error");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     _ = stop.wait_for(|stopped| *stopped) => break,
@@ -434,7 +435,7 @@ async fn schedule_loop(bridge: Bridge, route: ScheduleRoute, mut stop: watch::Re
         match bridge.invoke_schedule(&route).await {
             Ok(()) => tracing::debug!(function = route.function, rule = route.rule_arn, "scheduled invocation"),
             Err(err) => {
-                tracing::warn!(function = route.function, error = %crate::error_chain(&err), "scheduled invocation failed")
+                tracing::warn!(function = route.function, error = %error_chain(&err), "scheduled invocation failed")
             }
         }
     }

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
+use crate::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "bedrock";
@@ -154,7 +154,7 @@ mod tests {
     async fn post_to(path: &str, signed: bool, body: Value) -> (StatusCode, HeaderMap, Value) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = routes().with_state(MockState::new(super::super::DEFAULT_WEBHOOK_SECRET));
+        let app = routes().with_state(MockState::new(crate::DEFAULT_WEBHOOK_SECRET));
         tokio::spawn(async move { axum::serve(listener, app).await });
         let mut request = reqwest::Client::new().post(format!("http://{addr}{path}")).json(&body);
         if signed {

@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use thiserror::Error;
 
-use super::template::{self, LocalResources, QueueSpec, TableSpec, Template, local_name};
+use crate::template::{self, LocalResources, QueueSpec, TableSpec, Template, local_name};
 
 /// How long a new table may take to become ACTIVE (emulators: at once; AWS: seconds).
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,5 +1,6 @@
-//! The mock Anthropic Messages API under `/anthropic`: `POST /v1/messages`, requiring
-//! `x-api-key` and `anthropic-version` like the real one, with Anthropic's error bodies
+//! The mock Anthropic Messages API under `/anthropic`: `POST /v1/messages`, requiring a key and
+//! `anthropic-version` like the real one — the key as `x-api-key` (what Chorus's adapter sends)
+//! or as `Authorization: Bearer` (what the official SDKs send) — with Anthropic's error bodies
 //! (`{"type": "error", "error": {"type", "message"}, "request_id"}`). Faults: 429
 //! `rate_limit_error`, 500 `api_error`, 529 `overloaded_error`, the 400 "credit balance is too
 //! low", 401 `authentication_error`, 400 `invalid_request_error`, and a 200 whose
@@ -14,7 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, MockState, answers, error_response, fault_for, malformed, rate_limit_headers};
+use crate::{Fault, MockState, answers, bearer, error_response, fault_for, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "anthropic";
@@ -61,7 +62,8 @@ impl Content {
 }
 
 async fn messages(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
-    if headers.get("x-api-key").is_none_or(|key| key.is_empty()) {
+    let api_key = headers.get("x-api-key").is_some_and(|key| !key.is_empty());
+    if !api_key && bearer(&headers).is_none() {
         return error(
             StatusCode::UNAUTHORIZED,
             HeaderMap::new(),
@@ -162,7 +164,7 @@ mod tests {
         for (name, value) in headers {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
-        let state = MockState::new(super::super::DEFAULT_WEBHOOK_SECRET);
+        let state = MockState::new(crate::DEFAULT_WEBHOOK_SECRET);
         let response = messages(State(state), map, Bytes::from(body.to_string())).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -183,6 +185,16 @@ mod tests {
         assert_eq!(reply["content"], json!([{"type": "text", "text": "First."}]));
         assert_eq!(reply["stop_reason"], "end_turn");
         assert!(reply["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn given_a_bearer_key_instead_of_x_api_key_when_posted_then_it_is_accepted() {
+        let headers = [("authorization", "Bearer sk-ant-mock"), ("anthropic-version", "2023-06-01")];
+        let (status, reply) = post(&headers, body("claude-haiku-4-5")).await;
+        assert_eq!((status, &reply["stop_reason"]), (StatusCode::OK, &json!("end_turn")));
+        let empty = [("authorization", "Bearer "), ("anthropic-version", "2023-06-01")];
+        let (status, _) = post(&empty, body("claude-haiku-4-5")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

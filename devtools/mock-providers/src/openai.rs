@@ -1,6 +1,7 @@
 //! The mock OpenAI API under `/openai`: `POST /v1/chat/completions` and `POST /v1/embeddings`
 //! with bearer auth, OpenAI's error bodies (`{"error": {"message", "type", "param", "code"}}`)
-//! and its usage fields. Faults: a 429 `rate_limit_exceeded`, a 500, a 503 "overloaded", a
+//! and its usage fields. Embeddings come as float lists, or base64 (little-endian `f32`s) when
+//! asked with `encoding_format: "base64"`, which the official SDKs ask for by default. Faults: a 429 `rate_limit_exceeded`, a 500, a 503 "overloaded", a
 //! 429 `insufficient_quota`, a 401 `invalid_api_key`, a 400, and a 400
 //! `content_policy_violation`.
 
@@ -10,10 +11,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fault, MockState, answers, bearer, error_response, fault_for, malformed, rate_limit_headers};
+use crate::{Fault, MockState, answers, bearer, error_response, fault_for, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "openai";
@@ -62,6 +65,7 @@ struct EmbeddingBody {
     model: Option<String>,
     input: Option<Value>,
     dimensions: Option<usize>,
+    encoding_format: Option<String>,
 }
 
 async fn chat_completions(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -133,13 +137,26 @@ async fn embeddings(State(state): State<MockState>, headers: HeaderMap, body: By
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
         _ => return bad_request("'input' is a required property", Some("input"), None),
     };
+    let base64 = match body.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => {
+            return bad_request(
+                "Invalid value for 'encoding_format': expected 'float' or 'base64'.",
+                Some("encoding_format"),
+                Some("invalid_value"),
+            );
+        }
+    };
     let dims = body.dimensions.unwrap_or(if model.contains("large") { 3072 } else { 1536 });
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(
-            |(index, text)| json!({"object": "embedding", "index": index, "embedding": answers::embedding(text, dims)}),
-        )
+        .map(|(index, text)| {
+            let vector = answers::embedding(text, dims);
+            let embedding = if base64 { json!(encode_base64(&vector)) } else { json!(vector) };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
         .collect();
     let prompt_tokens: u64 = inputs.iter().map(|text| answers::tokens(text)).sum();
     Json(json!({
@@ -149,6 +166,12 @@ async fn embeddings(State(state): State<MockState>, headers: HeaderMap, body: By
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
     }))
     .into_response()
+}
+
+/// A vector as OpenAI's base64 encoding spells it: the little-endian bytes of each `f32`.
+fn encode_base64(vector: &[f32]) -> String {
+    let bytes: Vec<u8> = vector.iter().flat_map(|value| value.to_le_bytes()).collect();
+    BASE64_STANDARD.encode(bytes)
 }
 
 /// A fault in OpenAI's own words and statuses.
@@ -268,7 +291,7 @@ mod tests {
     }
 
     fn state() -> MockState {
-        MockState::new(super::super::DEFAULT_WEBHOOK_SECRET)
+        MockState::new(crate::DEFAULT_WEBHOOK_SECRET)
     }
 
     fn bearer_key(key: Option<&str>) -> HeaderMap {
@@ -324,5 +347,25 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(reply["data"][0]["embedding"].as_array().unwrap().len(), 1536);
         assert_eq!(reply["usage"]["prompt_tokens"], 3);
+    }
+
+    #[tokio::test]
+    async fn given_base64_encoding_when_embedding_then_the_same_vector_comes_as_little_endian_floats() {
+        let post = |format: &str| {
+            let body = json!({"model": "text-embedding-3-small", "input": "some words", "encoding_format": format});
+            embeddings(State(state()), bearer_key(Some("sk-mock")), Bytes::from(body.to_string()))
+        };
+        let (status, floats) = read(post("float").await).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, encoded) = read(post("base64").await).await;
+        assert_eq!(status, StatusCode::OK);
+        let bytes = BASE64_STANDARD.decode(encoded["data"][0]["embedding"].as_str().unwrap()).unwrap();
+        let decoded: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        // JSON carries each f32's shortest spelling, which reads back as exactly that f32.
+        let expected: Vec<f32> =
+            floats["data"][0]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert_eq!(decoded, expected);
+        let (status, reply) = read(post("int8").await).await;
+        assert_eq!((status, &reply["error"]["param"]), (StatusCode::BAD_REQUEST, &json!("encoding_format")));
     }
 }

@@ -5,12 +5,10 @@
 use aws_config::SdkConfig;
 use chorus::adapters::DynamoTenantDirectory;
 use chorus::domain::TenantId;
-use chorus::ports::{PortError, Tenant};
+use chorus::ports::{PortError, Tenant, generate_api_key};
 use chorus::webhooks::WebhookSecret;
 use secrecy::SecretString;
 use thiserror::Error;
-
-use crate::generate_api_key;
 
 /// The tenant `up` registers.
 pub const LOCAL_TENANT: &str = "local";

@@ -27,7 +27,7 @@ use chorus::webhooks::{WebhookSecret, signed_headers};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Fault, MockState, SentWebhook, answers, bearer, fault_for, faults, malformed, rate_limit_headers};
+use crate::{Fault, MockState, SentWebhook, answers, bearer, fault_for, faults, malformed, rate_limit_headers};
 
 /// The provider name faults are scripted under.
 const PROVIDER: &str = "replicate";
@@ -405,7 +405,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-    use crate::mock::{DEFAULT_WEBHOOK_SECRET, app};
+    use crate::{DEFAULT_WEBHOOK_SECRET, app};
 
     /// The mock on a loopback port; returns its `/replicate/v1` base URL.
     async fn server() -> String {

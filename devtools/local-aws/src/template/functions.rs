@@ -1,0 +1,185 @@
+//! The functions (`AWS::Serverless::Function`): which cargo binary each runs (its
+//! `Metadata.BuildProperties.Binary`), its timeout, and its environment as it runs locally:
+//! Globals merged in, references resolved to the local resources, local overrides applied.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use super::events::{RawEvent, ScheduleSpec, SqsEventSpec, parse_events};
+use super::intrinsics::{Expr, LocalResources};
+use super::{Template, TemplateError, shape};
+
+/// SAM's default function timeout, for a function that sets none (neither itself nor in Globals).
+pub(super) const SAM_DEFAULT_TIMEOUT_SECS: u32 = 3;
+/// Variables whose deployed value would be wrong locally. `CHORUS_NOTIFY_URLS=production` refuses
+/// callback URLs on loopback and private networks; locally the receiver is usually on 127.0.0.1.
+const LOCAL_OVERRIDES: &[(&str, &str)] = &[("CHORUS_NOTIFY_URLS", "local")];
+
+/// An `AWS::Serverless::Function`.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    /// The cargo binary, which is also the function's name under `cargo lambda watch`.
+    pub binary: String,
+    pub timeout: Duration,
+    pub sqs_events: Vec<SqsEventSpec>,
+    pub schedules: Vec<ScheduleSpec>,
+    environment: BTreeMap<String, Expr>,
+}
+
+impl Template {
+    /// One function's environment as it runs locally: Globals merged with the function's own
+    /// variables, references resolved against `resources`, [`LOCAL_OVERRIDES`] applied.
+    pub fn function_environment(
+        &self,
+        function: &FunctionSpec,
+        resources: &LocalResources,
+    ) -> Result<BTreeMap<String, String>, TemplateError> {
+        let mut variables = self.global_environment.clone();
+        variables.extend(function.environment.clone());
+        let mut resolved = BTreeMap::new();
+        for (name, expr) in variables {
+            let value = self.resolve(&expr, resources).map_err(|message| TemplateError::Expression {
+                context: format!("{}: {name}", function.logical_id),
+                message,
+            })?;
+            resolved.insert(name, value);
+        }
+        for (name, value) in LOCAL_OVERRIDES {
+            resolved.insert((*name).to_owned(), (*value).to_owned());
+        }
+        Ok(resolved)
+    }
+
+    /// The environment every function gets locally. One `cargo lambda watch` process runs all
+    /// functions with one environment, so variables that differ between functions are refused
+    /// rather than silently given one function's value.
+    pub fn local_environment(&self, resources: &LocalResources) -> Result<BTreeMap<String, String>, TemplateError> {
+        let mut merged: BTreeMap<String, String> = BTreeMap::new();
+        for function in &self.functions {
+            for (name, value) in self.function_environment(function, resources)? {
+                match merged.get(&name) {
+                    Some(first) if *first != value => {
+                        return Err(TemplateError::ConflictingVariable {
+                            variable: name,
+                            first: first.clone(),
+                            second: value,
+                        });
+                    }
+                    _ => {
+                        merged.insert(name, value);
+                    }
+                }
+            }
+        }
+        Ok(merged)
+    }
+}
+
+pub(super) fn parse_variables(
+    context: &str,
+    environment: Option<RawEnvironment>,
+) -> Result<BTreeMap<String, Expr>, TemplateError> {
+    let variables = environment.map(|environment| environment.variables).unwrap_or_default();
+    variables
+        .into_iter()
+        .map(|(name, value)| {
+            Expr::parse(&value)
+                .map(|expr| (name.clone(), expr))
+                .map_err(|message| TemplateError::Expression { context: format!("{context}: {name}"), message })
+        })
+        .collect()
+}
+
+pub(super) fn parse_function(
+    logical_id: String,
+    properties: Value,
+    metadata: Value,
+    default_timeout: u32,
+) -> Result<FunctionSpec, TemplateError> {
+    let raw: RawFunction = serde_norway::from_value(properties).map_err(shape(&logical_id))?;
+    let metadata: RawMetadata = serde_norway::from_value(metadata).map_err(shape(&logical_id))?;
+    let binary = metadata
+        .build_properties
+        .and_then(|properties| properties.binary)
+        .ok_or_else(|| TemplateError::NoBinary { function: logical_id.clone() })?;
+    let (sqs_events, schedules) = parse_events(&logical_id, raw.events)?;
+    let environment = parse_variables(&format!("{logical_id}.Environment"), raw.environment)?;
+    Ok(FunctionSpec {
+        logical_id,
+        binary,
+        timeout: Duration::from_secs(u64::from(raw.timeout.unwrap_or(default_timeout))),
+        sqs_events,
+        schedules,
+        environment,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct RawEnvironment {
+    #[serde(default)]
+    variables: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawFunction {
+    #[serde(default)]
+    timeout: Option<u32>,
+    #[serde(default)]
+    events: BTreeMap<String, RawEvent>,
+    #[serde(default)]
+    environment: Option<RawEnvironment>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawMetadata {
+    #[serde(default)]
+    build_properties: Option<RawBuildProperties>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawBuildProperties {
+    #[serde(default)]
+    binary: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::template::tests::{fake_resources, real_template};
+
+    #[test]
+    fn the_real_templates_environment_resolves_to_local_resources() {
+        let template = real_template();
+        let env = template.local_environment(&fake_resources(&template)).unwrap();
+        assert_eq!(env["CHORUS_TABLE"], "chorus-table");
+        assert_eq!(env["CHORUS_BUCKET"], "chorus-bucket");
+        assert_eq!(env["CHORUS_STEPS_QUEUE_URL"], "http://q/1/chorus-steps-queue");
+        assert_eq!(env["CHORUS_NOTIFICATIONS_QUEUE_URL"], "http://q/1/chorus-notifications-queue");
+        assert_eq!(env["CHORUS_STEPS_DLQ_ARN"], "arn:aws:sqs:us-east-1:1:chorus-steps-dead-letter-queue");
+        assert_eq!(env["CHORUS_RETENTION_DAYS"], "30");
+        assert_eq!(env["CHORUS_NOTIFY_URLS"], "local");
+        // Provider credentials default to empty (off); `up` fills them from the shell.
+        assert_eq!(env["OPENAI_API_KEY"], "");
+        assert_eq!(env["BEDROCK_ENABLED"], "false");
+    }
+
+    #[test]
+    fn a_function_without_a_binary_is_refused() {
+        let yaml = "
+Resources:
+  Table: {Type: AWS::DynamoDB::Table, Properties: {AttributeDefinitions: [], KeySchema: []}}
+  Bucket: {Type: AWS::S3::Bucket}
+  Fn: {Type: AWS::Serverless::Function, Properties: {Timeout: 3}}
+";
+        assert!(matches!(Template::parse(yaml), Err(TemplateError::NoBinary { .. })));
+    }
+}
