@@ -88,6 +88,17 @@ pub struct RunPage {
     pub next_after: Option<RunId>,
 }
 
+impl RunPage {
+    /// A page from up to `limit + 1` runs fetched newest first: the one beyond `limit` only
+    /// tells that another page exists.
+    pub fn from_fetched(mut runs: Vec<RunSummary>, limit: usize) -> Self {
+        let more = runs.len() > limit;
+        runs.truncate(limit);
+        let next_after = if more { runs.last().map(|run| run.id.clone()) } else { None };
+        Self { runs, next_after }
+    }
+}
+
 /// Durable run state. Every method that changes state is a single conditional write, so
 /// concurrent and duplicate workers cannot both win.
 #[async_trait]

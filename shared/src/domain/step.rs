@@ -5,13 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strum::{Display, IntoStaticStr};
 use utoipa::ToSchema;
 
 use super::ids::StepId;
 
 /// Where a step stands: `pending → queued → running → (waiting_*) → terminal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, IntoStaticStr, Display)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum StepStatus {
     /// Waiting for dependencies.
     Pending,
@@ -43,24 +45,9 @@ impl StepStatus {
         matches!(self, StepStatus::WaitingCallback | StepStatus::WaitingApproval)
     }
 
+    /// The status as written in JSON, e.g. `waiting_approval`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Queued => "queued",
-            StepStatus::Running => "running",
-            StepStatus::WaitingCallback => "waiting_callback",
-            StepStatus::WaitingApproval => "waiting_approval",
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl std::fmt::Display for StepStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -209,8 +196,11 @@ impl StepError {
 /// What kind of failure a [`StepError`] is: stable and machine-readable. The first group is
 /// the provider error taxonomy (one kind per `ProviderError` variant), the second what the
 /// engine itself fails steps and runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, IntoStaticStr, Display, strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// The provider said 429 (with its `Retry-After`).
     RateLimited,
@@ -249,26 +239,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The kind as written in JSON, e.g. `rate_limited`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Overloaded => "overloaded",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Transient => "transient",
-            ErrorKind::InvalidRequest => "invalid_request",
-            ErrorKind::Auth => "auth",
-            ErrorKind::QuotaExhausted => "quota_exhausted",
-            ErrorKind::ContentFiltered => "content_filtered",
-            ErrorKind::MalformedResponse => "malformed_response",
-            ErrorKind::InvalidOutput => "invalid_output",
-            ErrorKind::BudgetExceeded => "budget_exceeded",
-            ErrorKind::CircuitOpen => "circuit_open",
-            ErrorKind::Template => "template",
-            ErrorKind::Rejected => "rejected",
-            ErrorKind::DeadlineExceeded => "deadline_exceeded",
-            ErrorKind::Undeliverable => "undeliverable",
-            ErrorKind::StepFailed => "step_failed",
-            ErrorKind::OutputTemplate => "output_template",
-        }
+        self.into()
     }
 
     /// Whether a call that failed this way may succeed if made again on the same model.
@@ -277,40 +248,19 @@ impl ErrorKind {
     }
 }
 
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
-    fn every_kind_is_written_as_its_name() {
-        use ErrorKind::*;
-        for kind in [
-            RateLimited,
-            Overloaded,
-            Timeout,
-            Transient,
-            InvalidRequest,
-            Auth,
-            QuotaExhausted,
-            ContentFiltered,
-            MalformedResponse,
-            InvalidOutput,
-            BudgetExceeded,
-            CircuitOpen,
-            Template,
-            Rejected,
-            DeadlineExceeded,
-            Undeliverable,
-            StepFailed,
-            OutputTemplate,
-        ] {
+    fn names_are_the_same_in_json_and_in_words() {
+        for kind in ErrorKind::iter() {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for status in StepStatus::UNFINISHED.into_iter().chain([StepStatus::Succeeded, StepStatus::Cancelled]) {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.to_string());
         }
     }
 

@@ -269,33 +269,16 @@ impl ProviderRouter {
             let outcome = call_once(provider, model, request, callback_url.as_deref(), timeout).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let error = match outcome {
-                Ok(Reply::Completed(completion)) => {
+                Ok(reply) => {
                     self.breaker.record(provider.name(), true);
+                    let (provider, model) = (provider.name().to_owned(), model.to_owned());
                     attempts.push(Attempt {
-                        provider: provider.name().to_owned(),
-                        model: model.to_owned(),
+                        provider: provider.clone(),
+                        model: model.clone(),
                         latency_ms,
                         error: None,
                     });
-                    let id = format!("{}:{model}", provider.name());
-                    return Stop::Done(RouteOutcome::Completed(RoutedCompletion {
-                        provider: provider.name().to_owned(),
-                        model: model.to_owned(),
-                        cost_usd: self.prices.cost(&id, &completion.usage),
-                        completion,
-                        latency_ms,
-                    }));
-                }
-                Ok(Reply::Submitted(job_id)) => {
-                    self.breaker.record(provider.name(), true);
-                    attempts.push(Attempt {
-                        provider: provider.name().to_owned(),
-                        model: model.to_owned(),
-                        latency_ms,
-                        error: None,
-                    });
-                    let job = SubmittedJob { provider: provider.name().to_owned(), model: model.to_owned(), job_id };
-                    return Stop::Done(RouteOutcome::Submitted(job));
+                    return Stop::Done(self.answered(provider, model, reply, latency_ms));
                 }
                 Err(error) => error,
             };
@@ -323,6 +306,17 @@ impl ProviderRouter {
             }
         }
         Stop::Next
+    }
+
+    /// How routing ends when `provider:model` answered.
+    fn answered(&self, provider: String, model: String, reply: Reply, latency_ms: u64) -> RouteOutcome {
+        match reply {
+            Reply::Completed(completion) => {
+                let cost_usd = self.prices.cost(&format!("{provider}:{model}"), &completion.usage);
+                RouteOutcome::Completed(RoutedCompletion { provider, model, completion, cost_usd, latency_ms })
+            }
+            Reply::Submitted(job_id) => RouteOutcome::Submitted(SubmittedJob { provider, model, job_id }),
+        }
     }
 
     /// Takes a token for `provider`, sleeping for short waits. `Some(wait)` when the wait is

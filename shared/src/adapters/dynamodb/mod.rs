@@ -484,16 +484,13 @@ impl RunStore for DynamoRunStore {
             .send()
             .await
             .map_err(unavailable)?;
-        let mut runs = found
+        let runs = found
             .items
             .unwrap_or_default()
             .into_iter()
             .map(|item| from_item::<SummaryItem>("run summary", item).map(RunSummary::from))
             .collect::<Result<Vec<_>, _>>()?;
-        let more = runs.len() > limit;
-        runs.truncate(limit);
-        let next_after = if more { runs.last().map(|run| run.id.clone()) } else { None };
-        Ok(RunPage { runs, next_after })
+        Ok(RunPage::from_fetched(runs, limit))
     }
 
     async fn transition_step(

@@ -87,11 +87,9 @@ impl RunStore for MemoryRunStore {
             .collect();
         // Run ids are ULIDs: descending id order is newest first.
         runs.sort_by(|a, b| b.id.cmp(&a.id));
-        let more = runs.len() > limit;
-        runs.truncate(limit);
-        let next_after = if more { runs.last().map(|r| r.id.clone()) } else { None };
         let runs = runs
             .into_iter()
+            .take(limit.saturating_add(1))
             .map(|r| RunSummary {
                 id: r.id.clone(),
                 name: r.definition.name.clone(),
@@ -100,7 +98,7 @@ impl RunStore for MemoryRunStore {
                 finished_at: r.finished_at,
             })
             .collect();
-        Ok(RunPage { runs, next_after })
+        Ok(RunPage::from_fetched(runs, limit))
     }
 
     async fn transition_step(
