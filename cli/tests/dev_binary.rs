@@ -111,14 +111,12 @@ async fn every_example_runs_to_completion_in_chorus_dev() {
         let pid = server.child.id().to_string();
         let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(killed.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "chorus dev did not stop after SIGTERM");
-            tokio::time::sleep(POLL_EVERY).await;
-        };
+        let status =
+            chorus_tests::poll::until("chorus dev stops after SIGTERM", Duration::from_secs(15), POLL_EVERY, || {
+                let exited = server.child.try_wait().unwrap();
+                async move { exited.ok_or("still running") }
+            })
+            .await;
         assert!(status.success(), "chorus dev exited with {status} after SIGTERM");
     }
 }

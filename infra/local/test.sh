@@ -3,10 +3,11 @@
 # official SDKs against the mock provider server (a test ignored by plain `cargo test`: it needs
 # the .tools/sdks venv that tools.sh installs). Then, for each emulator (LocalStack + DynamoDB
 # Local, then moto): start it, bring up the local AWS loop with `chorus local up` (the four
-# functions under cargo lambda watch, the SQS → Lambda bridge), run the tests with
-# CHORUS_REQUIRE_EMULATOR=1 so no AWS test can skip, then stop it all. Everything runs on the
-# first emulator; the AWS suites (conformance, request counts, bridge, end to end) run again on
-# moto.
+# functions under cargo lambda watch, the SQS → Lambda bridge), run the tests including the
+# ignored ones (the tests that need the stack are #[ignore]d so that a plain `cargo test` lists
+# them instead of failing; run without the stack they fail), then stop it all. Everything runs
+# on the first emulator; the AWS suites (conformance, request counts, bridge, end to end) run
+# again on moto.
 # Usage: infra/local/test.sh     (CARGO, CARGO_TARGET_DIR as in the Makefile)
 set -euo pipefail
 
@@ -15,18 +16,25 @@ cd "$ROOT"
 CARGO=${CARGO:-cargo}
 CHORUS=${CARGO_TARGET_DIR:-$ROOT/target}/debug/chorus
 AWS_SUITES='binary(aws_conformance) | binary(aws_cost) | binary(local_bridge) | binary(local_e2e)'
+# Everything but the official SDK check, which sdk_check runs once, before the emulators.
+ALL_BUT_SDKS='not binary(official_sdks)'
+SDK_TEST=the_official_sdks_default_calls_are_answered_by_the_mock
 
 infra/local/tools.sh >&2
 
-# nextest when installed (one summary line), else cargo test.
+# run_tests all|aws: every test, or the AWS suites only, the ignored ones included (with the
+# stack up, the tests that need it are due). nextest when installed (one summary line), else
+# cargo test.
 run_tests() {
-  local filter=$1
+  local filter=$ALL_BUT_SDKS
+  if [[ $1 == aws ]]; then filter=$AWS_SUITES; fi
   if "$CARGO" nextest --version >/dev/null 2>&1; then
-    "$CARGO" nextest run --workspace --all-features --no-fail-fast ${filter:+-E "$filter"}
-  elif [[ -z $filter ]]; then
-    "$CARGO" test --workspace --all-targets --all-features
+    "$CARGO" nextest run --workspace --all-features --no-fail-fast --run-ignored all -E "$filter"
+  elif [[ $1 == all ]]; then
+    "$CARGO" test --workspace --all-targets --all-features --no-fail-fast -- --include-ignored --skip "$SDK_TEST"
   else
-    "$CARGO" test --all-features -p chorus-tests --test aws_conformance --test aws_cost --test local_bridge --test local_e2e
+    "$CARGO" test --all-features --no-fail-fast -p chorus-tests \
+      --test aws_conformance --test aws_cost --test local_bridge --test local_e2e -- --include-ignored
   fi
 }
 
@@ -46,12 +54,12 @@ stop_all() {
   infra/local/emulator.sh stop 2>/dev/null || true
 }
 
-# with_emulator NAME FILTER: the suite (FILTER: nextest filterset, empty for all) on NAME.
+# with_emulator NAME all|aws: every test, or the AWS suites, on NAME.
 # A stack that does not come up stops the whole script at once: tests against a half-made
 # stack fail for reasons that have nothing to do with the code. (Called from `if`/`||`, a
 # function runs with `set -e` off, so every step that must stop it checks explicitly.)
 with_emulator() {
-  local name=$1 filter=$2 status=0 env
+  local name=$1 suites=$2 status=0 env
   echo "── tests on $name ──" >&2
   unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB
   trap stop_all EXIT
@@ -60,7 +68,7 @@ with_emulator() {
   # A short visibility timeout lets a poison message reach the dead-letter queue in seconds.
   "$CHORUS" local up --visibility-timeout 2 >/dev/null ||
     fail "\`chorus local up\` failed on $name (see above; logs in .chorus/); no tests were run on it"
-  CHORUS_REQUIRE_EMULATOR=1 run_tests "$filter" || status=$?
+  run_tests "$suites" || status=$?
   stop_all
   trap - EXIT
   return "$status"
@@ -83,6 +91,6 @@ fi
 
 failed=0
 sdk_check || failed=1
-with_emulator localstack "" || failed=1
-with_emulator moto "$AWS_SUITES" || failed=1
+with_emulator localstack all || failed=1
+with_emulator moto aws || failed=1
 exit "$failed"

@@ -1,7 +1,8 @@
-//! The AWS emulator the test command started (`make test` runs `infra/local/emulator.sh`
-//! and creates the template's resources): SDK configuration and resource names from the
-//! environment. Without an emulator, AWS tests skip, unless `CHORUS_REQUIRE_EMULATOR=1`
-//! (as in `make test`) makes that a failure.
+//! The local AWS stack the test command started (`make test` runs `infra/local/emulator.sh`
+//! and `chorus local up`): SDK configuration and resource names from the environment. Tests
+//! that need it are `#[ignore]`d, so a plain `cargo test` lists them as ignored; `make test`
+//! runs them with the stack up. Run without it, [`emulator`] fails the test: a test that
+//! needs the stack never passes without having used it.
 
 use aws_config::SdkConfig;
 
@@ -12,20 +13,19 @@ pub struct Emulator {
     pub bucket: String,
 }
 
-/// The emulator from the environment, or `None` (after saying so) when there is none.
-pub async fn emulator() -> Option<Emulator> {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-        assert!(
-            std::env::var("CHORUS_REQUIRE_EMULATOR").as_deref() != Ok("1"),
-            "CHORUS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set"
-        );
-        eprintln!("skipped: no AWS emulator (AWS_ENDPOINT_URL is unset); `make test` starts one");
-        return None;
-    }
+/// The emulator from the environment; fails the test, saying how to start one, when there is
+/// none.
+pub async fn emulator() -> Emulator {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "this test needs the local AWS stack, and AWS_ENDPOINT_URL is not set. `make test` starts \
+         the stack and runs it; by hand: `chorus local up`, export the environment it prints, \
+         then run the ignored tests (cargo test -- --ignored, or cargo nextest run --run-ignored only)"
+    );
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    Some(Emulator {
+    Emulator {
         config: chorus::startup::sdk_config().await,
         table: var("CHORUS_TABLE", "chorus-table"),
         bucket: var("CHORUS_BUCKET", "chorus-bucket"),
-    })
+    }
 }

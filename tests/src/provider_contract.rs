@@ -1,7 +1,8 @@
 //! The provider contract: every adapter, pointed at the mock provider server, must do each
 //! task it offers, report usage the router can price, and map each injected fault onto the
 //! shared error taxonomy so that retries and fallbacks behave the same whichever provider
-//! fails. `tests/tests/provider_conformance.rs` runs it once per adapter.
+//! fails. `tests/tests/provider_conformance.rs` runs each clause against each adapter, each
+//! test with a mock server of its own.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -121,12 +122,41 @@ fn kinds(routed: &Routed) -> Vec<String> {
     routed.attempts.iter().map(|a| a.error.as_ref().map_or("ok".to_owned(), |e| e.kind.to_string())).collect()
 }
 
-/// Every check of the contract, in order.
-pub async fn check_provider(mock: &MockServer, case: ProviderCase) {
+/// One test per clause against the adapter `$make` returns (an `async fn() -> (MockServer,
+/// ProviderCase)`, called once per test, so each test has a mock of its own), in
+/// `mod $adapter`. `only [...]` lists the clauses that apply when not all do (a case with no
+/// faults to map).
+#[macro_export]
+macro_rules! provider_contract {
+    ($adapter:ident, $make:path $(,)?) => {
+        $crate::provider_contract!($adapter, $make, only [
+            does_each_task_with_usage_and_a_price,
+            maps_each_fault_onto_its_kind_then_falls_back,
+            retries_a_rate_limit,
+            retries_a_server_error_on_the_same_model,
+            never_retries_quota_exhaustion,
+        ]);
+    };
+    ($adapter:ident, $make:path, only [$($clause:ident),+ $(,)?] $(,)?) => {
+        $crate::contract_tests!(provider_contract, [tokio::test], $adapter, $make, [], [$($clause),+]);
+    };
+}
+
+/// The local model that stands in as the fallback for `task`.
+fn fallback(task: Task) -> &'static str {
+    match task {
+        Task::Generate => "local:echo",
+        Task::Summarize => "local:extractive",
+        Task::Classify => "local:lexicon",
+        Task::Extract => "local:extract",
+        _ => "local:hash-embed",
+    }
+}
+
+/// Each task answers with its normalized shape, usage and a price.
+pub async fn does_each_task_with_usage_and_a_price((_mock, case): (MockServer, ProviderCase)) {
     let name = case.provider.name();
     let router = router(&case);
-
-    // Each task answers with its normalized shape, usage and a price.
     for (task, model) in &case.models {
         let id = format!("{name}:{model}");
         assert_eq!(case.provider.supports(model, *task), Ok(()), "{id} offers {task}");
@@ -160,35 +190,55 @@ pub async fn check_provider(mock: &MockServer, case: ProviderCase) {
         }
         assert!(done.cost_usd > 0.0, "{id}: the call is priced");
     }
+}
 
-    // Each fault lands on its taxonomy kind, with no retry (retries: 0) but the fallback.
-    let (task, model) = case.models[0];
-    let fallback = match task {
-        Task::Generate => "local:echo",
-        Task::Summarize => "local:extractive",
-        Task::Classify => "local:lexicon",
-        Task::Extract => "local:extract",
-        _ => "local:hash-embed",
-    };
+/// Each fault lands on its taxonomy kind, with no retry (retries: 0) but the fallback.
+pub async fn maps_each_fault_onto_its_kind_then_falls_back((_mock, case): (MockServer, ProviderCase)) {
+    let name = case.provider.name();
+    assert!(!case.faults.is_empty(), "{name}: no faults to map; leave this clause out (`only [...]`)");
+    let router = router(&case);
+    let (task, _) = case.models[0];
     for (fault, kind) in &case.faults {
         let faulty = format!("{name}:fault-{}", fault.name());
-        let routed = router.run(&step(task, &faulty, &[fallback], 0), &request(task), &RouteContext::default()).await;
+        let routed =
+            router.run(&step(task, &faulty, &[fallback(task)], 0), &request(task), &RouteContext::default()).await;
         assert_eq!(kinds(&routed), [*kind, "ok"], "{faulty} → {kind}, then the fallback answers");
         let message = &routed.attempts[0].error.as_ref().unwrap().message;
         assert!(!message.contains("mock") || *kind != "auth", "{faulty}: no credentials in {message}");
-        if *fault == Fault::RateLimit {
-            let retry = router.run(&step(task, &faulty, &[], 1), &request(task), &RouteContext::default()).await;
-            assert_eq!(kinds(&retry), ["rate_limited", "rate_limited"], "{faulty}: a retryable error is retried");
-        }
     }
+}
 
-    // Retryable errors are retried on the same model; the rest go straight to the fallback.
+/// A rate limit is retryable: retried on the same model.
+pub async fn retries_a_rate_limit((_mock, case): (MockServer, ProviderCase)) {
+    let name = case.provider.name();
+    let listed = case.faults.iter().any(|(fault, _)| *fault == Fault::RateLimit);
+    assert!(listed, "{name}: no rate-limit fault; leave this clause out (`only [...]`)");
+    let router = router(&case);
+    let (task, _) = case.models[0];
+    let faulty = format!("{name}:fault-{}", Fault::RateLimit.name());
+    let retry = router.run(&step(task, &faulty, &[], 1), &request(task), &RouteContext::default()).await;
+    assert_eq!(kinds(&retry), ["rate_limited", "rate_limited"], "{faulty}: a retryable error is retried");
+}
+
+/// A 500 is retried on the same model, which then answers.
+pub async fn retries_a_server_error_on_the_same_model((mock, case): (MockServer, ProviderCase)) {
+    let name = case.provider.name();
+    let router = router(&case);
+    let (task, model) = case.models[0];
     mock.script(name, Fault::ServerError, 1);
     let id = format!("{name}:{model}");
-    let routed = router.run(&step(task, &id, &[fallback], 2), &request(task), &RouteContext::default()).await;
+    let routed = router.run(&step(task, &id, &[fallback(task)], 2), &request(task), &RouteContext::default()).await;
     assert_eq!(kinds(&routed), ["transient", "ok"], "{id}: a 500 is retried");
+}
+
+/// Quota exhaustion is never retried: the fallback answers at once.
+pub async fn never_retries_quota_exhaustion((mock, case): (MockServer, ProviderCase)) {
+    let name = case.provider.name();
+    let router = router(&case);
+    let (task, model) = case.models[0];
     mock.script(name, Fault::Quota, 1);
-    let routed = router.run(&step(task, &id, &[fallback], 2), &request(task), &RouteContext::default()).await;
+    let id = format!("{name}:{model}");
+    let routed = router.run(&step(task, &id, &[fallback(task)], 2), &request(task), &RouteContext::default()).await;
     assert_eq!(kinds(&routed), ["quota_exhausted", "ok"], "{id}: quota exhaustion is never retried");
     let RouteOutcome::Completed(done) = &routed.outcome else { panic!("{id}: {:?}", routed.outcome) };
     assert_eq!(done.provider, "local");

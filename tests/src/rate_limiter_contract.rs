@@ -28,18 +28,34 @@ impl Clock for ManualClock {
     }
 }
 
-/// `make` returns a limiter reading `clock`; every limiter it returns shares one backend
-/// (the same memory limiter, or new DynamoDB limiters on one table), as concurrent workers
-/// do.
-pub async fn check_rate_limiter<F>(clock: &ManualClock, make: F)
-where
-    F: Fn() -> Arc<dyn RateLimiter>,
-{
-    a_fresh_scope_grants_its_burst_then_waits_for_one_refill(clock, make()).await;
-    scopes_are_independent(make()).await;
-    waiting_the_wait_grants_one_more_and_no_sooner(clock, make()).await;
-    a_long_idle_refills_to_the_burst_only(clock, make()).await;
-    concurrent_acquirers_share_the_burst(make).await;
+/// One test per clause against the limiters `$make` returns (an `async fn() ->
+/// LimiterUnderTest`, called once per test), in `mod $adapter`; attributes after the factory
+/// go on every test. Two worker threads, so concurrent acquirers really race.
+#[macro_export]
+macro_rules! rate_limiter_contract {
+    ($adapter:ident, $make:path $(, #[$attr:meta])* $(,)?) => {
+        $crate::contract_tests!(
+            rate_limiter_contract,
+            [tokio::test(flavor = "multi_thread", worker_threads = 2)],
+            $adapter,
+            $make,
+            [$(#[$attr])*],
+            [
+                a_fresh_scope_grants_its_burst_then_waits_for_one_refill,
+                scopes_are_independent,
+                waiting_the_wait_grants_one_more_and_no_sooner,
+                a_long_idle_refills_to_the_burst_only,
+                concurrent_acquirers_share_the_burst,
+            ]
+        );
+    };
+}
+
+/// Limiters reading `clock`. Every limiter `make` returns shares one backend (the same memory
+/// limiter, or new DynamoDB limiters on one table), as concurrent workers do.
+pub struct LimiterUnderTest {
+    pub clock: Arc<ManualClock>,
+    pub make: Box<dyn Fn() -> Arc<dyn RateLimiter> + Send + Sync>,
 }
 
 /// A scope of its own for each check: backends that share a table keep buckets across runs.
@@ -49,17 +65,16 @@ fn fresh_scope() -> String {
 
 /// Acquires until told to wait: the grants, and the wait.
 async fn drain(limiter: &dyn RateLimiter, scope: &str, limit: RateLimit) -> (u32, Duration) {
-    let mut granted = 0;
-    loop {
-        match limiter.acquire(scope, limit).await.unwrap() {
-            Acquired::Granted => granted += 1,
-            Acquired::Wait(wait) => return (granted, wait),
+    for granted in 0..=limit.burst {
+        if let Acquired::Wait(wait) = limiter.acquire(scope, limit).await.unwrap() {
+            return (granted, wait);
         }
-        assert!(granted <= limit.burst, "granted more than the burst of {}", limit.burst);
     }
+    panic!("granted more than the burst of {}", limit.burst)
 }
 
-async fn a_fresh_scope_grants_its_burst_then_waits_for_one_refill(clock: &ManualClock, limiter: Arc<dyn RateLimiter>) {
+pub async fn a_fresh_scope_grants_its_burst_then_waits_for_one_refill(under_test: LimiterUnderTest) {
+    let (clock, limiter) = (&under_test.clock, (under_test.make)());
     let scope = fresh_scope();
     let limit = RateLimit { per_minute: 30, burst: 4 };
     let (granted, wait) = drain(&*limiter, &scope, limit).await;
@@ -72,14 +87,16 @@ async fn a_fresh_scope_grants_its_burst_then_waits_for_one_refill(clock: &Manual
     assert_eq!(limiter.acquire(&scope, limit).await.unwrap(), Acquired::Wait(Duration::from_millis(1500)));
 }
 
-async fn scopes_are_independent(limiter: Arc<dyn RateLimiter>) {
+pub async fn scopes_are_independent(under_test: LimiterUnderTest) {
+    let limiter = (under_test.make)();
     let (openai, anthropic) = (fresh_scope(), fresh_scope());
     let limit = RateLimit { per_minute: 60, burst: 2 };
     assert_eq!(drain(&*limiter, &openai, limit).await.0, 2);
     assert_eq!(drain(&*limiter, &anthropic, limit).await.0, 2, "another scope has its own bucket");
 }
 
-async fn waiting_the_wait_grants_one_more_and_no_sooner(clock: &ManualClock, limiter: Arc<dyn RateLimiter>) {
+pub async fn waiting_the_wait_grants_one_more_and_no_sooner(under_test: LimiterUnderTest) {
+    let (clock, limiter) = (&under_test.clock, (under_test.make)());
     let scope = fresh_scope();
     // 1.5 s a token: waits that are not whole seconds.
     let limit = RateLimit { per_minute: 40, burst: 2 };
@@ -101,7 +118,8 @@ async fn waiting_the_wait_grants_one_more_and_no_sooner(clock: &ManualClock, lim
     }
 }
 
-async fn a_long_idle_refills_to_the_burst_only(clock: &ManualClock, limiter: Arc<dyn RateLimiter>) {
+pub async fn a_long_idle_refills_to_the_burst_only(under_test: LimiterUnderTest) {
+    let (clock, limiter) = (&under_test.clock, (under_test.make)());
     let scope = fresh_scope();
     let limit = RateLimit { per_minute: 600, burst: 3 };
     drain(&*limiter, &scope, limit).await;
@@ -111,10 +129,8 @@ async fn a_long_idle_refills_to_the_burst_only(clock: &ManualClock, limiter: Arc
 
 /// Two limiters (two workers) with ten tasks each, against a burst of five: five grants in
 /// all, whoever gets them.
-async fn concurrent_acquirers_share_the_burst<F>(make: F)
-where
-    F: Fn() -> Arc<dyn RateLimiter>,
-{
+pub async fn concurrent_acquirers_share_the_burst(under_test: LimiterUnderTest) {
+    let make = &under_test.make;
     let scope = fresh_scope();
     let limit = RateLimit { per_minute: 1, burst: 5 };
     let mut tasks = Vec::new();

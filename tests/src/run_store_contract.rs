@@ -11,22 +11,26 @@ use chorus::domain::{
 use chorus::ports::{CreateOutcome, IdempotencyClaim, NewRun, RunStore, RunTransition, WaitRef};
 use serde_json::json;
 
-/// Runs every check against fresh stores from `make`.
-pub async fn check_run_store<F>(make: F)
-where
-    F: Fn() -> Arc<dyn RunStore>,
-{
-    creates_and_reads_back(make()).await;
-    idempotency_keys_are_per_tenant_and_first_wins(make()).await;
-    transitions_apply_only_from_the_expected_status(make()).await;
-    concurrent_claims_have_one_winner(make()).await;
-    expired_leases_can_be_reclaimed_and_only_the_owner_completes(make()).await;
-    releases_count_each_upstream_once(make()).await;
-    run_transitions_are_conditional(make()).await;
-    runs_are_listed_newest_first_per_tenant_with_paging(make()).await;
-    a_release_to_zero_queues_the_step(make()).await;
-    expired_waits_are_found_until_the_wait_ends(make()).await;
-    large_payloads_read_back_whole(make()).await;
+/// One test per clause against the stores `$make` returns (an `async fn() -> Arc<dyn
+/// RunStore>`, called once per test), in `mod $adapter`; attributes after the factory go on
+/// every test: `run_store_contract!(dynamo_run_store, make_dynamo_run_store, #[ignore = "..."]);`
+#[macro_export]
+macro_rules! run_store_contract {
+    ($adapter:ident, $make:path $(, #[$attr:meta])* $(,)?) => {
+        $crate::contract_tests!(run_store_contract, [tokio::test], $adapter, $make, [$(#[$attr])*], [
+            creates_and_reads_back,
+            idempotency_keys_are_per_tenant_and_first_wins,
+            transitions_apply_only_from_the_expected_status,
+            concurrent_claims_have_one_winner,
+            expired_leases_can_be_reclaimed_and_only_the_owner_completes,
+            releases_count_each_upstream_once,
+            run_transitions_are_conditional,
+            runs_are_listed_newest_first_per_tenant_with_paging,
+            a_release_to_zero_queues_the_step,
+            expired_waits_are_found_until_the_wait_ends,
+            large_payloads_read_back_whole,
+        ]);
+    };
 }
 
 /// A tenant of its own for each check, so stores that share a table do not see each
@@ -92,7 +96,7 @@ fn move_to(from: StepStatus, to: StepStatus) -> StepTransition {
     }
 }
 
-async fn creates_and_reads_back(store: Arc<dyn RunStore>) {
+pub async fn creates_and_reads_back(store: Arc<dyn RunStore>) {
     let new = new_run("acme", 1_000, None);
     let expected = new.run.clone();
     let run_id = create(store.as_ref(), new).await;
@@ -107,7 +111,7 @@ async fn creates_and_reads_back(store: Arc<dyn RunStore>) {
     assert!(matches!(events.as_slice(), [RunEvent { kind: EventKind::RunSubmitted, .. }]));
 }
 
-async fn idempotency_keys_are_per_tenant_and_first_wins(store: Arc<dyn RunStore>) {
+pub async fn idempotency_keys_are_per_tenant_and_first_wins(store: Arc<dyn RunStore>) {
     let (acme, globex) = (fresh_tenant(), fresh_tenant());
     let first = create(store.as_ref(), new_run(&acme, 1_000, Some("k1"))).await;
     let replay = store.create_run(new_run(&acme, 2_000, Some("k1"))).await.ok();
@@ -116,7 +120,7 @@ async fn idempotency_keys_are_per_tenant_and_first_wins(store: Arc<dyn RunStore>
     create(store.as_ref(), new_run(&globex, 3_000, Some("k1"))).await;
 }
 
-async fn transitions_apply_only_from_the_expected_status(store: Arc<dyn RunStore>) {
+pub async fn transitions_apply_only_from_the_expected_status(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     let wrong = store.transition_step(&run_id, &id("a"), move_to(StepStatus::Pending, StepStatus::Queued)).await;
     let wrong = wrong.map_err(|e| format!("{e:?}"));
@@ -149,7 +153,7 @@ fn claim(owner: &str, now: jiff::Timestamp, lease_for: Duration) -> StepTransiti
     }
 }
 
-async fn concurrent_claims_have_one_winner(store: Arc<dyn RunStore>) {
+pub async fn concurrent_claims_have_one_winner(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     let now = jiff::Timestamp::now();
     let claims = (0..8).map(|i| {
@@ -169,7 +173,7 @@ async fn concurrent_claims_have_one_winner(store: Arc<dyn RunStore>) {
     assert_eq!(step(store.as_ref(), &run_id, "a").await.control.attempt, 1);
 }
 
-async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc<dyn RunStore>) {
+pub async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     let start = jiff::Timestamp::now();
     let first = store.transition_step(&run_id, &id("a"), claim("w1", start, Duration::from_secs(60))).await;
@@ -192,7 +196,7 @@ async fn expired_leases_can_be_reclaimed_and_only_the_owner_completes(store: Arc
     assert_eq!((done.status, done.control.lease), (StepStatus::Succeeded, None));
 }
 
-async fn releases_count_each_upstream_once(store: Arc<dyn RunStore>) {
+pub async fn releases_count_each_upstream_once(store: Arc<dyn RunStore>) {
     let mut new = new_run("acme", 1_000, None);
     new.steps[1].control.pending_deps = 2;
     let run_id = create(store.as_ref(), new).await;
@@ -210,7 +214,7 @@ async fn releases_count_each_upstream_once(store: Arc<dyn RunStore>) {
     assert_eq!((after_b, again, after_c), (Some(1), Some(1), Some(0)));
 }
 
-async fn run_transitions_are_conditional(store: Arc<dyn RunStore>) {
+pub async fn run_transitions_are_conditional(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     let now = jiff::Timestamp::now();
     let finish = |from: Vec<RunStatus>| RunTransition {
@@ -231,7 +235,7 @@ async fn run_transitions_are_conditional(store: Arc<dyn RunStore>) {
     assert_eq!(store.transition_run(&run_id, finish(RunStatus::UNFINISHED.to_vec())).await.ok(), Some(None));
 }
 
-async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunStore>) {
+pub async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunStore>) {
     let name = fresh_tenant();
     let tenant = TenantId::parse(&name).unwrap();
     let mut ids = Vec::new();
@@ -251,7 +255,7 @@ async fn runs_are_listed_newest_first_per_tenant_with_paging(store: Arc<dyn RunS
     assert_eq!(listed, ids);
 }
 
-async fn a_release_to_zero_queues_the_step(store: Arc<dyn RunStore>) {
+pub async fn a_release_to_zero_queues_the_step(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     let released = store.release_step(&run_id, &id("b"), &id("a"), true).await.unwrap();
     assert_eq!((released.status, released.control.pending_deps), (StepStatus::Queued, 0));
@@ -266,7 +270,7 @@ async fn a_release_to_zero_queues_the_step(store: Arc<dyn RunStore>) {
     assert_eq!(skip.unwrap().map(|s| s.status), Some(StepStatus::Skipped), "a blocked step is still pending");
 }
 
-async fn expired_waits_are_found_until_the_wait_ends(store: Arc<dyn RunStore>) {
+pub async fn expired_waits_are_found_until_the_wait_ends(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
     // Far in the future, so waits left by other checks on a shared table have expired first.
     let deadline = jiff::Timestamp::now() + Duration::from_secs(400 * 24 * 3600);
@@ -288,7 +292,7 @@ async fn expired_waits_are_found_until_the_wait_ends(store: Arc<dyn RunStore>) {
     assert!(!ours(after), "an ended wait is not expired");
 }
 
-async fn large_payloads_read_back_whole(store: Arc<dyn RunStore>) {
+pub async fn large_payloads_read_back_whole(store: Arc<dyn RunStore>) {
     // Far above what one DynamoDB item may hold inline.
     let big = "chorus ".repeat(80 * 1024);
     let mut new = new_run("acme", 1_000, None);

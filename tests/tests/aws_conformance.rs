@@ -1,5 +1,8 @@
-//! The port contracts against the AWS adapters on the emulator: the same suites
-//! `memory_conformance.rs` runs against the memory adapters.
+//! The port contracts against the AWS adapters on the emulator: the same clauses
+//! `memory_conformance.rs` runs against the memory adapters, one test per clause and adapter
+//! (`dynamo_run_store::creates_and_reads_back`), each with resources of its own. They need the
+//! local AWS stack, so they are ignored by a plain `cargo test`; `make test` runs them on each
+//! emulator.
 
 // Test support: a failed expectation should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -7,85 +10,125 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus::adapters::dynamodb::DynamoRateLimiter;
 use chorus::adapters::{DynamoRunStore, DynamoTenantDirectory, S3BlobStore, SqsQueue};
 use chorus::domain::TenantId;
-use chorus::ports::{StepMessage, Tenant};
+use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, StepMessage, Tenant};
 use chorus::startup::s3_client;
 use chorus_tests::aws::emulator;
-use chorus_tests::blob_store_contract::check_blob_store;
-use chorus_tests::queue_contract::check_queue;
-use chorus_tests::run_store_contract::check_run_store;
-use chorus_tests::tenant_directory_contract::check_tenant_directory;
+use chorus_tests::queue_contract::QueueUnderTest;
+use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
+use chorus_tests::tenant_directory_contract::KnownTenant;
 use secrecy::SecretString;
 
-#[tokio::test]
-async fn dynamodb_run_store_honours_the_run_store_contract() {
-    let Some(emulator) = emulator().await else { return };
+chorus_tests::run_store_contract!(
+    dynamo_run_store,
+    make_dynamo_run_store,
+    #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+);
+chorus_tests::blob_store_contract!(
+    s3_blob_store,
+    make_s3_blob_store,
+    #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+);
+chorus_tests::queue_contract!(
+    sqs_queue,
+    make_sqs_queue,
+    #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+);
+chorus_tests::tenant_directory_contract!(
+    dynamo_tenant_directory,
+    make_dynamo_tenant_directory,
+    #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+);
+chorus_tests::rate_limiter_contract!(
+    dynamo_rate_limiter,
+    make_dynamo_rate_limiter,
+    #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+);
+
+async fn make_dynamo_run_store() -> Arc<dyn RunStore> {
+    let emulator = emulator().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&emulator.config);
     let blobs = Arc::new(S3BlobStore::new(s3_client(&emulator.config), &emulator.bucket));
-    let retention = Duration::from_secs(3600);
-    check_run_store(|| Arc::new(DynamoRunStore::new(dynamodb.clone(), &emulator.table, blobs.clone(), retention)))
-        .await;
+    Arc::new(DynamoRunStore::new(dynamodb, &emulator.table, blobs, Duration::from_secs(3600)))
 }
 
-#[tokio::test]
-async fn s3_blob_store_honours_the_blob_store_contract() {
-    let Some(emulator) = emulator().await else { return };
-    check_blob_store(&S3BlobStore::new(s3_client(&emulator.config), &emulator.bucket)).await;
+async fn make_s3_blob_store() -> Arc<dyn BlobStore> {
+    let emulator = emulator().await;
+    Arc::new(S3BlobStore::new(s3_client(&emulator.config), &emulator.bucket))
 }
 
-#[tokio::test]
-async fn sqs_queue_honours_the_queue_contract() {
-    let Some(emulator) = emulator().await else { return };
+/// An SQS queue of the test's own: the template's queues are consumed by the local loop's
+/// bridge.
+struct SqsQueueUnderTest {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    queue: SqsQueue<StepMessage>,
+}
+
+async fn make_sqs_queue() -> SqsQueueUnderTest {
+    let emulator = emulator().await;
     let sqs = aws_sdk_sqs::Client::new(&emulator.config);
-    // A queue of its own: the template's queues are consumed by the local loop's bridge.
     let name = format!("chorus-contract-{:016x}", fastrand::u64(..));
     let url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
     let queue = SqsQueue::<StepMessage>::new(sqs.clone(), &url);
-    check_queue(&queue, |wait| {
-        let (sqs, url) = (sqs.clone(), url.clone());
-        async move {
-            let wait = i32::try_from(wait.as_secs().max(1)).unwrap();
-            let received =
-                sqs.receive_message().queue_url(&url).max_number_of_messages(10).wait_time_seconds(wait).send().await;
-            let mut batch = Vec::new();
-            for message in received.unwrap().messages.unwrap_or_default() {
-                batch.push(serde_json::from_str(message.body().unwrap()).unwrap());
-                sqs.delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(message.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-            batch
-        }
-    })
-    .await;
-    sqs.delete_queue().queue_url(&url).send().await.unwrap();
+    SqsQueueUnderTest { sqs, url, queue }
 }
 
-#[tokio::test]
-async fn dynamodb_tenants_honour_the_tenant_directory_contract() {
-    let Some(emulator) = emulator().await else { return };
+impl QueueUnderTest for SqsQueueUnderTest {
+    fn queue(&self) -> &dyn Queue<StepMessage> {
+        &self.queue
+    }
+
+    async fn receive(&self, wait: Duration) -> Vec<StepMessage> {
+        let wait = i32::try_from(wait.as_secs().max(1)).unwrap();
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .send()
+            .await;
+        let mut batch = Vec::new();
+        for message in received.unwrap().messages.unwrap_or_default() {
+            batch.push(serde_json::from_str(message.body().unwrap()).unwrap());
+            self.sqs
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        batch
+    }
+
+    async fn delete(self) {
+        self.sqs.delete_queue().queue_url(&self.url).send().await.unwrap();
+    }
+}
+
+async fn make_dynamo_tenant_directory() -> KnownTenant {
+    let emulator = emulator().await;
     let directory = DynamoTenantDirectory::new(aws_sdk_dynamodb::Client::new(&emulator.config), &emulator.table);
     let tenant = Tenant {
         id: TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap(),
         webhook_secret: SecretString::from("whsec_c2VjcmV0"),
     };
-    let key = SecretString::from(format!("chorus_{:032x}", fastrand::u128(..)));
-    directory.register(&tenant, &key).await.unwrap();
-    check_tenant_directory(&directory, &tenant, &key).await;
+    let api_key = SecretString::from(format!("chorus_{:032x}", fastrand::u128(..)));
+    directory.register(&tenant, &api_key).await.unwrap();
+    KnownTenant { directory: Arc::new(directory), tenant, api_key }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamodb_rate_limiter_honours_the_rate_limiter_contract() {
-    let Some(emulator) = emulator().await else { return };
+async fn make_dynamo_rate_limiter() -> LimiterUnderTest {
+    let emulator = emulator().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&emulator.config);
-    let clock = chorus_tests::rate_limiter_contract::ManualClock::starting_now();
+    let clock = ManualClock::starting_now();
+    let (table, ticking) = (emulator.table, clock.clone());
     // A new limiter per call: each is a worker of its own, sharing only the table.
-    chorus_tests::rate_limiter_contract::check_rate_limiter(&clock, || {
-        Arc::new(chorus::adapters::dynamodb::DynamoRateLimiter::new(dynamodb.clone(), &emulator.table, clock.clone()))
-    })
-    .await;
+    let make =
+        move || Arc::new(DynamoRateLimiter::new(dynamodb.clone(), &table, ticking.clone())) as Arc<dyn RateLimiter>;
+    LimiterUnderTest { clock, make: Box::new(make) }
 }

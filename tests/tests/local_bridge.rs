@@ -4,8 +4,8 @@
 //! Invoke API — successes deleted, reported failures redriven to the dead-letter queue after
 //! `maxReceiveCount`, a function error keeping the whole batch, the batch size respected.
 //!
-//! Without `AWS_ENDPOINT_URL` each test says it is skipped and passes, unless
-//! `CHORUS_REQUIRE_EMULATOR=1` (CI), where that is a failure.
+//! They need the emulator, so they are ignored by a plain `cargo test`; `make test` runs them on
+//! each emulator. Run without one, they fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +26,7 @@ use axum::routing::post;
 use chorus_local_aws::bridge::{self, BatchOutcome, Bridge, QueueRoute, RouteOptions, Routes, ScheduleRoute};
 use chorus_local_aws::resources::{self, CreateOptions};
 use chorus_local_aws::template::{Template, local_name};
+use chorus_tests::poll;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -34,9 +35,9 @@ const VISIBILITY_SECS: u32 = 1;
 const MAX_RECEIVES: u32 = 2;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The emulator's SDK configuration, or `None` (test skipped) without one.
-async fn emulator() -> Option<SdkConfig> {
-    chorus_tests::aws::emulator().await.map(|emulator| emulator.config)
+/// The emulator's SDK configuration; fails the test without one.
+async fn emulator() -> SdkConfig {
+    chorus_tests::aws::emulator().await.config
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.
@@ -182,12 +183,13 @@ impl TestQueue {
         }
     }
 
-    /// Bodies currently receivable from `url` (made invisible for a minute, so each is seen once).
+    /// Bodies currently receivable from `url` (made invisible for a minute, so each is seen once),
+    /// until a receive finds none.
     async fn drain(&self, url: &str) -> Vec<String> {
-        let mut bodies = Vec::new();
-        loop {
-            let received = self
-                .sqs
+        let bodies = Mutex::new(Vec::new());
+        let (sqs, drained) = (&self.sqs, &bodies);
+        poll::until(&format!("{url} runs empty"), TIMEOUT, Duration::ZERO, || async move {
+            let received = sqs
                 .receive_message()
                 .queue_url(url)
                 .max_number_of_messages(10)
@@ -198,10 +200,14 @@ impl TestQueue {
                 .unwrap();
             let messages = received.messages.unwrap_or_default();
             if messages.is_empty() {
-                return bodies;
+                return Ok(());
             }
-            bodies.extend(messages.into_iter().filter_map(|m| m.body));
-        }
+            let mut drained = drained.lock().unwrap();
+            drained.extend(messages.into_iter().filter_map(|m| m.body));
+            Err(format!("{} received so far", drained.len()))
+        })
+        .await;
+        bodies.into_inner().unwrap()
     }
 
     async fn delete(self) {
@@ -224,6 +230,21 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
         .unwrap()
 }
 
+/// Polls `route` once at a time until the function has processed `count` messages; how many
+/// the bridge deleted.
+async fn delete_all(bridge: &Bridge, route: &QueueRoute, count: usize) -> usize {
+    let deleted = Mutex::new(0);
+    let total = &deleted;
+    poll::until(&format!("the bridge deletes {count} messages"), TIMEOUT, Duration::ZERO, || async move {
+        let outcome = bridge.poll_once(route).await.unwrap();
+        let mut total = total.lock().unwrap();
+        *total += outcome.deleted;
+        if *total < count { Err(format!("{total} deleted")) } else { Ok(()) }
+    })
+    .await;
+    deleted.into_inner().unwrap()
+}
+
 /// How often each body was handed to the function, and with which receive counts.
 fn deliveries(fake: &FakeLambda) -> HashMap<String, Vec<String>> {
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
@@ -237,8 +258,9 @@ fn deliveries(fake: &FakeLambda) -> HashMap<String, Vec<String>> {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn successes_are_deleted_and_reported_failures_reach_the_dead_letter_queue() {
-    let Some(config) = emulator().await else { return };
+    let config = emulator().await;
     let (fake, lambda_url) = FakeLambda::start().await;
     let queue = TestQueue::create(&config, "redrive").await;
     queue.send(&["ok-1", "fail-1", "ok-2"]).await;
@@ -249,11 +271,13 @@ async fn successes_are_deleted_and_reported_failures_reach_the_dead_letter_queue
     let running = tokio::spawn(async move { bridge.run(routes, stopped).await });
 
     // SQS moves the message on the receive after its MAX_RECEIVES-th.
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let mut dead = Vec::new();
-    while dead.is_empty() && tokio::time::Instant::now() < deadline {
-        dead = queue.drain(&queue.dlq_url).await;
-    }
+    let redriven = &queue;
+    let dead =
+        poll::until("a reported failure reaches the dead-letter queue", TIMEOUT, Duration::ZERO, || async move {
+            let dead = redriven.drain(&redriven.dlq_url).await;
+            if dead.is_empty() { Err("nothing in the dead-letter queue") } else { Ok(dead) }
+        })
+        .await;
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), running).await.expect("the bridge stops promptly").unwrap();
 
@@ -276,8 +300,9 @@ async fn successes_are_deleted_and_reported_failures_reach_the_dead_letter_queue
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn a_function_error_keeps_the_whole_batch() {
-    let Some(config) = emulator().await else { return };
+    let config = emulator().await;
     let (fake, lambda_url) = FakeLambda::start().await;
     let bridge = bridge_to(&config, &lambda_url);
     for behaviour in [Behaviour::Http500, Behaviour::FunctionErrorHeader] {
@@ -292,11 +317,7 @@ async fn a_function_error_keeps_the_whole_batch() {
         // The same three come back after the visibility timeout, and go once the function works.
         fake.set(Behaviour::ReportFailures);
         tokio::time::sleep(Duration::from_millis(u64::from(VISIBILITY_SECS) * 1000 + 500)).await;
-        let mut deleted = 0;
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while deleted < 3 && tokio::time::Instant::now() < deadline {
-            deleted += bridge.poll_once(&route).await.unwrap().deleted;
-        }
+        let deleted = delete_all(&bridge, &route, 3).await;
         assert_eq!(deleted, 3, "{behaviour:?}");
         let last = fake.batches().pop().unwrap();
         assert!(last.records.iter().all(|r| r.attributes["ApproximateReceiveCount"] == "2"), "{behaviour:?}");
@@ -307,8 +328,9 @@ async fn a_function_error_keeps_the_whole_batch() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn batches_never_exceed_the_batch_size() {
-    let Some(config) = emulator().await else { return };
+    let config = emulator().await;
     let (fake, lambda_url) = FakeLambda::start().await;
     let bridge = bridge_to(&config, &lambda_url);
     let queue = TestQueue::create(&config, "batches").await;
@@ -316,11 +338,7 @@ async fn batches_never_exceed_the_batch_size() {
     queue.send(&bodies.iter().map(String::as_str).collect::<Vec<_>>()).await;
 
     let route = queue.route(3);
-    let mut deleted = 0;
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while deleted < 7 && tokio::time::Instant::now() < deadline {
-        deleted += bridge.poll_once(&route).await.unwrap().deleted;
-    }
+    let deleted = delete_all(&bridge, &route, 7).await;
     assert_eq!(deleted, 7);
     let batches = fake.batches();
     assert!(batches.iter().all(|b| !b.records.is_empty() && b.records.len() <= 3), "{:?}", batches.len());
@@ -331,8 +349,9 @@ async fn batches_never_exceed_the_batch_size() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn without_report_batch_item_failures_a_success_deletes_the_whole_batch() {
-    let Some(config) = emulator().await else { return };
+    let config = emulator().await;
     let (_fake, lambda_url) = FakeLambda::start().await;
     let bridge = bridge_to(&config, &lambda_url);
     let queue = TestQueue::create(&config, "no-report").await;
@@ -344,8 +363,9 @@ async fn without_report_batch_item_failures_a_success_deletes_the_whole_batch() 
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn schedules_invoke_their_function_with_a_scheduled_event() {
-    let Some(config) = emulator().await else { return };
+    let config = emulator().await;
     let (fake, lambda_url) = FakeLambda::start().await;
     let bridge = bridge_to(&config, &lambda_url);
     let rule_arn = "arn:aws:events:us-east-1:123456789012:rule/chorus-notifier-function-sweep".to_owned();
@@ -372,8 +392,9 @@ async fn schedules_invoke_their_function_with_a_scheduled_event() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_redrive() {
-    let Some(config) = emulator().await else { return };
+    let config = emulator().await;
     let template = Template::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml")).unwrap();
     // A prefix of its own, so a running `chorus local up` (prefix `chorus`) is not touched.
     let prefix = unique("chorus");

@@ -3,12 +3,14 @@
 //! S3 on the emulator. Workflows go in over HTTP to the intake function; final state is read
 //! back through DynamoDB; notifications arrive signed at a receiver in the test.
 //!
-//! `CHORUS_URL` names the intake function's base URL (default: `chorus local up`'s).
+//! `CHORUS_URL` names the intake function's base URL (default: `chorus local up`'s). The tests
+//! need the running stack, so they are ignored by a plain `cargo test`; `make test` runs them
+//! on each emulator. Run without it, they fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chorus::adapters::{DynamoRunStore, DynamoTenantDirectory, S3BlobStore};
@@ -17,6 +19,7 @@ use chorus::ports::{RunStore, StepMessage, Tenant};
 use chorus::startup::s3_client;
 use chorus::webhooks::WebhookSecret;
 use chorus_tests::aws::{Emulator, emulator};
+use chorus_tests::poll;
 use chorus_tests::webhook_receiver::{Delivery, start_receiver};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -41,9 +44,9 @@ struct Stack {
     deliveries: UnboundedReceiver<Delivery>,
 }
 
-/// The stack, or `None` (test skipped) when there is no emulator.
-async fn stack() -> Option<Stack> {
-    let emulator = emulator().await?;
+/// The stack; fails the test when it is not running.
+async fn stack() -> Stack {
+    let emulator = emulator().await;
     let api = std::env::var("CHORUS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let health = http.get(format!("{api}/healthz")).send().await;
@@ -63,7 +66,7 @@ async fn stack() -> Option<Stack> {
     let blobs = Arc::new(S3BlobStore::new(s3_client(&emulator.config), &emulator.bucket));
     let store = DynamoRunStore::new(dynamodb, &emulator.table, blobs, Duration::from_secs(3600));
     let (hook, deliveries) = start_receiver().await;
-    Some(Stack { api, http, key, secret, emulator, store, hook, deliveries })
+    Stack { api, http, key, secret, emulator, store, hook, deliveries }
 }
 
 impl Stack {
@@ -91,14 +94,13 @@ impl Stack {
     /// Polls the API until the run reaches `status` (or ends otherwise), then returns it as
     /// stored in DynamoDB, with its steps.
     async fn wait_for(&self, run_id: &RunId, status: &str) -> (Run, Vec<StepState>) {
-        let started = Instant::now();
-        loop {
+        let what = format!("run {run_id} reaches {status}");
+        poll::until(&what, RUN_TIMEOUT, Duration::from_millis(250), || async move {
             let response = self.http.get(format!("{}/v1/runs/{run_id}", self.api));
             let response = response.header("x-api-key", self.key.expose_secret()).send().await.unwrap();
             // 503 while a step's item cannot be read (the poison test spoils one on purpose).
             if response.status() == 503 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                continue;
+                return Err("503: a step's item cannot be read".to_owned());
             }
             assert_eq!(response.status(), 200, "GET run {run_id}");
             let view: Value = response.json().await.unwrap();
@@ -106,11 +108,11 @@ impl Stack {
             let ended = ["succeeded", "failed", "cancelled"].contains(&now.as_str());
             if now == status || ended {
                 assert_eq!(now, status, "run {run_id} ended otherwise: {view:#}");
-                break;
+                return Ok(());
             }
-            assert!(started.elapsed() < RUN_TIMEOUT, "run {run_id} still {now} after {RUN_TIMEOUT:?}: {view:#}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            Err(format!("still {now}: {view:#}"))
+        })
+        .await;
         let run = self.store.get_run(run_id).await.unwrap().expect("the run is in DynamoDB");
         (run, self.store.get_steps(run_id).await.unwrap())
     }
@@ -141,8 +143,9 @@ fn generate(id: &str, prompt: &str) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn a_three_step_chain_runs_to_the_end_and_is_notified() {
-    let Some(mut stack) = stack().await else { return };
+    let mut stack = stack().await;
     let workflow = json!({"steps": [
         generate("draft", "{{ input.prompt }}"),
         {"id": "summary", "task": "summarize", "model": "local:extractive", "input": "{{ steps.draft.text }}"},
@@ -169,8 +172,9 @@ async fn a_three_step_chain_runs_to_the_end_and_is_notified() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn a_fan_out_joins_once_both_branches_are_done() {
-    let Some(mut stack) = stack().await else { return };
+    let mut stack = stack().await;
     let workflow = json!({"steps": [
         generate("topic", "{{ input.topic }}"),
         generate("pros", "pros of {{ steps.topic.text }}"),
@@ -192,8 +196,9 @@ async fn a_fan_out_joins_once_both_branches_are_done() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn an_output_too_big_for_dynamodb_goes_to_s3_and_feeds_the_next_step() {
-    let Some(mut stack) = stack().await else { return };
+    let mut stack = stack().await;
     let text = "Chorus keeps large payloads in S3. ".repeat(3_000); // ~100 KiB
     let workflow = json!({"steps": [
         generate("big", "{{ input.text }}"),
@@ -227,8 +232,9 @@ async fn an_output_too_big_for_dynamodb_goes_to_s3_and_feeds_the_next_step() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn a_poison_step_message_ends_in_the_dead_letter_queue_and_fails_its_run() {
-    let Some(mut stack) = stack().await else { return };
+    let mut stack = stack().await;
     // The gate holds the run so the test can spoil `work` before any worker sees it.
     let workflow = json!({"steps": [
         {"id": "gate", "task": "approval"},
@@ -262,8 +268,9 @@ async fn a_poison_step_message_ends_in_the_dead_letter_queue_and_fails_its_run()
 }
 
 #[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn a_duplicate_delivery_does_not_run_a_step_twice() {
-    let Some(stack) = stack().await else { return };
+    let stack = stack().await;
     let run_id = stack.submit(json!({"steps": [generate("once", "{{ input.word }}")]}), json!({"word": "hi"})).await;
     // Intake queued the step; a second copy of its message races the first.
     let once = chorus::domain::StepId::parse("once").unwrap();

@@ -1,65 +1,79 @@
 //! The port contracts, run against the memory adapters (`aws_conformance.rs` runs the same
-//! suites against the AWS adapters on an emulator).
+//! clauses against the AWS adapters on an emulator): one test per clause and adapter, named
+//! `<adapter>::<clause>`, each on an adapter of its own.
 
 // Test support: a failed expectation should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use chorus::adapters::memory::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryTenantDirectory};
+use chorus::adapters::memory::{
+    MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenantDirectory,
+};
 use chorus::domain::TenantId;
-use chorus::ports::{StepMessage, Tenant};
-use chorus_tests::blob_store_contract::check_blob_store;
-use chorus_tests::queue_contract::check_queue;
-use chorus_tests::run_store_contract::check_run_store;
-use chorus_tests::tenant_directory_contract::check_tenant_directory;
+use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, StepMessage, Tenant};
+use chorus_tests::queue_contract::QueueUnderTest;
+use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
+use chorus_tests::tenant_directory_contract::KnownTenant;
 use secrecy::SecretString;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 
-#[tokio::test]
-async fn memory_run_store_honours_the_run_store_contract() {
-    check_run_store(|| Arc::new(MemoryRunStore::new())).await;
+chorus_tests::run_store_contract!(memory_run_store, make_memory_run_store);
+chorus_tests::blob_store_contract!(memory_blob_store, make_memory_blob_store);
+chorus_tests::queue_contract!(memory_queue, make_memory_queue);
+chorus_tests::tenant_directory_contract!(memory_tenant_directory, make_memory_tenant_directory);
+chorus_tests::rate_limiter_contract!(memory_rate_limiter, make_memory_rate_limiter);
+
+async fn make_memory_run_store() -> Arc<dyn RunStore> {
+    Arc::new(MemoryRunStore::new())
 }
 
-#[tokio::test]
-async fn memory_blob_store_honours_the_blob_store_contract() {
-    check_blob_store(&MemoryBlobStore::new()).await;
+async fn make_memory_blob_store() -> Arc<dyn BlobStore> {
+    Arc::new(MemoryBlobStore::new())
 }
 
-#[tokio::test]
-async fn memory_queue_honours_the_queue_contract() {
+/// A memory queue and the receiving end of its channel.
+struct MemoryQueueUnderTest {
+    queue: MemoryQueue<StepMessage>,
+    receiver: Mutex<mpsc::UnboundedReceiver<StepMessage>>,
+}
+
+async fn make_memory_queue() -> MemoryQueueUnderTest {
     let (queue, receiver) = MemoryQueue::<StepMessage>::channel();
-    let receiver = Arc::new(Mutex::new(receiver));
-    check_queue(&queue, |wait| {
-        let receiver = receiver.clone();
-        async move {
-            let mut receiver = receiver.lock().await;
-            let mut batch = Vec::new();
-            if let Ok(Some(first)) = tokio::time::timeout(wait, receiver.recv()).await {
-                batch.push(first);
-                while let Ok(next) = receiver.try_recv() {
-                    batch.push(next);
-                }
+    MemoryQueueUnderTest { queue, receiver: Mutex::new(receiver) }
+}
+
+impl QueueUnderTest for MemoryQueueUnderTest {
+    fn queue(&self) -> &dyn Queue<StepMessage> {
+        &self.queue
+    }
+
+    async fn receive(&self, wait: Duration) -> Vec<StepMessage> {
+        let mut receiver = self.receiver.lock().await;
+        let mut batch = Vec::new();
+        if let Ok(Some(first)) = tokio::time::timeout(wait, receiver.recv()).await {
+            batch.push(first);
+            while let Ok(next) = receiver.try_recv() {
+                batch.push(next);
             }
-            batch
         }
-    })
-    .await;
+        batch
+    }
+
+    async fn delete(self) {}
 }
 
-#[tokio::test]
-async fn memory_tenants_honour_the_tenant_directory_contract() {
+async fn make_memory_tenant_directory() -> KnownTenant {
     let tenant = Tenant { id: TenantId::parse("acme").unwrap(), webhook_secret: SecretString::from("whsec_c2VjcmV0") };
-    let key = SecretString::from("chorus_test_key");
-    let directory = MemoryTenantDirectory::new().with_key(tenant.clone(), &key);
-    check_tenant_directory(&directory, &tenant, &key).await;
+    let api_key = SecretString::from("chorus_test_key");
+    let directory = Arc::new(MemoryTenantDirectory::new().with_key(tenant.clone(), &api_key));
+    KnownTenant { directory, tenant, api_key }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_rate_limiter_honours_the_rate_limiter_contract() {
-    let clock = chorus_tests::rate_limiter_contract::ManualClock::starting_now();
+async fn make_memory_rate_limiter() -> LimiterUnderTest {
+    let clock = ManualClock::starting_now();
     // One limiter for all: in one process, every worker task shares the same buckets.
-    let limiter: Arc<dyn chorus::ports::RateLimiter> =
-        Arc::new(chorus::adapters::memory::MemoryRateLimiter::new(clock.clone()));
-    chorus_tests::rate_limiter_contract::check_rate_limiter(&clock, || limiter.clone()).await;
+    let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(clock.clone()));
+    LimiterUnderTest { clock, make: Box::new(move || limiter.clone()) }
 }

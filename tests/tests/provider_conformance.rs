@@ -1,13 +1,29 @@
 //! Every provider adapter against the mock provider server, through the one contract in
 //! `chorus_tests::provider_contract`: each task, each fault mapped onto the taxonomy, the
-//! retry and fallback decisions that follow, usage and cost recorded.
+//! retry and fallback decisions that follow, usage and cost recorded. Each factory below
+//! points one adapter at a mock server of its own; `provider_contract!` makes one test per
+//! clause of it (`openai::retries_a_rate_limit`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use chorus_tests::provider_contract::{MockServer, ProviderCase, check_provider, usual_faults};
+use chorus_tests::provider_contract::{MockServer, ProviderCase, usual_faults};
 
-#[tokio::test]
-async fn cohere() {
+chorus_tests::provider_contract!(cohere, make_cohere);
+chorus_tests::provider_contract!(huggingface, make_huggingface);
+chorus_tests::provider_contract!(bedrock, make_bedrock);
+chorus_tests::provider_contract!(replicate_in_sync_mode, make_replicate_in_sync_mode);
+chorus_tests::provider_contract!(openai, make_openai);
+chorus_tests::provider_contract!(anthropic, make_anthropic);
+chorus_tests::provider_contract!(gemini_chat, make_gemini_chat);
+// The fault models are chat models, which cannot embed: `gemini_chat` maps Gemini's faults and the
+// embedding case has none, so the clauses about faults do not apply to it.
+chorus_tests::provider_contract!(gemini_embed, make_gemini_embed, only [
+    does_each_task_with_usage_and_a_price,
+    retries_a_server_error_on_the_same_model,
+    never_retries_quota_exhaustion,
+]);
+
+async fn make_cohere() -> (MockServer, ProviderCase) {
     use chorus::domain::Task;
     use chorus::providers::{cohere::CohereProvider, http_call};
 
@@ -26,11 +42,10 @@ async fn cohere() {
         reports_usage: true,
         faults: usual_faults(),
     };
-    check_provider(&mock, case).await;
+    (mock, case)
 }
 
-#[tokio::test]
-async fn huggingface() {
+async fn make_huggingface() -> (MockServer, ProviderCase) {
     use chorus::domain::Task;
     use chorus::providers::{http_call, huggingface::HuggingFaceProvider};
     use chorus_mock_providers::Fault;
@@ -49,11 +64,10 @@ async fn huggingface() {
         // Hugging Face's pipelines have no content filter to trip.
         faults: usual_faults().into_iter().filter(|(fault, _)| *fault != Fault::ContentFilter).collect(),
     };
-    check_provider(&mock, case).await;
+    (mock, case)
 }
 
-#[tokio::test]
-async fn bedrock() {
+async fn make_bedrock() -> (MockServer, ProviderCase) {
     use aws_config::BehaviorVersion;
     use aws_config::retry::RetryConfig;
     use aws_sdk_bedrockruntime::config::Credentials;
@@ -80,11 +94,10 @@ async fn bedrock() {
         reports_usage: true,
         faults: usual_faults(),
     };
-    check_provider(&mock, case).await;
+    (mock, case)
 }
 
-#[tokio::test]
-async fn replicate_in_sync_mode() {
+async fn make_replicate_in_sync_mode() -> (MockServer, ProviderCase) {
     use chorus::domain::Task;
     use chorus::providers::http_call;
     use chorus::providers::replicate::ReplicateProvider;
@@ -108,11 +121,10 @@ async fn replicate_in_sync_mode() {
         reports_usage: true,
         faults: usual_faults(),
     };
-    check_provider(&mock, case).await;
+    (mock, case)
 }
 
-#[tokio::test]
-async fn openai() {
+async fn make_openai() -> (MockServer, ProviderCase) {
     use chorus::domain::Task;
     use chorus::providers::{http_call, openai::OpenAiProvider};
 
@@ -131,11 +143,10 @@ async fn openai() {
         reports_usage: true,
         faults: usual_faults(),
     };
-    check_provider(&mock, case).await;
+    (mock, case)
 }
 
-#[tokio::test]
-async fn anthropic() {
+async fn make_anthropic() -> (MockServer, ProviderCase) {
     use chorus::domain::Task;
     use chorus::providers::{anthropic::AnthropicProvider, http_call};
 
@@ -153,22 +164,25 @@ async fn anthropic() {
         reports_usage: true,
         faults: usual_faults(),
     };
-    check_provider(&mock, case).await;
+    (mock, case)
 }
 
 /// Gemini's `embedContent` reports no usage while `generateContent` does, so the chat models
-/// and the embedding model are two cases against the same mock.
-#[tokio::test]
-async fn gemini() {
-    use chorus::domain::Task;
+/// and the embedding model are two cases.
+fn gemini(mock: &MockServer) -> std::sync::Arc<chorus::providers::gemini::GeminiProvider> {
     use chorus::providers::{gemini::GeminiProvider, http_call};
 
-    let mock = MockServer::start().await;
     let key = secrecy::SecretString::from(mock.url_for("GEMINI_API_KEY"));
     let provider = GeminiProvider::new(http_call::client().unwrap(), key, Some(mock.url_for("GEMINI_BASE_URL")));
-    let provider = std::sync::Arc::new(provider);
-    let chat = ProviderCase {
-        provider: provider.clone(),
+    std::sync::Arc::new(provider)
+}
+
+async fn make_gemini_chat() -> (MockServer, ProviderCase) {
+    use chorus::domain::Task;
+
+    let mock = MockServer::start().await;
+    let case = ProviderCase {
+        provider: gemini(&mock),
         models: vec![
             (Task::Generate, "gemini-2.5-flash"),
             (Task::Summarize, "gemini-2.5-flash-lite"),
@@ -178,13 +192,18 @@ async fn gemini() {
         reports_usage: true,
         faults: usual_faults(),
     };
-    check_provider(&mock, chat).await;
-    let embed = ProviderCase {
-        provider,
+    (mock, case)
+}
+
+async fn make_gemini_embed() -> (MockServer, ProviderCase) {
+    use chorus::domain::Task;
+
+    let mock = MockServer::start().await;
+    let case = ProviderCase {
+        provider: gemini(&mock),
         models: vec![(Task::Embed, "gemini-embedding-001")],
         reports_usage: false,
-        // The faults were mapped above; fault models are chat models, which cannot embed.
         faults: Vec::new(),
     };
-    check_provider(&mock, embed).await;
+    (mock, case)
 }

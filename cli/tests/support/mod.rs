@@ -8,9 +8,10 @@
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
+use chorus_tests::poll;
 use serde_json::{Value, json};
 
 pub const TENANT_KEY: &str = "t1:secret-key";
@@ -57,19 +58,20 @@ impl DevServer {
 
     /// Waits for `/healthz`, failing early if the process died.
     pub async fn wait_ready(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
+        poll::until("chorus dev answers /healthz", STARTUP_TIMEOUT, POLL_EVERY, || {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("chorus dev exited during start-up with {status}");
             }
-            if let Ok(response) = http.get(self.url("/healthz")).send().await
-                && response.status() == StatusCode::OK
-            {
-                return;
+            let health = http.get(self.url("/healthz")).send();
+            async move {
+                match health.await {
+                    Ok(response) if response.status() == StatusCode::OK => Ok(()),
+                    Ok(response) => Err(format!("/healthz answered {}", response.status())),
+                    Err(err) => Err(err.to_string()),
+                }
             }
-            assert!(Instant::now() < deadline, "chorus dev did not answer /healthz within {STARTUP_TIMEOUT:?}");
-            tokio::time::sleep(POLL_EVERY).await;
-        }
+        })
+        .await;
     }
 }
 
@@ -134,12 +136,10 @@ impl Api {
 
     /// Polls the run until it ends, approving every step that waits for approval.
     pub async fn run_to_end(&self, name: &str, id: &str) -> Value {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        loop {
+        poll::until(&format!("{name}: run {id} ends"), RUN_TIMEOUT, POLL_EVERY, || async move {
             let run = self.get(&format!("/v1/runs/{id}")).await;
-            match run["status"].as_str().unwrap() {
-                "succeeded" | "failed" | "cancelled" => return run,
-                _ => {}
+            if let "succeeded" | "failed" | "cancelled" = run["status"].as_str().unwrap() {
+                return Ok(run);
             }
             for step in run["steps"].as_array().unwrap() {
                 if step["status"] == "waiting_approval" {
@@ -149,8 +149,8 @@ impl Api {
                     assert_eq!(response.status(), StatusCode::OK, "{name}: approving {step_id}");
                 }
             }
-            assert!(Instant::now() < deadline, "{name}: run {id} did not end within {RUN_TIMEOUT:?}: {run:#}");
-            tokio::time::sleep(POLL_EVERY).await;
-        }
+            Err(format!("{run:#}"))
+        })
+        .await
     }
 }
