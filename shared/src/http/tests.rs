@@ -22,6 +22,8 @@ use crate::providers::{LocalProvider, Provider};
 use crate::routing::{PriceTable, ProviderRouter, RetryPolicy, Route};
 use crate::testing::TestKit;
 
+mod document;
+
 const KEY_A: &str = "sk_test_tenant_a";
 const KEY_B: &str = "sk_test_tenant_b";
 
@@ -210,6 +212,24 @@ async fn both_header_styles_authenticate() {
     assert_eq!(api.get("/v1/runs", KEY_A).await.status, StatusCode::OK);
     let bearer = request(Method::GET, "/v1/runs", None).header("authorization", format!("Bearer {KEY_A}"));
     assert_eq!(api.send(bearer.body(Body::empty()).unwrap()).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn two_headers_authenticate_only_when_they_carry_the_same_key() {
+    let api = api();
+    let both = |bearer: &str| {
+        request(Method::GET, "/v1/runs", Some(KEY_A)).header("authorization", bearer).body(Body::empty()).unwrap()
+    };
+    assert_eq!(api.send(both(&format!("Bearer {KEY_A}"))).await.status, StatusCode::OK);
+
+    // Another tenant's valid key, junk, or another scheme next to a valid key: refused alike.
+    for bearer in [format!("Bearer {KEY_B}"), "Bearer junk".to_owned(), "Basic YTpi".to_owned()] {
+        let reply = api.send(both(&bearer)).await;
+        let detail = reply.problem(StatusCode::UNAUTHORIZED)["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(detail.contains("disagree"), "{detail}");
+        assert!(!detail.contains(KEY_A) && !detail.contains(KEY_B) && !detail.contains("junk"), "{detail}");
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    }
 }
 
 #[tokio::test]
