@@ -79,6 +79,9 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<u32>,
     /// `next_cursor` from the previous page, as it was returned; any other value is a 400.
+    // Every cursor is 40 characters of unpadded base64url (a 30-byte run id); which of those
+    // strings name a run no pattern can say.
+    #[param(pattern = r"^[A-Za-z0-9_-]{40}$")]
     pub cursor: Option<String>,
 }
 
@@ -230,6 +233,8 @@ pub async fn create_run(
             links(
                 ("GetFirstRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/runs/0/id")),
                     description = "The newest run of the page")),
+                ("GetNextPage" = (operation_id = "list_runs", parameters(("cursor" = "$response.body#/next_cursor")),
+                    description = "The next page, when `next_cursor` is not `null`")),
             )),
         (status = 400, description = "Bad `limit` or `cursor`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, response = inline(Unauthorized)),
@@ -273,7 +278,18 @@ fn decode_cursor(opaque: &str) -> Result<RunId, ApiError> {
     tag = "runs",
     params(("id" = String, Path, description = "The run id", pattern = r"^run_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The run", body = RunView),
+        (status = 200, description = "The run", body = RunView,
+            links(
+                ("GetRunEvents" = (operation_id = "run_events", parameters(("id" = "$response.body#/id")),
+                    description = "Its history")),
+                // A client learns step ids from the run; the first step is the one a link can name.
+                ("ApproveFirstStep" = (operation_id = "approve_step",
+                    parameters(("id" = "$response.body#/id"), ("step" = "$response.body#/steps/0/id")),
+                    description = "Approve its first step, when that step waits for approval")),
+                ("RejectFirstStep" = (operation_id = "reject_step",
+                    parameters(("id" = "$response.body#/id"), ("step" = "$response.body#/steps/0/id")),
+                    description = "Reject its first step, when that step waits for approval")),
+            )),
         (status = 401, response = inline(Unauthorized)),
         (status = 404, description = "No such run for this tenant", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, response = inline(Unavailable)),

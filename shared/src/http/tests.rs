@@ -533,6 +533,20 @@ async fn approval_steps_are_approved_or_rejected_through_the_api() {
 }
 
 #[tokio::test]
+async fn a_null_decision_is_no_decision() {
+    let mut api = api();
+    let id = api.start(KEY_A, &approval_workflow()).await;
+    api.drive().await;
+    let approve = request(Method::POST, &format!("/v1/runs/{id}/steps/review/approve"), Some(KEY_A))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(" null\n"))
+        .unwrap();
+    let approved = api.send(approve).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(step(&approved.body, "review")["output"]["by"], "acme");
+}
+
+#[tokio::test]
 async fn cancel_is_accepted_once_then_conflicts() {
     let mut api = api();
     let id = api.start(KEY_A, &approval_workflow()).await;

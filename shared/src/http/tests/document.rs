@@ -367,40 +367,133 @@ async fn what_the_schema_cannot_state_is_left_to_validation() {
     }
 }
 
-#[tokio::test]
-async fn links_lead_from_a_submitted_run_to_its_operations() {
-    let api = api();
-    let document = document();
+/// Every operation by its id: method and path.
+fn operations(document: &Value) -> BTreeMap<String, (Method, String)> {
     let mut operations = BTreeMap::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             if let Some(id) = operation["operationId"].as_str() {
-                operations.insert(id.to_owned(), (method.to_ascii_uppercase(), path.clone()));
+                let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+                operations.insert(id.to_owned(), (method, path.clone()));
             }
         }
     }
-    // Follows `link` from `body` as a client would, expecting success.
-    let follow = async |name: &str, link: &Value, body: &Value| {
+    operations
+}
+
+/// The links of one documented response.
+fn links<'a>(document: &'a Value, path: &str, method: &str, status: &str) -> &'a serde_json::Map<String, Value> {
+    document["paths"][path][method]["responses"][status]["links"].as_object().unwrap()
+}
+
+impl Api {
+    /// Follows `link` from a response `body` as a client would: each parameter's
+    /// `$response.body#…` expression read from the body, into the path or else the query.
+    async fn follow(&self, operations: &BTreeMap<String, (Method, String)>, link: &Value, body: &Value) -> Reply {
         let (method, path) = &operations[link["operationId"].as_str().unwrap()];
-        let expression = link["parameters"]["id"].as_str().unwrap();
-        let pointer = expression.strip_prefix("$response.body#").unwrap();
-        let id = body.pointer(pointer).and_then(Value::as_str).unwrap();
-        let uri = path.replace("{id}", id);
-        let reply = api.send(request(method.parse().unwrap(), &uri, Some(KEY_A)).body(Body::empty()).unwrap()).await;
-        assert!(reply.status.is_success(), "{name} ({method} {uri}): {}", reply.body);
+        let mut uri = path.clone();
+        let mut query = Vec::new();
+        for (name, expression) in link["parameters"].as_object().unwrap() {
+            let pointer = expression.as_str().unwrap().strip_prefix("$response.body#").unwrap();
+            let value = body.pointer(pointer).and_then(Value::as_str).unwrap();
+            let placeholder = format!("{{{name}}}");
+            if uri.contains(&placeholder) {
+                uri = uri.replace(&placeholder, value);
+            } else {
+                query.push(format!("{name}={value}"));
+            }
+        }
+        if !query.is_empty() {
+            uri = format!("{uri}?{}", query.join("&"));
+        }
+        self.send(request(method.clone(), &uri, Some(KEY_A)).body(Body::empty()).unwrap()).await
+    }
+}
+
+/// A run whose first step waits for a person.
+fn approval_first() -> Value {
+    json!({"workflow": {"steps": [
+        {"id": "review", "task": "approval", "prompt": "Ship it?"},
+        {"id": "ship", "task": "generate", "model": "local:echo", "prompt": "shipped", "needs": ["review"]}
+    ]}})
+}
+
+#[tokio::test]
+async fn links_lead_from_a_run_to_its_operations() {
+    let mut api = api();
+    let document = document();
+    let operations = operations(&document);
+
+    let accepted = api.submit(KEY_A, &approval_first()).await;
+    let submitted = links(&document, "/v1/runs", "post", "202");
+    assert_eq!(submitted.keys().map(String::as_str).collect::<Vec<_>>(), ["CancelRun", "GetRun", "GetRunEvents"]);
+    for (name, link) in submitted {
+        let reply = api.follow(&operations, link, &accepted.body).await;
+        assert!(reply.status.is_success(), "{name}: {}", reply.body);
+    }
+
+    // A run's first step, once it waits, is decided through the run's links.
+    let from_run = links(&document, "/v1/runs/{id}", "get", "200");
+    for decision in ["ApproveFirstStep", "RejectFirstStep"] {
+        let id = api.start(KEY_A, &approval_first()).await;
+        api.drive().await;
+        let run = api.get(&format!("/v1/runs/{id}"), KEY_A).await;
+        let reply = api.follow(&operations, &from_run[decision], &run.body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{decision}: {}", reply.body);
+        let events = api.follow(&operations, &from_run["GetRunEvents"], &run.body).await;
+        assert_eq!(events.status, StatusCode::OK, "{}", events.body);
+    }
+
+    let page = api.get("/v1/runs?limit=1", KEY_A).await;
+    let from_page = links(&document, "/v1/runs", "get", "200");
+    assert_eq!(from_page.keys().map(String::as_str).collect::<Vec<_>>(), ["GetFirstRun", "GetNextPage"]);
+    for (name, link) in from_page {
+        let reply = api.follow(&operations, link, &page.body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn responses_match_their_documented_schemas() {
+    let mut api = api();
+    let document = document();
+    let conforms = |name: &str, body: &Value| {
+        let schema = validator(&document, name);
+        let errors: Vec<String> = schema.iter_errors(body).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        assert!(errors.is_empty(), "{name} {body}: {errors:?}");
     };
 
-    let accepted = api.submit(KEY_A, &approval_workflow()).await;
-    let links = document["paths"]["/v1/runs"]["post"]["responses"]["202"]["links"].as_object().unwrap();
-    assert_eq!(links.keys().map(String::as_str).collect::<Vec<_>>(), ["CancelRun", "GetRun", "GetRunEvents"]);
-    for (name, link) in links {
-        follow(name, link, &accepted.body).await;
-    }
+    // Input that is not an object and an output that is an array are both allowed in, so
+    // they must be allowed out.
+    let submission = json!({
+        "workflow": {
+            "steps": [
+                {"id": "draft", "task": "generate", "model": "local:echo", "prompt": "{{ input }}"},
+                {"id": "label", "task": "classify", "model": "local:lexicon", "input": "{{ steps.draft.text }}",
+                 "labels": ["POSITIVE", "NEGATIVE"]},
+                {"id": "review", "task": "approval", "prompt": "ok?", "needs": ["label"]}
+            ],
+            "output": ["{{ steps.draft.text }}", "{{ steps.label.label }}"]
+        },
+        "input": "great news"
+    });
+    let accepted = api.submit(KEY_A, &submission).await;
+    conforms("RunAccepted", &accepted.body);
+    let id = accepted.body["id"].as_str().unwrap().to_owned();
+    api.drive().await;
+    conforms("RunView", &api.get(&format!("/v1/runs/{id}"), KEY_A).await.body);
+    let decided = api.post_empty(&format!("/v1/runs/{id}/steps/review/approve"), KEY_A).await;
+    conforms("RunView", &decided.body);
+    api.drive().await;
+    let done = api.get(&format!("/v1/runs/{id}"), KEY_A).await;
+    assert_eq!(done.body["status"], "succeeded", "{}", done.body);
+    conforms("RunView", &done.body);
+    conforms("EventList", &api.get(&format!("/v1/runs/{id}/events"), KEY_A).await.body);
 
-    let listed = api.get("/v1/runs", KEY_A).await;
-    let links = document["paths"]["/v1/runs"]["get"]["responses"]["200"]["links"].as_object().unwrap();
-    assert!(links.contains_key("GetFirstRun"));
-    for (name, link) in links {
-        follow(name, link, &listed.body).await;
-    }
+    let cancelled = api.start(KEY_A, &approval_first()).await;
+    conforms("RunView", &api.post_empty(&format!("/v1/runs/{cancelled}/cancel"), KEY_A).await.body);
+    conforms("RunList", &api.get("/v1/runs?limit=1", KEY_A).await.body);
+    conforms("ModelList", &api.get("/v1/models", KEY_A).await.body);
+    conforms("ProblemDetails", &api.get("/v1/runs?limit=0", KEY_A).await.body);
+    conforms("ProblemDetails", &api.submit(KEY_A, &json!({"workflow": {"steps": []}})).await.body);
 }
