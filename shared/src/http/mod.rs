@@ -71,7 +71,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Enforced by the body extractors, which turn an overflow into a 413 problem.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(Extension(openapi::ServedDocument::new(&document)))
+        .layer(Extension(openapi::ServedDocument::new(document)))
         .with_state(state)
 }
 

@@ -1,4 +1,4 @@
-//! The OpenAPI 3.1 document: its frame ([`ApiDoc`]: info, security, tags), the paths and
+//! The OpenAPI 3.1 document: its frame (`ApiDoc`: info, security, tags), the paths and
 //! schemas the route list in `super` collects from the handlers' `#[utoipa::path]`
 //! annotations, and the refinements of `super::schema_rules`. Served at `GET /openapi.json`.
 
@@ -10,7 +10,6 @@ use utoipa::Modify;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::auth::API_KEY_HEADER;
-use super::problem::ProblemDetails;
 
 /// Name of the `Authorization: Bearer` security scheme.
 pub const BEARER_SCHEME: &str = "bearer";
@@ -25,11 +24,9 @@ pub const API_KEY_SCHEME: &str = "api_key";
         title = "Chorus API",
         description = "Multi-step, multi-provider AI workflows. Errors are RFC 9457 `application/problem+json`.",
     ),
-    // Used by several responses through `inline(...)` shared responses, which do not
-    // register the schema they name.
-    components(schemas(ProblemDetails)),
     modifiers(&SecuritySchemes),
-    // Either header style authenticates; each alternative is its own requirement object.
+    // Either header style authenticates (both only with the same key: `super::auth`); each
+    // alternative is its own requirement object.
     // The names must match `BEARER_SCHEME` and `API_KEY_SCHEME` (a test checks).
     security(("bearer" = []), ("api_key" = [])),
     tags(
@@ -51,7 +48,9 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("`Authorization: Bearer <api key>`"))
+                    .description(Some(format!(
+                        "`Authorization: Bearer <api key>`; sent with `{API_KEY_HEADER}` too, both must carry the same key"
+                    )))
                     .build(),
             ),
         );
@@ -66,8 +65,8 @@ impl Modify for SecuritySchemes {
 pub struct ServedDocument(Arc<utoipa::openapi::OpenApi>);
 
 impl ServedDocument {
-    pub fn new(document: &utoipa::openapi::OpenApi) -> Self {
-        Self(Arc::new(document.clone()))
+    pub fn new(document: utoipa::openapi::OpenApi) -> Self {
+        Self(Arc::new(document))
     }
 }
 

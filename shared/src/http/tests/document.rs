@@ -70,6 +70,32 @@ async fn the_router_serves_exactly_the_documented_operations() {
     assert_eq!(served.body, document, "GET /openapi.json serves the document the router was split from");
 }
 
+/// Every `$ref` anywhere under `value`.
+fn references(value: &Value, found: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(members) => {
+            if let Some(Value::String(target)) = members.get("$ref") {
+                found.insert(target.clone());
+            }
+            members.values().for_each(|member| references(member, found));
+        }
+        Value::Array(items) => items.iter().for_each(|item| references(item, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_resolves() {
+    let document = document();
+    let mut found = BTreeSet::new();
+    references(&document, &mut found);
+    assert!(found.contains("#/components/schemas/ProblemDetails"), "{found:?}");
+    for target in found {
+        let pointer = target.strip_prefix('#').unwrap();
+        assert!(document.pointer(pointer).is_some(), "{target} names nothing");
+    }
+}
+
 #[test]
 fn the_document_states_the_limits_validation_enforces() {
     let document = document();
