@@ -20,16 +20,18 @@ pub struct WorkflowDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub input_schema: Option<Value>,
+    #[schema(min_items = 1, max_items = 100)]
     pub steps: Vec<StepDefinition>,
     /// The most the run may spend on model calls, in USD. A call whose estimated cost (its
     /// text in, `max_tokens` out, at the model's price) would exceed what is left is not
     /// made: the step moves to its next fallback, or fails with `budget_exceeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
     pub budget_usd: Option<f64>,
     /// The run's output: any JSON whose strings are templates over `input` and `steps`.
     /// A string that is exactly one `{{ expression }}` keeps the expression's JSON type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     pub output: Option<Value>,
 }
 
@@ -37,7 +39,7 @@ pub struct WorkflowDefinition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDefinition {
-    #[schema(value_type = String, example = "draft")]
+    #[schema(value_type = String, example = "draft", pattern = r"^[a-z][a-z0-9_]{0,63}$")]
     pub id: StepId,
     pub task: Task,
     /// `provider:model` (e.g. `local:echo`, `openai:gpt-4o-mini`) or a configured route name.
@@ -54,7 +56,7 @@ pub struct StepDefinition {
     pub input: Option<String>,
     /// Steps that must finish first, beyond those referenced in templates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<String>, pattern = r"^[a-z][a-z0-9_]{0,63}$")]
     pub needs: Vec<StepId>,
     /// A condition over `input` and `steps`; when false the step is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,14 +64,18 @@ pub struct StepDefinition {
     /// Time allowed for one provider attempt; for an `approval` step, time the approver has
     /// before the step fails (default 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // 30 days, an approval's limit; the HTTP document narrows model steps to 15 minutes.
+    #[schema(minimum = 1, maximum = 2_592_000_000_u64)]
     pub timeout_ms: Option<u64>,
     /// Time allowed for the whole step: every attempt, retry, fallback and delayed retry
     /// (default 15 minutes). For a provider job (Replicate), `timeout_ms` is how long the job
     /// may take (default 10 minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub step_timeout_ms: Option<u64>,
     /// Extra attempts on the same model for retryable errors, before moving to a fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 10)]
     pub retries: Option<u32>,
     /// When true, this step failing does not fail the run; steps needing its output are skipped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -82,8 +88,11 @@ pub struct StepDefinition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Above `i32::MAX`, so not the `int32` utoipa gives a `u32`.
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64, format = Int64)]
     pub max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
 }
 

@@ -23,8 +23,10 @@ pub struct Submission {
     /// taken as raw JSON here.
     #[schema(value_type = crate::domain::WorkflowDefinition)]
     pub workflow: Value,
+    /// The run's input: any JSON (usually an object), at most 6 MiB, satisfying the workflow's
+    /// `input_schema`. Missing or `null` is `{}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub input: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyTarget>,

@@ -20,11 +20,12 @@ pub struct RunView {
     pub name: Option<String>,
     /// `waiting` when every unfinished step waits for a person or a provider callback.
     pub status: RunStatus,
-    #[schema(value_type = Object)]
+    /// The input as submitted: any JSON.
+    #[schema(value_type = Value)]
     pub input: Value,
-    /// The rendered workflow `output`, once the run succeeded.
+    /// The rendered workflow `output`, once the run succeeded: the JSON the template gave.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     pub output: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,

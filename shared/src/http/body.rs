@@ -14,8 +14,8 @@ use crate::domain::Problem;
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
-/// Like [`ApiJson`], but an empty body (with any or no content type) is `None`: for actions
-/// whose body only adds optional detail, such as approving a step.
+/// Like [`ApiJson`], but an empty body (with any or no content type) or a JSON `null` is
+/// `None`: for actions whose body only adds optional detail, such as approving a step.
 #[derive(Debug, Clone)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -40,6 +40,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
             return Ok(OptionalJson(None));
         }
         require_json(&headers)?;
+        // A `null` body says "nothing to add", as a `null` member means an absent one
+        // everywhere in this API.
+        if bytes.trim_ascii() == b"null" {
+            return Ok(OptionalJson(None));
+        }
         parse(&bytes).map(|value| OptionalJson(Some(value)))
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: one axum [`Router`] over the engine, with API-key auth,
-//! problem+json errors and an OpenAPI document. It opens no socket: the intake Lambda and
-//! `chorus dev` serve it, tests call it with `tower::ServiceExt::oneshot`.
+//! problem+json errors and an OpenAPI document derived from the same route list. It opens no
+//! socket: the intake Lambda and `chorus dev` serve it, tests call it with
+//! `tower::ServiceExt::oneshot`.
 
 pub mod auth;
 pub mod body;
@@ -8,22 +9,25 @@ pub mod callbacks;
 pub mod openapi;
 pub mod problem;
 pub mod runs;
+mod schema_rules;
 
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
+use openapi::ApiDoc;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::engine::Engine;
 use crate::ports::TenantDirectory;
 
 pub use auth::AuthedTenant;
 pub use callbacks::{callbacks_app, callbacks_routes};
-pub use openapi::ApiDoc;
 pub use problem::{ApiError, ProblemDetails};
 
 /// The largest request body accepted: a 6 MiB input plus room for the workflow
@@ -37,23 +41,43 @@ pub struct AppState {
     pub tenants: Arc<dyn TenantDirectory>,
 }
 
+/// Every route of the API, each declared once by its handler: the router and the OpenAPI
+/// document are both split from this, so no route can be served undocumented or documented
+/// unserved. Add routes here with `.routes(routes!(…))` only; `OpenApiRouter::route` would
+/// bypass the document.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(runs::create_run, runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::cancel_run))
+        .routes(routes!(runs::approve_step))
+        .routes(routes!(runs::reject_step))
+        .routes(routes!(runs::run_events))
+        .routes(routes!(runs::list_models))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(healthz))
+        .split_for_parts();
+    // After the split: `routes!` adds each handler's schemas as derived, which would
+    // overwrite a schema refined any earlier.
+    schema_rules::refine(&mut document);
+    (router, document)
+}
+
 /// The whole API as a router with its state applied.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/runs", post(runs::create_run).get(runs::list_runs))
-        .route("/v1/runs/{id}", get(runs::get_run))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
-        .route("/v1/runs/{id}/steps/{step}/approve", post(runs::approve_step))
-        .route("/v1/runs/{id}/steps/{step}/reject", post(runs::reject_step))
-        .route("/v1/runs/{id}/events", get(runs::run_events))
-        .route("/v1/models", get(runs::list_models))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/healthz", get(healthz))
+    let (router, document) = routes();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Enforced by the body extractors, which turn an overflow into a 413 problem.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(Extension(openapi::ServedDocument::new(document)))
         .with_state(state)
+}
+
+/// The OpenAPI document of [`app`], as `GET /openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    routes().1
 }
 
 /// Liveness: answers without touching any backend or requiring a key.

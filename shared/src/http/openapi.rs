@@ -1,62 +1,32 @@
-//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and
-//! the exposed types' schemas, and served at `GET /openapi.json`.
+//! The OpenAPI 3.1 document: its frame (`ApiDoc`: info, security, tags), the paths and
+//! schemas the route list in `super` collects from the handlers' `#[utoipa::path]`
+//! annotations, and the refinements of `super::schema_rules`. Served at `GET /openapi.json`.
 
-use axum::Json;
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use utoipa::Modify;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
 
 use super::auth::API_KEY_HEADER;
-use super::problem::ProblemDetails;
-use super::runs::{EventList, ModelList, RunAccepted, RunLinks, RunList};
-use crate::domain::{Problem, RunEvent, RunStatus, StepStatus};
-use crate::engine::{ApprovalDecision, RunView, StepView, Submission, Totals};
-use crate::ports::RunSummary;
 
 /// Name of the `Authorization: Bearer` security scheme.
 pub const BEARER_SCHEME: &str = "bearer";
 /// Name of the `x-api-key` security scheme.
 pub const API_KEY_SCHEME: &str = "api_key";
 
-/// The API's OpenAPI document.
-#[derive(OpenApi)]
+/// The document's frame. It lists no paths: those, and the schemas they use, come from the
+/// route list (`super::routes`), so the whole document is [`super::openapi_document`].
+#[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "Chorus API",
         description = "Multi-step, multi-provider AI workflows. Errors are RFC 9457 `application/problem+json`.",
     ),
-    paths(
-        super::runs::create_run,
-        super::runs::list_runs,
-        super::runs::get_run,
-        super::runs::cancel_run,
-        super::runs::approve_step,
-        super::runs::reject_step,
-        super::runs::run_events,
-        super::runs::list_models,
-        openapi_json,
-        super::healthz,
-    ),
-    components(schemas(
-        ProblemDetails,
-        Problem,
-        Submission,
-        RunAccepted,
-        RunLinks,
-        RunList,
-        RunSummary,
-        RunView,
-        StepView,
-        Totals,
-        RunStatus,
-        StepStatus,
-        ApprovalDecision,
-        EventList,
-        RunEvent,
-        ModelList,
-        super::Health,
-    )),
     modifiers(&SecuritySchemes),
-    // Either header style authenticates; each alternative is its own requirement object.
+    // Either header style authenticates (both only with the same key: `super::auth`); each
+    // alternative is its own requirement object.
     // The names must match `BEARER_SCHEME` and `API_KEY_SCHEME` (a test checks).
     security(("bearer" = []), ("api_key" = [])),
     tags(
@@ -65,7 +35,7 @@ pub const API_KEY_SCHEME: &str = "api_key";
         (name = "meta", description = "Health and this document"),
     )
 )]
-pub struct ApiDoc;
+pub(super) struct ApiDoc;
 
 /// Registers the two ways to present an API key.
 struct SecuritySchemes;
@@ -78,13 +48,25 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("`Authorization: Bearer <api key>`"))
+                    .description(Some(format!(
+                        "`Authorization: Bearer <api key>`; sent with `{API_KEY_HEADER}` too, both must carry the same key"
+                    )))
                     .build(),
             ),
         );
         let mut api_key = ApiKeyValue::new(API_KEY_HEADER);
         api_key.description = Some(format!("`{API_KEY_HEADER}: <api key>`"));
         components.add_security_scheme(API_KEY_SCHEME, SecurityScheme::ApiKey(ApiKey::Header(api_key)));
+    }
+}
+
+/// The document as built by [`super::app`], which every request reaches as an extension.
+#[derive(Clone)]
+pub struct ServedDocument(Arc<utoipa::openapi::OpenApi>);
+
+impl ServedDocument {
+    pub fn new(document: utoipa::openapi::OpenApi) -> Self {
+        Self(Arc::new(document))
     }
 }
 
@@ -96,6 +78,6 @@ impl Modify for SecuritySchemes {
     security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
 )]
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json(Extension(ServedDocument(document)): Extension<ServedDocument>) -> Response {
+    Json(document.as_ref()).into_response()
 }

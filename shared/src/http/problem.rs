@@ -52,7 +52,7 @@ shared_problem_responses! {
     /// 400 for a body that is not well-formed JSON.
     MalformedJson = "Malformed JSON";
     /// 401 on every authenticated route.
-    Unauthorized = "Missing or unknown API key";
+    Unauthorized = "Missing or unknown API key, or two headers carrying different keys";
     /// 415 for a body sent with another content type.
     NotJson = "A body was sent that is not JSON";
     /// 422 for a body with unknown or mistyped members.

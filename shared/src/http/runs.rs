@@ -78,7 +78,10 @@ pub struct ListParams {
     /// Runs per page, 1 to 100.
     #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<u32>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page, as it was returned; any other value is a 400.
+    // Every cursor is 40 characters of unpadded base64url (a 30-byte run id); which of those
+    // strings name a run no pattern can say.
+    #[param(pattern = r"^[A-Za-z0-9_-]{40}$")]
     pub cursor: Option<String>,
 }
 
@@ -166,7 +169,10 @@ fn run_not_found() -> ApiError {
     path = "/v1/runs",
     tag = "runs",
     params(
+        // Printable ASCII; no space at either end, because HTTP strips it before the server
+        // sees the key.
         ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+            pattern = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$",
             description = "1 to 255 printable ASCII characters; the same key with the same body returns the same run"),
     ),
     request_body(content = Submission, content_type = "application/json"),
@@ -175,6 +181,14 @@ fn run_not_found() -> ApiError {
             headers(
                 ("Location" = String, description = "The run's URL"),
                 ("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same key created the run"),
+            ),
+            links(
+                ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/id")),
+                    description = "The run just accepted")),
+                ("GetRunEvents" = (operation_id = "run_events", parameters(("id" = "$response.body#/id")),
+                    description = "Its history")),
+                ("CancelRun" = (operation_id = "cancel_run", parameters(("id" = "$response.body#/id")),
+                    description = "Cancel it")),
             )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, response = inline(Unauthorized)),
@@ -215,7 +229,13 @@ pub async fn create_run(
     tag = "runs",
     params(ListParams),
     responses(
-        (status = 200, description = "One page of runs", body = RunList),
+        (status = 200, description = "One page of runs", body = RunList,
+            links(
+                ("GetFirstRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/runs/0/id")),
+                    description = "The newest run of the page")),
+                ("GetNextPage" = (operation_id = "list_runs", parameters(("cursor" = "$response.body#/next_cursor")),
+                    description = "The next page, when `next_cursor` is not `null`")),
+            )),
         (status = 400, description = "Bad `limit` or `cursor`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, response = inline(Unauthorized)),
         (status = 503, response = inline(Unavailable)),
@@ -256,9 +276,20 @@ fn decode_cursor(opaque: &str) -> Result<RunId, ApiError> {
     get,
     path = "/v1/runs/{id}",
     tag = "runs",
-    params(("id" = String, Path, description = "The run id")),
+    params(("id" = String, Path, description = "The run id", pattern = r"^run_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The run", body = RunView),
+        (status = 200, description = "The run", body = RunView,
+            links(
+                ("GetRunEvents" = (operation_id = "run_events", parameters(("id" = "$response.body#/id")),
+                    description = "Its history")),
+                // A client learns step ids from the run; the first step is the one a link can name.
+                ("ApproveFirstStep" = (operation_id = "approve_step",
+                    parameters(("id" = "$response.body#/id"), ("step" = "$response.body#/steps/0/id")),
+                    description = "Approve its first step, when that step waits for approval")),
+                ("RejectFirstStep" = (operation_id = "reject_step",
+                    parameters(("id" = "$response.body#/id"), ("step" = "$response.body#/steps/0/id")),
+                    description = "Reject its first step, when that step waits for approval")),
+            )),
         (status = 401, response = inline(Unauthorized)),
         (status = 404, description = "No such run for this tenant", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, response = inline(Unavailable)),
@@ -277,7 +308,7 @@ pub async fn get_run(
     post,
     path = "/v1/runs/{id}/cancel",
     tag = "runs",
-    params(("id" = String, Path, description = "The run id")),
+    params(("id" = String, Path, description = "The run id", pattern = r"^run_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 202, description = "The run is cancelled; steps already calling a provider finish but their results are discarded", body = RunView),
         (status = 401, response = inline(Unauthorized)),
@@ -302,8 +333,8 @@ pub async fn cancel_run(
     path = "/v1/runs/{id}/steps/{step}/approve",
     tag = "runs",
     params(
-        ("id" = String, Path, description = "The run id"),
-        ("step" = String, Path, description = "The approval step's id"),
+        ("id" = String, Path, description = "The run id", pattern = r"^run_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$"),
+        ("step" = String, Path, description = "The approval step's id", pattern = r"^[a-z][a-z0-9_]{0,63}$"),
     ),
     request_body(content = Option<ApprovalDecision>, content_type = "application/json", description = "Optional: who decided and why; an empty body is fine"),
     responses(
@@ -333,8 +364,8 @@ pub async fn approve_step(
     path = "/v1/runs/{id}/steps/{step}/reject",
     tag = "runs",
     params(
-        ("id" = String, Path, description = "The run id"),
-        ("step" = String, Path, description = "The approval step's id"),
+        ("id" = String, Path, description = "The run id", pattern = r"^run_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$"),
+        ("step" = String, Path, description = "The approval step's id", pattern = r"^[a-z][a-z0-9_]{0,63}$"),
     ),
     request_body(content = Option<ApprovalDecision>, content_type = "application/json", description = "Optional: who decided and why; an empty body is fine"),
     responses(
@@ -375,7 +406,7 @@ async fn decide(
     get,
     path = "/v1/runs/{id}/events",
     tag = "runs",
-    params(("id" = String, Path, description = "The run id")),
+    params(("id" = String, Path, description = "The run id", pattern = r"^run_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The run's events", body = EventList),
         (status = 401, response = inline(Unauthorized)),

@@ -22,6 +22,8 @@ use crate::providers::{LocalProvider, Provider};
 use crate::routing::{PriceTable, ProviderRouter, RetryPolicy, Route};
 use crate::testing::TestKit;
 
+mod document;
+
 const KEY_A: &str = "sk_test_tenant_a";
 const KEY_B: &str = "sk_test_tenant_b";
 
@@ -210,6 +212,24 @@ async fn both_header_styles_authenticate() {
     assert_eq!(api.get("/v1/runs", KEY_A).await.status, StatusCode::OK);
     let bearer = request(Method::GET, "/v1/runs", None).header("authorization", format!("Bearer {KEY_A}"));
     assert_eq!(api.send(bearer.body(Body::empty()).unwrap()).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn two_headers_authenticate_only_when_they_carry_the_same_key() {
+    let api = api();
+    let both = |bearer: &str| {
+        request(Method::GET, "/v1/runs", Some(KEY_A)).header("authorization", bearer).body(Body::empty()).unwrap()
+    };
+    assert_eq!(api.send(both(&format!("Bearer {KEY_A}"))).await.status, StatusCode::OK);
+
+    // Another tenant's valid key, junk, or another scheme next to a valid key: refused alike.
+    for bearer in [format!("Bearer {KEY_B}"), "Bearer junk".to_owned(), "Basic YTpi".to_owned()] {
+        let reply = api.send(both(&bearer)).await;
+        let detail = reply.problem(StatusCode::UNAUTHORIZED)["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(detail.contains("disagree"), "{detail}");
+        assert!(!detail.contains(KEY_A) && !detail.contains(KEY_B) && !detail.contains("junk"), "{detail}");
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    }
 }
 
 #[tokio::test]
@@ -510,6 +530,20 @@ async fn approval_steps_are_approved_or_rejected_through_the_api() {
     let history = api.get(&format!("/v1/runs/{other}/events"), KEY_A).await;
     let decided = history.body["events"].as_array().unwrap().iter().find(|e| e["type"] == "approval_decided");
     assert_eq!(decided.map(|e| e["approved"].clone()), Some(json!(false)));
+}
+
+#[tokio::test]
+async fn a_null_decision_is_no_decision() {
+    let mut api = api();
+    let id = api.start(KEY_A, &approval_workflow()).await;
+    api.drive().await;
+    let approve = request(Method::POST, &format!("/v1/runs/{id}/steps/review/approve"), Some(KEY_A))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(" null\n"))
+        .unwrap();
+    let approved = api.send(approve).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(step(&approved.body, "review")["output"]["by"], "acme");
 }
 
 #[tokio::test]
