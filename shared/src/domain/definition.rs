@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strum::{Display, IntoStaticStr};
 use utoipa::ToSchema;
 
 use super::ids::StepId;
@@ -140,8 +141,11 @@ impl StepDefinition {
 }
 
 /// What a step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema, IntoStaticStr, Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Task {
     Generate,
     Summarize,
@@ -161,20 +165,8 @@ impl Task {
         self != Task::Approval
     }
 
+    /// The task as written in JSON, e.g. `summarize`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Task::Generate => "generate",
-            Task::Summarize => "summarize",
-            Task::Classify => "classify",
-            Task::Extract => "extract",
-            Task::Embed => "embed",
-            Task::Approval => "approval",
-        }
-    }
-}
-
-impl std::fmt::Display for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
