@@ -14,4 +14,5 @@ pub mod providers;
 pub mod routing;
 pub mod startup;
 pub mod testing;
+pub mod tls;
 pub mod webhooks;

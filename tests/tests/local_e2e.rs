@@ -48,7 +48,7 @@ struct Stack {
 async fn stack() -> Stack {
     let emulator = emulator().await;
     let api = std::env::var("CHORUS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = chorus::tls::http_client().timeout(Duration::from_secs(60)).build().unwrap();
     let health = http.get(format!("{api}/healthz")).send().await;
     assert!(
         health.is_ok_and(|response| response.status().is_success()),

@@ -105,7 +105,7 @@ pub struct Api {
 impl Api {
     /// Starts `chorus dev` with `env` and waits until it answers.
     pub async fn start(env: &[(&str, String)]) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let http = chorus::tls::http_client().timeout(Duration::from_secs(10)).build().unwrap();
         let mut server = DevServer::start(env);
         server.wait_ready(&http).await;
         Self { http, server }

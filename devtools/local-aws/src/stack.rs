@@ -195,7 +195,7 @@ fn start_bridge(repo: &Path, options: &BridgeOptions, lambda_url: &str, state: &
 /// Polls `url` until it answers 200, saying every [`PROGRESS_EVERY`] what the build is doing.
 async fn wait_until_healthy(url: &str, lambda: &Started, timeout: Duration) -> Result<(), LocalError> {
     // A request blocks while cargo lambda compiles the function, so each may take long.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().map_err(LocalError::Http)?;
+    let client = chorus::tls::http_client().timeout(Duration::from_secs(60)).build().map_err(LocalError::Http)?;
     let started = Instant::now();
     let mut reported = started;
     eprintln!("waiting for {url} (the first start compiles the functions: minutes)");

@@ -156,7 +156,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let app = routes().with_state(MockState::new(crate::DEFAULT_WEBHOOK_SECRET));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let mut request = reqwest::Client::new().post(format!("http://{addr}{path}")).json(&body);
+        let mut request = chorus::tls::http_client().build().unwrap().post(format!("http://{addr}{path}")).json(&body);
         if signed {
             request = request
                 .header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request");

@@ -185,7 +185,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let app = routes().with_state(MockState::new(crate::DEFAULT_WEBHOOK_SECRET));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let mut request = reqwest::Client::new().post(format!("http://{addr}{path}")).json(&body);
+        let mut request = chorus::tls::http_client().build().unwrap().post(format!("http://{addr}{path}")).json(&body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -423,7 +423,12 @@ mod tests {
     }
 
     async fn create(base: &str, path: &str, body: Value, wait: bool) -> (StatusCode, HeaderMap, Value) {
-        let mut request = reqwest::Client::new().post(format!("{base}/{path}")).bearer_auth("r8_mock").json(&body);
+        let mut request = chorus::tls::http_client()
+            .build()
+            .unwrap()
+            .post(format!("{base}/{path}"))
+            .bearer_auth("r8_mock")
+            .json(&body);
         if wait {
             request = request.header("prefer", "wait=60");
         }
@@ -431,8 +436,11 @@ mod tests {
     }
 
     async fn fetch(base: &str, id: &str, authorization: &str) -> (StatusCode, HeaderMap, Value) {
-        let request =
-            reqwest::Client::new().get(format!("{base}/predictions/{id}")).header("authorization", authorization);
+        let request = chorus::tls::http_client()
+            .build()
+            .unwrap()
+            .get(format!("{base}/predictions/{id}"))
+            .header("authorization", authorization);
         read(request.send().await.unwrap()).await
     }
 
@@ -484,7 +492,11 @@ mod tests {
     #[tokio::test]
     async fn given_bad_requests_when_created_then_replicate_problems_come_back() {
         let base = server().await;
-        let anonymous = reqwest::Client::new().post(format!("{base}/models/meta/llama/predictions")).body("{}");
+        let anonymous = chorus::tls::http_client()
+            .build()
+            .unwrap()
+            .post(format!("{base}/models/meta/llama/predictions"))
+            .body("{}");
         let (status, headers, body) = read(anonymous.send().await.unwrap()).await;
         assert_eq!((status, body["title"].as_str()), (StatusCode::UNAUTHORIZED, Some("Unauthenticated")));
         assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");

@@ -30,7 +30,7 @@ impl MockState {
     pub fn new(webhook_secret: impl Into<String>) -> Self {
         Self {
             faults: Arc::default(),
-            http: reqwest::Client::new(),
+            http: chorus::tls::http_client().build().unwrap_or_default(),
             webhook_secret: webhook_secret.into(),
             sent: Arc::default(),
         }

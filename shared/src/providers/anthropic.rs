@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn given_any_model_when_checked_then_every_chat_task_but_embed_is_supported() {
-        let provider = AnthropicProvider::new(reqwest::Client::new(), "sk-ant-test", None);
+        let provider = AnthropicProvider::new(http_call::client().unwrap(), "sk-ant-test", None);
         assert_eq!(provider.supports("claude-3-7-sonnet-20250219", Task::Extract), Ok(()));
         assert!(provider.supports("claude-haiku-4-5", Task::Embed).unwrap_err().contains("no embeddings"));
         assert!(!format!("{provider:?}").contains("sk-ant"));

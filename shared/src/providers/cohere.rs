@@ -367,7 +367,7 @@ mod tests {
     }
 
     fn provider() -> CohereProvider {
-        CohereProvider::new(reqwest::Client::new(), "co-secret-key", None)
+        CohereProvider::new(http_call::client().unwrap(), "co-secret-key", None)
     }
 
     #[test]

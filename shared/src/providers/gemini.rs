@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn given_models_and_tasks_when_checked_then_any_id_works_for_its_family() {
-        let provider = GeminiProvider::new(reqwest::Client::new(), "AIza-test", None);
+        let provider = GeminiProvider::new(http_call::client().unwrap(), "AIza-test", None);
         assert_eq!(provider.supports("gemini-3-pro-preview", Task::Extract), Ok(()));
         assert_eq!(provider.supports("text-embedding-004", Task::Embed), Ok(()));
         assert!(provider.supports("gemini-2.5-flash", Task::Embed).unwrap_err().contains("embedding model"));

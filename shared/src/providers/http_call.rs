@@ -28,7 +28,7 @@ pub struct HttpReply {
 /// The HTTP client every adapter shares, built once per process. No redirects: an API that
 /// redirects is misconfigured, and following would resend credentials elsewhere.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    crate::tls::http_client()
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("chorus/", env!("CARGO_PKG_VERSION")))

@@ -358,7 +358,7 @@ mod tests {
     }
 
     fn provider() -> HuggingFaceProvider {
-        HuggingFaceProvider::new(reqwest::Client::new(), "hf_secret_token", None)
+        HuggingFaceProvider::new(http_call::client().unwrap(), "hf_secret_token", None)
     }
 
     #[test]

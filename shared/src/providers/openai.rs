@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn given_models_and_tasks_when_checked_then_any_id_works_for_its_family() {
-        let provider = OpenAiProvider::new(reqwest::Client::new(), "sk-test", None);
+        let provider = OpenAiProvider::new(http_call::client().unwrap(), "sk-test", None);
         assert_eq!(provider.supports("some-new-model", Task::Classify), Ok(()));
         assert_eq!(provider.supports("text-embedding-3-large", Task::Embed), Ok(()));
         assert!(provider.supports("gpt-4o-mini", Task::Embed).unwrap_err().contains("embedding model"));
@@ -524,7 +524,7 @@ mod tests {
 
     #[test]
     fn given_a_provider_when_debug_printed_then_the_key_is_absent() {
-        let provider = OpenAiProvider::new(reqwest::Client::new(), "sk-secret-123", None)
+        let provider = OpenAiProvider::new(http_call::client().unwrap(), "sk-secret-123", None)
             .with_auth_header(AuthHeader::Header(HeaderName::from_static("api-key")));
         let printed = format!("{provider:?}");
         assert!(!printed.contains("sk-secret"), "{printed}");

@@ -525,7 +525,7 @@ mod tests {
 
     fn provider(secret: Option<WebhookSecret>) -> ReplicateProvider {
         let secret = secret.map(|secret| Credential::value(secret.to_whsec()));
-        ReplicateProvider::new(reqwest::Client::new(), "r8_secret_token", secret, None)
+        ReplicateProvider::new(http_call::client().unwrap(), "r8_secret_token", secret, None)
     }
 
     fn signed(secret: &WebhookSecret, at: jiff::Timestamp, body: &[u8]) -> HeaderMap {

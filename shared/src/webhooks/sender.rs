@@ -43,7 +43,7 @@ impl HttpWebhookSender {
 
     /// A sender giving each delivery at most `timeout`.
     pub fn with_timeout(policy: DestinationPolicy, timeout: Duration) -> Result<Self, ClientBuildError> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::http_client()
             .dns_resolver(Arc::new(GuardedResolver { policy }))
             // A redirect could lead anywhere, including addresses check_url never saw.
             .redirect(reqwest::redirect::Policy::none())
