@@ -238,9 +238,9 @@ pub enum DeliveryError {
     /// The URL is not allowed (scheme, or it resolves to a private address).
     #[error("notification URL refused: {0}")]
     Refused(String),
-    #[error("callback receiver answered HTTP {0}")]
+    #[error("the notification receiver answered HTTP {0}")]
     Status(u16),
-    #[error("callback receiver could not be reached: {0}")]
+    #[error("the notification receiver could not be reached: {0}")]
     Unreachable(String),
 }
 

@@ -15,7 +15,7 @@ use super::{Template, TemplateError, shape};
 /// SAM's default function timeout, for a function that sets none (neither itself nor in Globals).
 pub(super) const SAM_DEFAULT_TIMEOUT_SECS: u32 = 3;
 /// Variables whose deployed value would be wrong locally. `CHORUS_NOTIFY_URLS=production` refuses
-/// callback URLs on loopback and private networks; locally the receiver is usually on 127.0.0.1.
+/// notification URLs on loopback and private networks; locally the receiver is usually on 127.0.0.1.
 const LOCAL_OVERRIDES: &[(&str, &str)] = &[("CHORUS_NOTIFY_URLS", "local")];
 
 /// An `AWS::Serverless::Function`.
