@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chorus::adapters::{MemoryQueue, MemoryRateLimiter, MemoryTenantDirectory};
 use chorus::domain::{InvalidId, TenantId};
-use chorus::engine::{Engine, EngineError};
+use chorus::engine::{Engine, EngineError, SweepReport};
 use chorus::http::{AppState, app, callbacks_routes};
 use chorus::ports::{NotificationMessage, Queue, StepMessage, SystemClock, Tenant, generate_api_key};
 use chorus::startup::{CatalogError, CredentialLoading, Embedded, EmbeddedOptions, router_from_env};
@@ -218,8 +218,10 @@ async fn sweep_every(interval: Duration, engine: Arc<Engine>, mut stop: watch::R
             _ = stop.wait_for(|stopped| *stopped) => return,
             _ = ticks.tick() => {}
         }
-        if let Err(err) = engine.sweep().await {
-            tracing::error!(error = %crate::error_chain(&err), "sweep failed");
+        match engine.sweep().await {
+            Ok(report) if report != SweepReport::default() => tracing::info!(?report, "the reconciler acted"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %crate::error_chain(&err), "sweep failed"),
         }
     }
 }

@@ -63,7 +63,17 @@ pub struct RunTransition {
     pub output: Option<Value>,
     pub error: Option<StepError>,
     pub finished_at: Option<jiff::Timestamp>,
+    /// Replaces the run's `due` (`None` clears it): set when the run ends, cleared when its
+    /// follow-up is done.
+    pub due: Option<jiff::Timestamp>,
     pub events: Vec<RunEvent>,
+}
+
+impl RunTransition {
+    /// Moves the run from one of `from` to `to`, changing nothing else.
+    pub fn status(from: Vec<RunStatus>, to: RunStatus) -> Self {
+        Self { from, to, output: None, error: None, finished_at: None, due: None, events: Vec::new() }
+    }
 }
 
 /// A run as listed: enough to pick one, without its definition or input.
@@ -147,15 +157,29 @@ pub trait RunStore: Send + Sync {
     /// The run's history in the order it happened.
     async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError>;
 
-    /// Up to `limit` waiting steps whose deadline passed before `now`, oldest first.
-    async fn expired_waits(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<WaitRef>, PortError>;
+    /// Up to `limit` steps and runs whose `due` time is before `now`, earliest first: what
+    /// the reconciler looks at (waits past their deadline, leases that ended, queued steps
+    /// whose message may be lost, follow-ups not done).
+    async fn due(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<DueRef>, PortError>;
+
+    /// Fails an unfinished run whose stored state cannot be read any more (a payload in the
+    /// blob store is gone), with `error`. What cannot be read is replaced by an empty value
+    /// (the input by `null`, the definition by one without steps, an output is dropped) so
+    /// that the run can be shown and its client told. Returns whether the run was failed.
+    async fn fail_unreadable_run(
+        &self,
+        run_id: &RunId,
+        error: StepError,
+        now: jiff::Timestamp,
+    ) -> Result<bool, PortError>;
 }
 
-/// A waiting step, as found by [`RunStore::expired_waits`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitRef {
+/// A step or run the reconciler should look at, as found by [`RunStore::due`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DueRef {
     pub run_id: RunId,
-    pub step_id: StepId,
+    /// `None`: the run itself.
+    pub step_id: Option<StepId>,
 }
 
 /// Large payloads (definitions, inputs, outputs) kept out of the run store's items. Keys

@@ -8,7 +8,7 @@ use chorus::domain::{
     EventKind, Lease, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, StepTransition, StepUpdate,
     TenantId, WorkflowDefinition,
 };
-use chorus::ports::{CreateOutcome, IdempotencyClaim, NewRun, RunStore, RunTransition, WaitRef};
+use chorus::ports::{CreateOutcome, DueRef, IdempotencyClaim, NewRun, RunStore, RunTransition};
 use serde_json::json;
 
 /// One test per clause against the stores `$make` returns (an `async fn() -> Arc<dyn
@@ -27,7 +27,7 @@ macro_rules! run_store_contract {
             run_transitions_are_conditional,
             runs_are_listed_newest_first_per_tenant_with_paging,
             a_release_to_zero_queues_the_step,
-            expired_waits_are_found_until_the_wait_ends,
+            due_steps_and_runs_are_found_until_they_move_on,
             large_payloads_read_back_whole,
         ]);
     };
@@ -64,6 +64,7 @@ fn new_run(tenant: &str, at_ms: i64, key: Option<&str>) -> NewRun {
         created_at: now,
         updated_at: now,
         finished_at: None,
+        due: None,
     };
     NewRun {
         run,
@@ -223,14 +224,15 @@ pub async fn run_transitions_are_conditional(store: Arc<dyn RunStore>) {
         output: Some(json!({"done": true})),
         error: None,
         finished_at: Some(now),
+        due: Some(now),
         events: vec![RunEvent::run(now, EventKind::RunFinished { status: RunStatus::Succeeded })],
     };
     assert_eq!(store.transition_run(&run_id, finish(vec![RunStatus::Running])).await.ok(), Some(None));
     let done = store.transition_run(&run_id, finish(RunStatus::UNFINISHED.to_vec())).await.ok().flatten();
     let done = done.expect("queued → succeeded applies");
     assert_eq!(
-        (done.status, done.output, done.finished_at),
-        (RunStatus::Succeeded, Some(json!({"done": true})), Some(now))
+        (done.status, done.output, done.finished_at, done.due),
+        (RunStatus::Succeeded, Some(json!({"done": true})), Some(now), Some(now))
     );
     assert_eq!(store.transition_run(&run_id, finish(RunStatus::UNFINISHED.to_vec())).await.ok(), Some(None));
 }
@@ -270,26 +272,33 @@ pub async fn a_release_to_zero_queues_the_step(store: Arc<dyn RunStore>) {
     assert_eq!(skip.unwrap().map(|s| s.status), Some(StepStatus::Skipped), "a blocked step is still pending");
 }
 
-pub async fn expired_waits_are_found_until_the_wait_ends(store: Arc<dyn RunStore>) {
+pub async fn due_steps_and_runs_are_found_until_they_move_on(store: Arc<dyn RunStore>) {
     let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
-    // Far in the future, so waits left by other checks on a shared table have expired first.
-    let deadline = jiff::Timestamp::now() + Duration::from_secs(400 * 24 * 3600);
+    // Far in the future, so entries left by other checks on a shared table are due first.
+    let due = jiff::Timestamp::now() + Duration::from_secs(400 * 24 * 3600);
     let mut wait = move_to(StepStatus::Queued, StepStatus::WaitingApproval);
-    wait.update.deadline = Some(deadline);
+    wait.update.due = Some(due);
     let waiting = store.transition_step(&run_id, &id("a"), wait).await.unwrap().expect("queued → waiting");
-    assert_eq!(waiting.control.deadline, Some(deadline));
+    assert_eq!(waiting.control.due, Some(due));
+    let mut end = RunTransition::status(RunStatus::UNFINISHED.to_vec(), RunStatus::Failed);
+    end.due = Some(due);
+    assert_eq!(store.transition_run(&run_id, end).await.unwrap().map(|run| run.due), Some(Some(due)));
 
-    let ours = |waits: Vec<WaitRef>| waits.into_iter().any(|w| w.run_id == run_id && w.step_id == id("a"));
-    let before = store.expired_waits(deadline - Duration::from_secs(1), 1_000).await.unwrap();
-    assert!(!ours(before), "not expired before its deadline");
-    let after = store.expired_waits(deadline + Duration::from_secs(1), 1_000).await.unwrap();
-    assert!(ours(after), "expired after its deadline");
+    let step = DueRef { run_id: run_id.clone(), step_id: Some(id("a")) };
+    let run = DueRef { run_id: run_id.clone(), step_id: None };
+    let found = |entries: Vec<DueRef>| (entries.contains(&step), entries.contains(&run));
+    let before = store.due(due - Duration::from_secs(1), 10_000).await.unwrap();
+    assert_eq!(found(before), (false, false), "not due before their time");
+    let after = store.due(due + Duration::from_secs(1), 10_000).await.unwrap();
+    assert_eq!(found(after), (true, true), "due after it");
 
     let decide = move_to(StepStatus::WaitingApproval, StepStatus::Succeeded);
     let decided = store.transition_step(&run_id, &id("a"), decide).await.unwrap();
-    assert_eq!(decided.map(|s| s.control.deadline), Some(None), "leaving the wait clears the deadline");
-    let after = store.expired_waits(deadline + Duration::from_secs(1), 1_000).await.unwrap();
-    assert!(!ours(after), "an ended wait is not expired");
+    assert_eq!(decided.map(|s| s.control.due), Some(None), "a transition without a due time clears it");
+    let done = RunTransition::status(vec![RunStatus::Failed], RunStatus::Failed);
+    assert_eq!(store.transition_run(&run_id, done).await.unwrap().map(|run| run.due), Some(None));
+    let after = store.due(due + Duration::from_secs(1), 10_000).await.unwrap();
+    assert_eq!(found(after), (false, false), "nothing is due once both moved on");
 }
 
 pub async fn large_payloads_read_back_whole(store: Arc<dyn RunStore>) {
@@ -313,6 +322,7 @@ pub async fn large_payloads_read_back_whole(store: Arc<dyn RunStore>) {
         output: Some(json!({"all": big})),
         error: None,
         finished_at: None,
+        due: None,
         events: Vec::new(),
     };
     let ended = store.transition_run(&run_id, finish).await.unwrap().expect("the run ends");

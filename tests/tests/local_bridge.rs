@@ -433,7 +433,7 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
         indexes,
         [
             "runs_by_tenant tenant_pk:HASH created_sk:RANGE INCLUDE [created_at,finished_at,id,run_name,status]",
-            "waits_by_deadline wait_bucket:HASH wait_deadline:RANGE KEYS_ONLY []",
+            "reconcile_by_due due_bucket:HASH due_at:RANGE KEYS_ONLY []",
         ]
     );
     let ttl = dynamodb.describe_time_to_live().table_name(&table_name).send().await.unwrap();

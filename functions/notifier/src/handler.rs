@@ -1,7 +1,7 @@
 //! Tells the notifier's three kinds of events apart and handles each.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use chorus::engine::EngineError;
+use chorus::engine::{EngineError, SweepReport};
 use chorus::error::error_chain;
 use chorus::lambda::{RecordError, parse_body, process_batch};
 use chorus::ports::{NotificationMessage, StepMessage};
@@ -10,12 +10,12 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 
-/// What the function returns: partial batch failures for SQS, a count for the sweep.
+/// What the function returns: partial batch failures for SQS, what the sweep did.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Outcome {
     Batch(SqsBatchResponse),
-    Swept { failed_waits: usize },
+    Swept(SweepReport),
 }
 
 /// Why an invocation failed as a whole (per-record failures are reported in the batch).
@@ -46,11 +46,11 @@ pub async fn handle(services: &NotifierServices, event: Value) -> Result<Outcome
         return Ok(Outcome::Batch(handle_batch(services, batch).await));
     }
     if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
-        let failed_waits = services.engine.sweep().await.map_err(NotifierError::Sweep)?;
-        if failed_waits > 0 {
-            tracing::info!(failed_waits, "the sweep failed expired waits");
+        let report = services.engine.sweep().await.map_err(NotifierError::Sweep)?;
+        if report != SweepReport::default() {
+            tracing::info!(?report, "the reconciler acted");
         }
-        return Ok(Outcome::Swept { failed_waits });
+        return Ok(Outcome::Swept(report));
     }
     Err(NotifierError::UnknownEvent)
 }

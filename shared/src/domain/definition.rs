@@ -14,6 +14,7 @@ use super::ids::StepId;
 pub struct WorkflowDefinition {
     /// A label for people; not used by the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -48,6 +49,7 @@ pub struct StepDefinition {
     pub model: Option<String>,
     /// Models tried in order when `model` keeps failing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 4)]
     pub fallbacks: Vec<String>,
     /// Instructions for the model; required for `generate`, optional elsewhere. A template.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,10 @@ pub use ids::{InvalidId, RunId, StepId, TenantId};
 pub use output::{FinishReason, OutputError, TaskOutput};
 pub use rate::{Bucket, RateLimit};
 pub use run::{NotifyTarget, Run, RunStatus};
-pub use step::{Attempt, ErrorKind, JobRef, Lease, StepControl, StepError, StepProgress, StepState, StepStatus, Usage};
+pub use step::{
+    Attempt, ErrorKind, JobRef, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, StepControl, StepError, StepProgress,
+    StepState, StepStatus, Usage,
+};
 pub use template::{TemplateContext, Templates};
 pub use transition::{Change, StepTransition, StepUpdate, UpdateError};
 pub use validation::{Limits, ModelCatalog, Problem};

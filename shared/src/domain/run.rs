@@ -61,4 +61,16 @@ pub struct Run {
     pub created_at: jiff::Timestamp,
     pub updated_at: jiff::Timestamp,
     pub finished_at: Option<jiff::Timestamp>,
+    /// Set when the run ends, cleared once what follows its end is done (unstarted steps
+    /// cancelled, the notification queued): until then the reconciler re-drives it from
+    /// this time on.
+    #[serde(default)]
+    pub due: Option<jiff::Timestamp>,
+}
+
+impl Run {
+    /// An ended run whose follow-up is not known to be done.
+    pub fn follow_up_pending(&self) -> bool {
+        self.status.is_terminal() && self.due.is_some()
+    }
 }

@@ -37,8 +37,11 @@ impl StepStatus {
         StepStatus::WaitingApproval,
     ];
 
+    pub const FINISHED: [StepStatus; 4] =
+        [StepStatus::Succeeded, StepStatus::Failed, StepStatus::Skipped, StepStatus::Cancelled];
+
     pub fn is_terminal(self) -> bool {
-        !Self::UNFINISHED.contains(&self)
+        Self::FINISHED.contains(&self)
     }
 
     pub fn is_waiting(self) -> bool {
@@ -50,6 +53,15 @@ impl StepStatus {
         self.into()
     }
 }
+
+/// Claims a step may take. A claim writes history, so this bounds the step's item: at most
+/// 11 attempts on each of 5 candidates (each may be a claim of its own when the step is
+/// handed back to wait), [`MAX_IDLE_REQUEUES`], and workers that died holding it. Beyond it
+/// the step fails as undeliverable.
+pub const MAX_STEP_CLAIMS: u32 = 100;
+
+/// Hand-backs without a provider call a step may take before it fails `deadline_exceeded`.
+pub const MAX_IDLE_REQUEUES: u32 = 20;
 
 /// A step's state as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +89,12 @@ impl StepState {
     /// Whether no other step waits for this one: its end counts towards the run's end.
     pub fn is_sink(&self) -> bool {
         self.control.dependants.is_empty()
+    }
+
+    /// A finished step whose follow-up (releasing its dependants, ending the run) is not
+    /// known to be done: whoever finds it so re-drives the follow-up, which is idempotent.
+    pub fn follow_up_pending(&self) -> bool {
+        self.status.is_terminal() && self.control.due.is_some()
     }
 }
 
@@ -119,8 +137,16 @@ pub struct StepControl {
     pub attempt: u32,
     /// Held while `running`.
     pub lease: Option<Lease>,
-    /// While waiting: when the wait times out and the sweep fails the step.
-    pub deadline: Option<jiff::Timestamp>,
+    /// When the reconciler (the scheduled sweep) looks at the step next, if nothing else has
+    /// moved it by then: a wait's deadline, the end of a running step's lease, a grace period
+    /// for a queued step's message, or, on a finished step, its follow-up not yet done
+    /// ([`StepState::follow_up_pending`]). `None` when nothing is due: a pending step waits
+    /// on its dependencies, a finished one whose follow-up is done waits on nothing.
+    pub due: Option<jiff::Timestamp>,
+    /// Hand-backs to the queue without a provider call (a rate-limit wait, an invocation
+    /// with no time left): capped by [`MAX_IDLE_REQUEUES`], so a step cannot spin.
+    #[serde(default)]
+    pub idle_requeues: u32,
     /// Dependencies not yet finished; the step is queued when this reaches zero.
     pub pending_deps: u32,
     /// Set when a dependency ended without succeeding: the step will be skipped.
@@ -187,9 +213,23 @@ pub struct StepError {
     pub message: String,
 }
 
+/// The longest message a [`StepError`] keeps, in bytes: errors are stored on every attempt,
+/// so their size bounds the step's item (see `MAX_STEP_CLAIMS`).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
 impl StepError {
+    /// An error with `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] (on a character boundary).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        Self { kind, message }
     }
 }
 
@@ -228,12 +268,15 @@ pub enum ErrorKind {
     Rejected,
     /// A wait (approval, provider job) outlived its deadline.
     DeadlineExceeded,
-    /// The step's message kept failing to be processed and was dead-lettered.
+    /// The step's message kept failing to be processed and was dead-lettered, or workers
+    /// claimed it more than `MAX_STEP_CLAIMS` times without finishing it (they crashed).
     Undeliverable,
     /// The run failed because this required step failed.
     StepFailed,
     /// The workflow's `output` could not be rendered.
     OutputTemplate,
+    /// Part of the run's stored state (a payload in the blob store) is gone.
+    PayloadMissing,
 }
 
 impl ErrorKind {

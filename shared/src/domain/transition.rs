@@ -37,17 +37,20 @@ impl StepTransition {
     }
 }
 
-/// What a transition sets. `None` leaves a field as it is, except `lease` and `deadline`,
-/// which every transition replaces: a step holds a lease only while `running` and a deadline
-/// only while it waits. The serialized form, with the stored step's attribute names, is the
+/// What a transition sets. `None` leaves a field as it is, except `lease` and `due`, which
+/// every transition replaces: a step holds a lease only while `running`, and when the
+/// reconciler should look at it next depends on where the transition leaves it. The serialized form, with the stored step's attribute names, is the
 /// list of fields to set (see [`Self::changes`]); counters and lists are changed in place.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StepUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StepStatus>,
     pub lease: Option<Lease>,
-    /// When a wait (approval, provider callback) times out.
-    pub deadline: Option<jiff::Timestamp>,
+    /// When the reconciler looks at the step next (see `StepControl::due`).
+    pub due: Option<jiff::Timestamp>,
+    /// The step's count of hand-backs without a provider call, when it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_requeues: Option<u32>,
     /// Counts one more claim in `attempt`.
     #[serde(skip)]
     pub bump_attempt: bool,
@@ -155,7 +158,8 @@ mod tests {
         let update = StepUpdate {
             status: Some(StepStatus::Succeeded),
             lease: None,
-            deadline: Some(jiff::Timestamp::UNIX_EPOCH),
+            due: Some(jiff::Timestamp::UNIX_EPOCH),
+            idle_requeues: Some(2),
             bump_attempt: true,
             job: Some(JobRef { provider: "p".into(), model: "m".into(), id: "j".into(), token_sha256: "h".into() }),
             attempts: vec![Attempt { provider: "p".into(), model: "m".into(), latency_ms: 1, error: None }],
@@ -186,9 +190,11 @@ mod tests {
     }
 
     #[test]
-    fn lease_and_deadline_are_replaced_while_unset_fields_are_kept() {
+    fn lease_and_due_are_replaced_while_unset_fields_are_kept() {
         let mut state = step();
         state.control.lease = Some(Lease { owner: "w".into(), until: jiff::Timestamp::UNIX_EPOCH });
+        state.control.due = Some(jiff::Timestamp::UNIX_EPOCH);
+        state.control.idle_requeues = 3;
         state.progress.provider = Some("kept".into());
         state.progress.attempts.push(Attempt { provider: "p".into(), model: "m".into(), latency_ms: 1, error: None });
         let update = StepUpdate {
@@ -197,7 +203,8 @@ mod tests {
             ..StepUpdate::default()
         };
         update.apply(&mut state).unwrap();
-        assert_eq!(state.control.lease, None);
+        assert_eq!((state.control.lease, state.control.due), (None, None));
+        assert_eq!(state.control.idle_requeues, 3, "a count is kept unless set");
         assert_eq!(state.progress.provider.as_deref(), Some("kept"));
         assert_eq!(state.progress.attempts.len(), 2, "attempts are appended");
     }

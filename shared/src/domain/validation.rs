@@ -50,6 +50,12 @@ const MAX_TIMEOUT_MS: u64 = 900_000;
 /// Thirty days for a person to decide.
 const MAX_APPROVAL_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_RETRIES: u32 = 10;
+/// Fallbacks a step may name. With [`MAX_RETRIES`] this bounds the attempts a step records
+/// (5 models × 11 attempts), and so the size of its stored item.
+pub const MAX_FALLBACKS: usize = 4;
+/// The longest workflow `name`, in characters: it is stored on the run item and its list
+/// index.
+pub const MAX_NAME_CHARS: usize = 256;
 /// A day for a step's attempts, retries and delayed retries all together.
 const MAX_STEP_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
@@ -162,6 +168,9 @@ impl Checker<'_> {
         if definition.budget_usd.is_some_and(|budget| !(budget.is_finite() && budget > 0.0)) {
             self.problem("/workflow/budget_usd", "must be a positive number of US dollars");
         }
+        if definition.name.as_ref().is_some_and(|name| name.chars().count() > MAX_NAME_CHARS) {
+            self.problem("/workflow/name", format!("a name is at most {MAX_NAME_CHARS} characters"));
+        }
         if definition.steps.len() > limits.max_steps {
             self.problem(
                 "/workflow/steps",
@@ -234,6 +243,12 @@ impl Checker<'_> {
                         self.problem(format!("{at}/model"), detail);
                     }
                 }
+            }
+            if step.fallbacks.len() > MAX_FALLBACKS {
+                self.problem(
+                    format!("{at}/fallbacks"),
+                    format!("{} fallbacks is more than the limit of {MAX_FALLBACKS}", step.fallbacks.len()),
+                );
             }
             for (i, fallback) in step.fallbacks.iter().enumerate() {
                 if let Err(detail) = self.catalog.check_model(fallback, task) {

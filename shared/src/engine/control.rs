@@ -3,10 +3,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::transitions::follow_up_due;
 use super::{Engine, EngineError};
 use crate::domain::{
-    ErrorKind, EventKind, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepStatus, StepTransition, StepUpdate,
-    TaskOutput, TenantId,
+    ErrorKind, EventKind, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, StepTransition,
+    StepUpdate, TaskOutput, TenantId,
 };
 
 /// A person's answer to an approval step.
@@ -32,6 +33,10 @@ impl Engine {
     /// Cancels an unfinished run: no further steps start and the client is notified.
     pub async fn cancel(&self, tenant: &TenantId, run_id: &RunId) -> Result<(), EngineError> {
         let run = self.owned_run(tenant, run_id).await?;
+        if run.status == RunStatus::Cancelled && run.follow_up_pending() {
+            // A retry of a cancellation that stopped half-way: finish it.
+            return self.run_ended(&run).await;
+        }
         if run.status.is_terminal() {
             return Err(EngineError::Conflict(format!("run {run_id} already ended ({})", run.status)));
         }
@@ -53,6 +58,14 @@ impl Engine {
         let Some(state) = steps.iter().find(|s| &s.step_id == step_id) else {
             return Err(EngineError::NotFound(format!("step {step_id} of run {run_id}")));
         };
+        if state.status.is_terminal() && recorded_decision(state) == Some(approved) {
+            // The same decision again (a client's retry): if the first one stopped before
+            // what follows was done, finish it; either way it is taken.
+            if state.follow_up_pending() {
+                self.step_finished(&run, state.clone()).await?;
+            }
+            return Ok(());
+        }
         if state.status != StepStatus::WaitingApproval {
             return Err(EngineError::Conflict(format!(
                 "step {step_id} is not waiting for approval (it is {})",
@@ -75,6 +88,7 @@ impl Engine {
                 output: Some(output.to_json()),
                 error,
                 finished_at: Some(now),
+                due: follow_up_due(now),
                 ..StepUpdate::default()
             },
             events: vec![
@@ -88,4 +102,11 @@ impl Engine {
             None => Err(EngineError::Conflict(format!("step {step_id} was decided concurrently"))),
         }
     }
+}
+
+/// The decision a finished approval step records: approved or not; `None` when it was not
+/// decided by a person (it timed out, was cancelled or skipped).
+fn recorded_decision(state: &StepState) -> Option<bool> {
+    let decided = state.progress.output.as_ref()?.get("approved")?.as_bool()?;
+    matches!(state.status, StepStatus::Succeeded | StepStatus::Failed).then_some(decided)
 }

@@ -5,18 +5,20 @@ use std::time::Duration;
 
 use super::jobs::CallbackToken;
 use super::progress::context_for;
-use super::transitions::{ending, provider_events};
+use super::transitions::{QUEUED_GRACE, ending, follow_up_due, provider_events};
 use super::{Engine, EngineError};
 use crate::domain::{
-    Attempt, ErrorKind, Lease, Run, RunEvent, RunStatus, StepDefinition, StepError, StepState, StepStatus,
-    StepTransition, StepUpdate, Task,
+    Attempt, ErrorKind, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, Run, RunEvent, RunStatus, StepDefinition, StepError,
+    StepState, StepStatus, StepTransition, StepUpdate, Task,
 };
 use crate::ports::{RunTransition, StepMessage};
 use crate::providers::TaskRequest;
 use crate::routing::{JobCallback, RouteContext, RouteOutcome, RoutedCompletion};
 
-/// Time a claimed step keeps its lease beyond what its attempts may take.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// Time a claimed step keeps its lease beyond what its attempts may take: with the
+/// invocation budget, longer than the worker function may run, so a live worker never loses
+/// its lease (checked against the template in `devtools/local-aws/tests/template_timing.rs`).
+pub const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
 /// The longest delay a queue message can have (SQS `DelaySeconds`).
 const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
@@ -38,19 +40,43 @@ impl Engine {
         };
 
         if state.status.is_terminal() {
-            // A redelivery after a crash between completing the step and releasing its
-            // dependants: releasing again is idempotent and finishes the job.
-            return self.step_finished(&run, state.clone()).await;
+            // A redelivery after a crash between ending the step and finishing what follows:
+            // the follow-up is idempotent, so running it again finishes the job.
+            if state.follow_up_pending() {
+                return self.step_finished(&run, state.clone()).await;
+            }
+            return Ok(());
         }
         if run.status.is_terminal() {
             self.cancel_step(&run, state).await?;
             return Ok(());
         }
         let now = self.clock.now();
-        let runnable = state.status == StepStatus::Queued
-            || (state.status == StepStatus::Running && state.control.lease.as_ref().is_none_or(|l| l.until < now));
-        if !runnable {
-            // Pending (not released yet), waiting, or running under someone else's lease.
+        if let (StepStatus::Running, Some(lease)) = (state.status, &state.control.lease)
+            && lease.until >= now
+        {
+            // Someone else's live lease. If that worker dies, this message is what brings the
+            // step back: send it again for when the lease ends instead of dropping it.
+            let left = Duration::try_from(lease.until.duration_since(now)).unwrap_or_default();
+            let delay = (left + Duration::from_secs(1)).min(MAX_QUEUE_DELAY);
+            self.steps.send(vec![message.clone()], delay).await?;
+            return Ok(());
+        }
+        if !matches!(state.status, StepStatus::Queued | StepStatus::Running) {
+            // Pending (its release sends it) or waiting (its answer or the sweep ends it).
+            return Ok(());
+        }
+        if state.control.attempt >= MAX_STEP_CLAIMS {
+            // Every worker that took it died (or it was handed back without end): stop.
+            let reason = format!("the step was started {MAX_STEP_CLAIMS} times without finishing");
+            let error = StepError::new(ErrorKind::Undeliverable, reason.clone());
+            let give_up = StepTransition {
+                or_lease_expired_before: Some(now),
+                ..ending(step_id, vec![StepStatus::Queued], StepStatus::Failed, Some(error), reason, now)
+            };
+            if let Some(failed) = self.store.transition_step(run_id, step_id, give_up).await? {
+                return self.step_finished(&run, failed).await;
+            }
             return Ok(());
         }
 
@@ -80,7 +106,7 @@ impl Engine {
                 from: vec![StepStatus::Queued],
                 update: StepUpdate {
                     status: Some(StepStatus::WaitingApproval),
-                    deadline: Some(now + step.wait_timeout()),
+                    due: Some(now + step.wait_timeout()),
                     output: question.map(|question| serde_json::json!({ "question": question })),
                     started_at: Some(now),
                     ..StepUpdate::default()
@@ -98,6 +124,8 @@ impl Engine {
             or_lease_expired_before: Some(now),
             update: StepUpdate {
                 status: Some(StepStatus::Running),
+                // Should this worker die, the reconciler finds the step when its lease ends.
+                due: Some(lease.until),
                 lease: Some(lease),
                 bump_attempt: true,
                 // The first claim starts the clock of the step's `step_timeout_ms`.
@@ -145,30 +173,54 @@ impl Engine {
             RouteOutcome::Completed(done) => self.complete_claimed(&run, step, routed.attempts, Ok(done)).await,
             RouteOutcome::Failed(error) => self.complete_claimed(&run, step, routed.attempts, Err(error.into())).await,
             RouteOutcome::Submitted(job) => self.await_job(&run, step, routed.attempts, job, &token).await,
-            RouteOutcome::RetryLater(wait) => self.retry_later(&run, step, routed.attempts, wait).await,
+            RouteOutcome::RetryLater(wait) => self.retry_later(&run, step, state, routed.attempts, wait).await,
         }
     }
 
     /// Hands a claimed step back to the queue, to run again after `wait` (a provider's long
-    /// `Retry-After`, a long backoff, or this invocation's time being up). The attempts made
-    /// so far are kept, so the next run resumes where this one stopped.
+    /// `Retry-After`, a long backoff or rate-limit wait, or this invocation's time being up).
+    /// The attempts made so far are kept, so the next run resumes where this one stopped. A
+    /// hand-back without a provider call writes no history and is counted: past
+    /// [`MAX_IDLE_REQUEUES`] the step fails instead of spinning.
     async fn retry_later(
         &self,
         run: &Run,
         step: &StepDefinition,
+        state: &StepState,
         attempts: Vec<Attempt>,
         wait: Duration,
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
         let wait = wait.min(MAX_QUEUE_DELAY);
-        let reason = format!("trying again in {} s", wait.as_secs());
-        let mut events = provider_events(now, &step.id, &attempts);
-        events.push(RunEvent::step_status(now, &step.id, StepStatus::Queued, Some(reason)));
+        let mut update = StepUpdate {
+            status: Some(StepStatus::Queued),
+            // The delayed message should come back by then; if not, the reconciler sends one.
+            due: Some(now + wait + QUEUED_GRACE),
+            ..StepUpdate::default()
+        };
+        let events = if attempts.is_empty() {
+            let idle = state.control.idle_requeues.saturating_add(1);
+            if idle > MAX_IDLE_REQUEUES {
+                let error = StepError::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!("the step was handed back {MAX_IDLE_REQUEUES} times without calling a model"),
+                );
+                return self.complete_claimed(run, step, attempts, Err(error)).await;
+            }
+            update.idle_requeues = Some(idle);
+            Vec::new()
+        } else {
+            let reason = format!("trying again in {} s", wait.as_secs());
+            let mut events = provider_events(now, &step.id, &attempts);
+            events.push(RunEvent::step_status(now, &step.id, StepStatus::Queued, Some(reason)));
+            update.attempts = attempts;
+            events
+        };
+        // No lease: the step is free for whichever worker gets the delayed message.
         let requeue = StepTransition {
             from: vec![StepStatus::Running],
             lease_owner: Some(self.worker_id.clone()),
-            // No lease: the step is free for whichever worker gets the delayed message.
-            update: StepUpdate { status: Some(StepStatus::Queued), attempts, ..StepUpdate::default() },
+            update,
             events,
             ..StepTransition::default()
         };
@@ -184,17 +236,26 @@ impl Engine {
     }
 
     /// A step message kept failing until the queue gave up on it (the steps dead-letter
-    /// queue): fail the step, and with it the run unless the step is optional.
+    /// queue): fail the step, and with it the run unless the step is optional. Only a step
+    /// that nobody is running can be failed so: `queued`, or `running` under a lease that
+    /// ended. A step waiting for a person or a provider job, one under a live lease, or one
+    /// that ended is left alone (a finished one has its follow-up re-driven if it is due).
     pub async fn fail_undeliverable(&self, message: &StepMessage) -> Result<(), EngineError> {
         let Some(run) = self.store.get_run(&message.run_id).await? else { return Ok(()) };
         let now = self.clock.now();
         let reason = "the step could not be processed after repeated deliveries".to_owned();
         let error = StepError::new(ErrorKind::Undeliverable, reason.clone());
-        let transition =
-            ending(&message.step_id, StepStatus::UNFINISHED.to_vec(), StepStatus::Failed, Some(error), reason, now);
-        match self.store.transition_step(&run.id, &message.step_id, transition).await? {
-            Some(state) => self.step_finished(&run, state).await,
-            None => Ok(()), // it ended meanwhile
+        let transition = StepTransition {
+            or_lease_expired_before: Some(now),
+            ..ending(&message.step_id, vec![StepStatus::Queued], StepStatus::Failed, Some(error), reason, now)
+        };
+        if let Some(state) = self.store.transition_step(&run.id, &message.step_id, transition).await? {
+            return self.step_finished(&run, state).await;
+        }
+        let steps = self.store.get_steps(&run.id).await?;
+        match steps.into_iter().find(|s| s.step_id == message.step_id) {
+            Some(state) if state.follow_up_pending() => self.step_finished(&run, state).await,
+            _ => Ok(()),
         }
     }
 
@@ -208,7 +269,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
         let mut events = provider_events(now, &step.id, &attempts);
-        let mut update = StepUpdate { attempts, finished_at: Some(now), ..StepUpdate::default() };
+        let mut update =
+            StepUpdate { attempts, finished_at: Some(now), due: follow_up_due(now), ..StepUpdate::default() };
         match result {
             Ok(done) => {
                 update.status = Some(StepStatus::Succeeded);
@@ -259,11 +321,18 @@ impl Engine {
         }
     }
 
+    /// Cancels a step of an ended run that a message found unfinished: one nobody runs
+    /// (pending, queued, waiting, or running under a lease that ended). A step under a live
+    /// lease is left to its worker, whose completion the ended run then ignores.
     async fn cancel_step(&self, run: &Run, state: &StepState) -> Result<(), EngineError> {
         let now = self.clock.now();
         let reason = format!("the run is {}", run.status);
-        let transition =
-            ending(&state.step_id, StepStatus::UNFINISHED.to_vec(), StepStatus::Cancelled, None, reason, now);
+        let idle =
+            vec![StepStatus::Pending, StepStatus::Queued, StepStatus::WaitingApproval, StepStatus::WaitingCallback];
+        let transition = StepTransition {
+            or_lease_expired_before: Some(now),
+            ..ending(&state.step_id, idle, StepStatus::Cancelled, None, reason, now)
+        };
         self.store.transition_step(&run.id, &state.step_id, transition).await?;
         Ok(())
     }
@@ -271,14 +340,7 @@ impl Engine {
     /// The first step to start moves the run from `queued` to `running`.
     async fn mark_run_started(&self, run: &Run) -> Result<(), EngineError> {
         if run.status == RunStatus::Queued {
-            let started = RunTransition {
-                from: vec![RunStatus::Queued],
-                to: RunStatus::Running,
-                output: None,
-                error: None,
-                finished_at: None,
-                events: Vec::new(),
-            };
+            let started = RunTransition::status(vec![RunStatus::Queued], RunStatus::Running);
             self.store.transition_run(&run.id, started).await?;
         }
         Ok(())

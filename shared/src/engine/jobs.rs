@@ -11,7 +11,7 @@
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::transitions::provider_events;
+use super::transitions::{follow_up_due, provider_events};
 use super::{Engine, EngineError};
 use crate::domain::{
     Attempt, EventKind, JobRef, Run, RunEvent, RunId, StepDefinition, StepError, StepId, StepState, StepStatus,
@@ -117,7 +117,7 @@ impl Engine {
             lease_owner: Some(self.worker_id.clone()),
             update: StepUpdate {
                 status: Some(StepStatus::WaitingCallback),
-                deadline: Some(now + step.job_timeout()),
+                due: Some(now + step.job_timeout()),
                 job: Some(JobRef {
                     provider: job.provider,
                     model: job.model,
@@ -166,6 +166,11 @@ impl Engine {
             return Err(CallbackRejection::Malformed("the job id does not match the callback URL".to_owned()).into());
         }
         if state.status.is_terminal() {
+            // A redelivered webhook: if the delivery that ended the step died before what
+            // follows was done, this one finishes it.
+            if state.follow_up_pending() {
+                self.step_finished(&run, state).await?;
+            }
             return Ok(CallbackOutcome::AlreadyDone);
         }
         if state.status != StepStatus::WaitingCallback {
@@ -220,6 +225,7 @@ impl Engine {
         let result = result.and_then(|completion| completion.checked(&request_shape(step)));
         let mut update = StepUpdate {
             finished_at: Some(now),
+            due: follow_up_due(now),
             provider: Some(job.provider.clone()),
             model: Some(job.model.clone()),
             ..StepUpdate::default()

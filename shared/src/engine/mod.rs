@@ -22,9 +22,11 @@ use crate::webhooks::DestinationPolicy;
 
 pub use control::ApprovalDecision;
 pub use error::EngineError;
+pub use execute::LEASE_MARGIN;
 pub use jobs::{CallbackError, CallbackOutcome};
 pub use notify::{DeliverySchedule, Notifier};
 pub use submit::{Submission, Submitted};
+pub use sweep::{SWEEP_MAX, SWEEP_TIME, SweepReport};
 pub use views::{RunView, StepView, Totals};
 
 /// Everything the use cases need, built once per process (or Lambda cold start).

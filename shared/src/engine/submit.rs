@@ -8,6 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use super::transitions::QUEUED_GRACE;
 use super::{Engine, EngineError};
 use crate::domain::validation::validate_submission;
 use crate::domain::{
@@ -83,6 +84,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            due: None,
             definition: validated.definition,
         };
         let steps: Vec<StepState> = run
@@ -91,7 +93,12 @@ impl Engine {
             .iter()
             .map(|step| {
                 let dependants = plan.dependants(&step.id).cloned().collect();
-                StepState::new(step.id.clone(), count(plan.dependencies(&step.id)), dependants)
+                let mut state = StepState::new(step.id.clone(), count(plan.dependencies(&step.id)), dependants);
+                // Should its message be lost, the reconciler sends another.
+                if state.status == StepStatus::Queued {
+                    state.control.due = Some(now + QUEUED_GRACE);
+                }
+                state
             })
             .collect();
         let mut events = vec![RunEvent::run(now, EventKind::RunSubmitted)];
@@ -104,7 +111,11 @@ impl Engine {
         let outcome = self.store.create_run(NewRun { run, steps, idempotency: idempotency.clone(), events }).await?;
         match (outcome, idempotency) {
             (CreateOutcome::Created, _) => {
-                self.queue(&run_id, roots).await?;
+                // The run is stored: it is accepted even if its first messages cannot be sent
+                // now, since the reconciler sends them once their grace has passed.
+                if let Err(err) = self.queue(&run_id, roots).await {
+                    tracing::warn!(%run_id, error = %err, "could not queue the run's first steps; the reconciler will");
+                }
                 Ok(Submitted { run_id, created: true })
             }
             (CreateOutcome::KeyTaken { run_id, request_hash }, Some(claim)) if request_hash == claim.request_hash => {

@@ -506,7 +506,10 @@ async fn approval_steps_are_approved_or_rejected_through_the_api() {
     assert_eq!(review["status"], "succeeded");
     assert_eq!(review["output"]["approved"], true);
     assert_eq!(review["output"]["by"], "acme");
-    api.post_empty(&format!("/v1/runs/{id}/steps/review/approve"), KEY_A).await.problem(StatusCode::CONFLICT);
+    // The same decision again (a client's retry) is taken; the other one is refused.
+    let again = api.post_empty(&format!("/v1/runs/{id}/steps/review/approve"), KEY_A).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    api.post_empty(&format!("/v1/runs/{id}/steps/review/reject"), KEY_A).await.problem(StatusCode::CONFLICT);
 
     api.drive().await;
     let done = api.get(&format!("/v1/runs/{id}"), KEY_A).await;

@@ -261,7 +261,7 @@ impl ProviderRouter {
                 Err(OutOfTime::Step) => return Stop::Done(RouteOutcome::Failed(ProviderError::Timeout)),
                 Err(OutOfTime::Invocation) => return Stop::Done(RouteOutcome::RetryLater(Duration::ZERO)),
             };
-            if let Some(wait) = self.wait_for_token(provider.name()).await {
+            if let Some(wait) = self.wait_for_token(provider.name(), candidate).await {
                 return Stop::Done(RouteOutcome::RetryLater(wait));
             }
             let started = Instant::now();
@@ -300,7 +300,11 @@ impl ProviderRouter {
                 return Stop::Next; // that failure opened the circuit: no more retries here
             }
             match next {
-                Move::RetryAfter(wait) if wait <= self.policy.max_inline_wait => tokio::time::sleep(wait).await,
+                Move::RetryAfter(wait)
+                    if wait <= self.policy.max_inline_wait && !candidate.outlasts_invocation(wait) =>
+                {
+                    tokio::time::sleep(wait).await
+                }
                 Move::RetryAfter(wait) => return Stop::Done(RouteOutcome::RetryLater(wait)),
                 Move::NextCandidate => return Stop::Next,
             }
@@ -320,16 +324,20 @@ impl ProviderRouter {
     }
 
     /// Takes a token for `provider`, sleeping for short waits. `Some(wait)` when the wait is
-    /// too long to sleep through: the step should come back later. A limiter that cannot
-    /// be reached lets the call through: rate limits protect the provider's quota, and a
-    /// provider's own 429 is handled anyway.
-    async fn wait_for_token(&self, provider: &str) -> Option<Duration> {
+    /// too long to sleep through, or would outlast this invocation: the step should come
+    /// back later. A limiter that cannot be reached lets the call through: rate limits
+    /// protect the provider's quota, and a provider's own 429 is handled anyway.
+    async fn wait_for_token(&self, provider: &str, candidate: &Candidate<'_>) -> Option<Duration> {
         let limits = self.limits.as_ref()?;
         let limit = *limits.limits.get(provider)?;
         loop {
             match limits.limiter.acquire(provider, limit).await {
                 Ok(Acquired::Granted) => return None,
-                Ok(Acquired::Wait(wait)) if wait <= self.policy.max_inline_wait => tokio::time::sleep(wait).await,
+                Ok(Acquired::Wait(wait))
+                    if wait <= self.policy.max_inline_wait && !candidate.outlasts_invocation(wait) =>
+                {
+                    tokio::time::sleep(wait).await
+                }
                 Ok(Acquired::Wait(wait)) => return Some(wait),
                 Err(error) => {
                     tracing::warn!(provider, error = %error, "rate limiter unavailable; calling without a token");
@@ -479,8 +487,10 @@ struct Candidate<'a> {
 
 impl Candidate<'_> {
     /// The next attempt's timeout: the step's per-attempt timeout, cut to what is left of
-    /// the step. When the step's time is up it fails; when this invocation's is, the step
-    /// goes back to the queue to run again at once.
+    /// the step and of this invocation. When the step's time is up it fails; when this
+    /// invocation has less than [`MIN_ATTEMPT`] left, the step goes back to the queue to run
+    /// again at once. A `timeout_ms` longer than the invocation budget is cut to it rather
+    /// than never starting: an attempt can never take longer than a worker may run.
     fn attempt_timeout(&self) -> Result<Duration, OutOfTime> {
         let now = Instant::now();
         let mut timeout = self.step.timeout();
@@ -491,12 +501,25 @@ impl Candidate<'_> {
             }
             timeout = timeout.min(left);
         }
-        if self.yield_at.is_some_and(|at| now + timeout > at) {
-            return Err(OutOfTime::Invocation);
+        if let Some(at) = self.yield_at {
+            let left = at.saturating_duration_since(now);
+            if left < MIN_ATTEMPT.min(timeout) {
+                return Err(OutOfTime::Invocation);
+            }
+            timeout = timeout.min(left);
         }
         Ok(timeout)
     }
+
+    /// Whether sleeping `wait` here would run past this invocation's time.
+    fn outlasts_invocation(&self, wait: Duration) -> bool {
+        self.yield_at.is_some_and(|at| Instant::now() + wait >= at)
+    }
 }
+
+/// The least time worth starting an attempt with when an invocation is nearly over (unless
+/// the step's own timeout is shorter): less, and the step is handed back instead.
+const MIN_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Whose time ran out before an attempt could start.
 enum OutOfTime {

@@ -435,14 +435,23 @@ async fn given_the_step_time_used_up_when_run_then_it_times_out_and_a_spent_invo
     assert_eq!(routed.attempts[0].latency_ms, 3_000);
     assert_eq!(routed.outcome, RouteOutcome::Failed(ProviderError::Timeout));
 
+    // A `timeout_ms` longer than the invocation may run is cut to it, not skipped for ever;
+    // with the invocation spent, the step is handed back for the retry.
     let context = RouteContext { invocation_budget: Some(Duration::from_secs(5)), ..RouteContext::default() };
+    let routed = router.run(&step, &generate_request(), &context).await;
+    assert_eq!(trail(&routed), ["alpha:m timeout"], "the attempt is cut to the invocation's time");
+    assert_eq!(routed.attempts[0].latency_ms, 5_000);
+    assert!(matches!(routed.outcome, RouteOutcome::RetryLater(_)), "{:?}", routed.outcome);
+    assert_eq!(alpha.calls(), 2);
+
+    let context = RouteContext { invocation_budget: Some(Duration::from_secs(1)), ..RouteContext::default() };
     let routed = router.run(&step, &generate_request(), &context).await;
     assert_eq!(
         routed.outcome,
         RouteOutcome::RetryLater(Duration::ZERO),
-        "an attempt that cannot fit waits for the next invocation"
+        "an invocation with less than a useful attempt left hands the step back at once"
     );
-    assert_eq!(alpha.calls(), 1);
+    assert_eq!(alpha.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]

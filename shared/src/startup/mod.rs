@@ -18,7 +18,7 @@ pub use self::aws::{
 };
 pub use self::embedded::{Embedded, EmbeddedOptions};
 pub use self::providers::{CatalogError, CredentialLoading, ProviderConfig, default_router, router_from_env};
-pub use self::settings::Settings;
+pub use self::settings::{DEFAULT_INVOCATION_BUDGET, Settings};
 use crate::webhooks::ClientBuildError;
 
 /// A process could not start: its configuration is missing or wrong.

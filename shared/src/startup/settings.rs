@@ -8,6 +8,11 @@ use std::time::Duration;
 use super::ConfigError;
 use crate::webhooks::DestinationPolicy;
 
+/// How long a worker invocation may spend on a step by default: under the worker function's
+/// 120 s timeout, with room to store the result (checked against the template in
+/// `devtools/local-aws/tests/template_timing.rs`).
+pub const DEFAULT_INVOCATION_BUDGET: Duration = Duration::from_secs(90);
+
 /// The resources a function works with, from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -71,7 +76,7 @@ impl Settings {
                     detail: format!("`{seconds}` is not a number of seconds"),
                 })?
             }
-            None => 90,
+            None => DEFAULT_INVOCATION_BUDGET.as_secs(),
         };
         Ok(Self {
             public_url: lookup("CHORUS_PUBLIC_URL").filter(|url| !url.trim().is_empty()),

@@ -179,15 +179,15 @@ mod tests {
         let key = |name: &str, key_type| KeyElement { attribute_name: name.to_owned(), key_type };
         assert_eq!(table.key_schema, vec![key("pk", KeyType::Hash), key("sk", KeyType::Range)]);
         let attribute = |name: &str| table.attributes.iter().find(|a| a.attribute_name == name).unwrap().attribute_type;
-        assert_eq!(attribute("wait_deadline"), AttributeType::N);
+        assert_eq!(attribute("due_at"), AttributeType::N);
         assert_eq!(attribute("tenant_pk"), AttributeType::S);
         assert_eq!(table.attributes.len(), 6);
         let runs = table.indexes.iter().find(|i| i.index_name == "runs_by_tenant").unwrap();
         assert_eq!(runs.key_schema, vec![key("tenant_pk", KeyType::Hash), key("created_sk", KeyType::Range)]);
         assert_eq!(runs.projection.projection_type, ProjectionType::Include);
         assert!(runs.projection.non_key_attributes.contains(&"status".to_owned()));
-        let waits = table.indexes.iter().find(|i| i.index_name == "waits_by_deadline").unwrap();
-        assert_eq!(waits.projection.projection_type, ProjectionType::KeysOnly);
+        let due = table.indexes.iter().find(|i| i.index_name == "reconcile_by_due").unwrap();
+        assert_eq!(due.projection.projection_type, ProjectionType::KeysOnly);
         assert_eq!(table.ttl_attribute.as_deref(), Some("expires_at"));
     }
 

@@ -9,11 +9,28 @@ use crate::domain::{NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId,
 
 pub(super) const RUN_SK: &str = "RUN";
 pub(super) const STEP_SK_PREFIX: &str = "STEP#";
-/// The partition of the `waits_by_deadline` index: one, since only steps that wait are in
-/// it (a sparse index) and the sweep reads it once a minute.
-pub(super) const WAIT_BUCKET: &str = "WAIT";
+/// The partition of the `reconcile_by_due` index: one, since only items with something due
+/// are in it (a sparse index: steps that wait, run, are queued or have a follow-up to do,
+/// ended runs whose follow-up is not done) and the sweep reads it once a minute.
+pub(super) const DUE_BUCKET: &str = "DUE";
 pub(super) const RUNS_BY_TENANT: &str = "runs_by_tenant";
-pub(super) const WAITS_BY_DEADLINE: &str = "waits_by_deadline";
+pub(super) const RECONCILE_BY_DUE: &str = "reconcile_by_due";
+
+/// The `reconcile_by_due` index keys for an item due at `due`: both absent when nothing is.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct DueKeys {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_bucket: Option<String>,
+    /// Epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<i64>,
+}
+
+impl DueKeys {
+    pub(super) fn new(due: Option<jiff::Timestamp>) -> Self {
+        Self { due_bucket: due.map(|_| DUE_BUCKET.to_owned()), due_at: due.map(|due| due.as_second()) }
+    }
+}
 
 pub(super) fn run_pk(run_id: &RunId) -> String {
     format!("RUN#{run_id}")
@@ -61,6 +78,10 @@ pub(super) struct RunItem {
     pub created_at: jiff::Timestamp,
     pub updated_at: jiff::Timestamp,
     pub finished_at: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<jiff::Timestamp>,
+    #[serde(flatten)]
+    pub due_keys: DueKeys,
     /// TTL (epoch seconds): DynamoDB deletes the item after the retention period.
     pub expires_at: i64,
     /// The run-level history; step history lives on each step's item (written in the same
@@ -84,11 +105,9 @@ pub(super) struct StepItem {
     /// as text (whose fraction digits vary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until_ms: Option<i64>,
-    /// `waits_by_deadline` index keys, present only while the step waits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_bucket: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_deadline: Option<i64>,
+    /// `reconcile_by_due` index keys, present while something is due.
+    #[serde(flatten)]
+    pub due_keys: DueKeys,
     pub expires_at: i64,
     pub events: Vec<RunEvent>,
 }
@@ -101,8 +120,7 @@ impl StepItem {
             pk: run_pk(run_id),
             sk: step_sk(&state.step_id),
             lease_until_ms: state.control.lease.as_ref().map(|lease| lease.until.as_millisecond()),
-            wait_bucket: state.control.deadline.map(|_| WAIT_BUCKET.to_owned()),
-            wait_deadline: state.control.deadline.map(|deadline| deadline.as_second()),
+            due_keys: DueKeys::new(state.control.due),
             output: None,
             state,
             expires_at,
@@ -134,3 +152,45 @@ pub(super) struct IdempotencyItem {
 }
 
 pub(super) const IDEMPOTENCY_SK: &str = "IDEM";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::validation::MAX_FALLBACKS;
+    use crate::domain::{Attempt, ErrorKind, EventKind, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, StepError};
+
+    /// DynamoDB refuses items over 400 KB. This is what the bounds on retries, fallbacks,
+    /// claims, error messages, step counts and inline payloads add up to for a step item at
+    /// its worst (its JSON form, which is larger than DynamoDB's own measure).
+    #[test]
+    fn a_step_item_at_every_bound_at_once_still_fits_dynamodb() {
+        let long_id = |n: usize| StepId::parse(&format!("s{n:0>63}")).unwrap();
+        let error = StepError::new(ErrorKind::RateLimited, "x".repeat(10_000));
+        let calls = (MAX_FALLBACKS + 1) * 11; // every model, 1 + 10 retries each
+        let attempt = Attempt {
+            provider: "p".repeat(32),
+            model: "m".repeat(128),
+            latency_ms: u64::MAX,
+            error: Some(error.clone()),
+        };
+        let mut state = StepState::new(long_id(0), 99, (1..100).map(long_id).collect());
+        state.control.released_by = (1..100).map(long_id).collect();
+        state.progress.attempts = vec![attempt.clone(); calls];
+        state.progress.error = Some(error.clone());
+        let now = jiff::Timestamp::now();
+        let claims = (MAX_STEP_CLAIMS + MAX_IDLE_REQUEUES) as usize;
+        let mut item = StepItem::new(&RunId::generate(now), state, i64::MAX);
+        item.output = Some(Payload::Json("y".repeat(crate::adapters::dynamodb::INLINE_LIMIT)));
+        let called = EventKind::ProviderCalled {
+            provider: attempt.provider.clone(),
+            model: attempt.model.clone(),
+            latency_ms: u64::MAX,
+            error: Some(error.clone()),
+        };
+        item.events = std::iter::repeat_n(RunEvent::step(now, &long_id(0), called), calls)
+            .chain(std::iter::repeat_n(RunEvent::step_status(now, &long_id(0), StepStatus::Running, None), claims))
+            .collect();
+        let size = serde_json::to_vec(&item).unwrap().len();
+        assert!(size < 400_000, "a step item can reach {size} bytes");
+    }
+}

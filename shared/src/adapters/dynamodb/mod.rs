@@ -26,13 +26,13 @@ use serde_json::Value;
 
 use self::expression::{Expression, number, string};
 use self::items::{
-    IDEMPOTENCY_SK, IdempotencyItem, Payload, RUN_SK, RUNS_BY_TENANT, RunItem, STEP_SK_PREFIX, StepItem, WAIT_BUCKET,
-    WAITS_BY_DEADLINE, idempotency_pk, run_pk, step_sk,
+    DUE_BUCKET, DueKeys, IDEMPOTENCY_SK, IdempotencyItem, Payload, RECONCILE_BY_DUE, RUN_SK, RUNS_BY_TENANT, RunItem,
+    STEP_SK_PREFIX, StepItem, idempotency_pk, run_pk, step_sk,
 };
-use crate::domain::{Change, Lease, Run, RunEvent, RunId, StepId, StepState, StepStatus, StepTransition, TenantId};
-use crate::ports::{
-    BlobStore, CreateOutcome, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition, WaitRef,
+use crate::domain::{
+    Change, Lease, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, StepTransition, TenantId,
 };
+use crate::ports::{BlobStore, CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
 
 pub use rate_limiter::DynamoRateLimiter;
 pub use tenant_directory::DynamoTenantDirectory;
@@ -124,6 +124,7 @@ impl DynamoRunStore {
             created_at: item.created_at,
             updated_at: item.updated_at,
             finished_at: item.finished_at,
+            due: item.due,
         })
     }
 
@@ -229,7 +230,7 @@ impl DynamoRunStore {
 impl DynamoRunStore {
     /// `SET field = value` for one field of a step update, with what the table keeps beside
     /// some fields: the output goes to the blob store when large, the lease's end is mirrored
-    /// as a number for conditions, and a deadline puts the step in the `waits_by_deadline`
+    /// as a number for conditions, and a due time puts the step in the `reconcile_by_due`
     /// index (clearing it takes the step out).
     async fn set_step_field(
         &self,
@@ -250,20 +251,38 @@ impl DynamoRunStore {
                 Ok(None) => expression.remove("lease_until_ms"),
                 Err(err) => return Err(PortError::Corrupt { what: "step lease", detail: err.to_string() }),
             },
-            "deadline" => match serde_json::from_value::<Option<jiff::Timestamp>>(value.clone()) {
-                Ok(Some(deadline)) => {
-                    expression.set("wait_bucket", &WAIT_BUCKET)?;
-                    expression.set("wait_deadline", &deadline.as_second())?;
-                }
-                Ok(None) => {
-                    expression.remove("wait_bucket");
-                    expression.remove("wait_deadline");
-                }
-                Err(err) => return Err(PortError::Corrupt { what: "step deadline", detail: err.to_string() }),
+            "due" => match serde_json::from_value::<Option<jiff::Timestamp>>(value.clone()) {
+                Ok(due) => set_due_keys(expression, due)?,
+                Err(err) => return Err(PortError::Corrupt { what: "step due time", detail: err.to_string() }),
             },
             _ => {}
         }
         expression.set(field, &value)
+    }
+}
+
+/// Whether a payload failed to load because it is gone or unreadable (rather than because
+/// the blob store is unavailable, which is an error).
+fn unreadable<T>(loaded: Result<T, PortError>) -> Result<bool, PortError> {
+    match loaded {
+        Ok(_) => Ok(false),
+        Err(PortError::Corrupt { .. }) => Ok(true),
+        Err(err) => Err(err),
+    }
+}
+
+/// Puts the item in the `reconcile_by_due` index at `due`, or takes it out.
+fn set_due_keys(expression: &mut Expression, due: Option<jiff::Timestamp>) -> Result<(), PortError> {
+    match due {
+        Some(due) => {
+            expression.set("due_bucket", &DUE_BUCKET)?;
+            expression.set("due_at", &due.as_second())
+        }
+        None => {
+            expression.remove("due_bucket");
+            expression.remove("due_at");
+            Ok(())
+        }
     }
 }
 
@@ -357,6 +376,8 @@ impl RunStore for DynamoRunStore {
             created_at: run.created_at,
             updated_at: run.updated_at,
             finished_at: run.finished_at,
+            due: run.due,
+            due_keys: DueKeys::new(run.due),
             expires_at,
             events,
         };
@@ -469,27 +490,34 @@ impl RunStore for DynamoRunStore {
                 ("created_sk".to_owned(), string(after.to_string())),
             ])
         });
-        // One more than asked tells whether another page exists.
-        let fetch = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
-        let found = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(RUNS_BY_TENANT)
-            .key_condition_expression("tenant_pk = :tenant")
-            .expression_attribute_values(":tenant", string(tenant.to_string()))
-            .scan_index_forward(false)
-            .limit(fetch)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let runs = found
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| from_item::<SummaryItem>("run summary", item).map(RunSummary::from))
-            .collect::<Result<Vec<_>, _>>()?;
+        // One more than asked tells whether another page exists. A query stops at 1 MB
+        // whatever its limit, so follow `LastEvaluatedKey` until enough runs are in.
+        let wanted = limit.saturating_add(1);
+        let mut runs = Vec::new();
+        let mut start = start;
+        loop {
+            let fetch = i32::try_from(wanted - runs.len()).unwrap_or(i32::MAX);
+            let found = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(RUNS_BY_TENANT)
+                .key_condition_expression("tenant_pk = :tenant")
+                .expression_attribute_values(":tenant", string(tenant.to_string()))
+                .scan_index_forward(false)
+                .limit(fetch)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in found.items.unwrap_or_default() {
+                runs.push(RunSummary::from(from_item::<SummaryItem>("run summary", item)?));
+            }
+            start = found.last_evaluated_key;
+            if runs.len() >= wanted || start.is_none() {
+                break;
+            }
+        }
         Ok(RunPage::from_fetched(runs, limit))
     }
 
@@ -587,7 +615,7 @@ impl RunStore for DynamoRunStore {
     }
 
     async fn transition_run(&self, run_id: &RunId, transition: RunTransition) -> Result<Option<Run>, PortError> {
-        let RunTransition { from, to, output, error, finished_at, events } = transition;
+        let RunTransition { from, to, output, error, finished_at, due, events } = transition;
         let mut expression = Expression::default();
         let status = expression.name("status");
         let allowed = from
@@ -611,6 +639,8 @@ impl RunStore for DynamoRunStore {
         if let Some(at) = finished_at {
             expression.set("finished_at", &at)?;
         }
+        expression.set("due", &due)?;
+        set_due_keys(&mut expression, due)?;
         if let Some(last) = events.last() {
             expression.set("updated_at", &last.at)?;
         }
@@ -659,33 +689,81 @@ impl RunStore for DynamoRunStore {
         Ok(events)
     }
 
-    async fn expired_waits(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<WaitRef>, PortError> {
-        let found = self
+    async fn due(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<DueRef>, PortError> {
+        let mut pages = self
             .client
             .query()
             .table_name(&self.table)
-            .index_name(WAITS_BY_DEADLINE)
-            .key_condition_expression("wait_bucket = :bucket AND wait_deadline < :now")
-            .expression_attribute_values(":bucket", string(WAIT_BUCKET))
+            .index_name(RECONCILE_BY_DUE)
+            .key_condition_expression("due_bucket = :bucket AND due_at < :now")
+            .expression_attribute_values(":bucket", string(DUE_BUCKET))
             .expression_attribute_values(":now", number(now.as_second()))
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .limit(i32::try_from(limit.min(1_000)).unwrap_or(1_000))
+            .into_paginator()
+            .items()
+            .send();
+        let mut found = Vec::new();
+        while found.len() < limit
+            && let Some(item) = pages.next().await
+        {
+            let keys: KeysItem = from_item("due index entry", item.map_err(unavailable)?)?;
+            let corrupt = || PortError::Corrupt { what: "due index entry", detail: format!("{}/{}", keys.pk, keys.sk) };
+            let run_id = keys.pk.strip_prefix("RUN#").and_then(|id| RunId::parse(id).ok()).ok_or_else(corrupt)?;
+            let step_id = match keys.sk.strip_prefix(STEP_SK_PREFIX) {
+                Some(id) => Some(StepId::parse(id).map_err(|_| corrupt())?),
+                None if keys.sk == RUN_SK => None,
+                None => return Err(corrupt()),
+            };
+            found.push(DueRef { run_id, step_id });
+        }
+        Ok(found)
+    }
+
+    async fn fail_unreadable_run(
+        &self,
+        run_id: &RunId,
+        error: StepError,
+        now: jiff::Timestamp,
+    ) -> Result<bool, PortError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK)))
+            .consistent_read(true)
             .send()
             .await
             .map_err(unavailable)?;
-        found
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| {
-                let keys: KeysItem = from_item("wait index entry", item)?;
-                let corrupt =
-                    || PortError::Corrupt { what: "wait index entry", detail: format!("{}/{}", keys.pk, keys.sk) };
-                let run_id = keys.pk.strip_prefix("RUN#").and_then(|id| RunId::parse(id).ok()).ok_or_else(corrupt)?;
-                let step_id =
-                    keys.sk.strip_prefix(STEP_SK_PREFIX).and_then(|id| StepId::parse(id).ok()).ok_or_else(corrupt)?;
-                Ok(WaitRef { run_id, step_id })
-            })
-            .collect()
+        let Some(item) = found.item else { return Ok(false) };
+        let item: RunItem = from_item("run item", item)?;
+        let mut expression = Expression::default();
+        // What cannot be read is replaced, so the run can be read, shown and notified. A blob
+        // store that does not answer is not a missing payload: that error is passed on.
+        if unreadable(self.load_payload(item.definition).await)? {
+            expression.set("definition", &Payload::Json(r#"{"steps":[]}"#.to_owned()))?;
+        }
+        if unreadable(self.load_payload(item.input).await)? {
+            expression.set("input", &Payload::Json("null".to_owned()))?;
+        }
+        if unreadable(self.load_optional(item.output).await)? {
+            expression.remove("output");
+        }
+        let status = expression.name("status");
+        let unfinished = RunStatus::UNFINISHED
+            .iter()
+            .map(|wanted| Ok(format!("{status} = {}", expression.serde_value(wanted)?)))
+            .collect::<Result<Vec<_>, PortError>>()?;
+        expression.require(format!("attribute_exists(pk) AND ({})", unfinished.join(" OR ")));
+        expression.set("status", &RunStatus::Failed)?;
+        expression.set("error", &error)?;
+        expression.set("finished_at", &now)?;
+        expression.set("updated_at", &now)?;
+        expression.set("due", &now)?;
+        set_due_keys(&mut expression, Some(now))?;
+        match self.update(Self::key(run_pk(run_id), RUN_SK), expression, false).await? {
+            Updated::Applied(_) => Ok(true),
+            Updated::Refused(_) => Ok(false),
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use super::poisoned;
 use crate::domain::StepTransition;
-use crate::domain::{Run, RunEvent, RunId, StepId, StepState, StepStatus, TenantId};
-use crate::ports::{CreateOutcome, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition, WaitRef};
+use crate::domain::{Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId};
+use crate::ports::{CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
 
 /// One run with its steps and history.
 struct RunEntry {
@@ -172,6 +172,7 @@ impl RunStore for MemoryRunStore {
         if let Some(at) = transition.finished_at {
             run.finished_at = Some(at);
         }
+        run.due = transition.due;
         if let Some(last) = transition.events.last() {
             run.updated_at = last.at;
         }
@@ -191,19 +192,41 @@ impl RunStore for MemoryRunStore {
         Ok(self.lock()?.runs.get(run_id).map(|e| e.events.clone()).unwrap_or_default())
     }
 
-    async fn expired_waits(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<WaitRef>, PortError> {
+    async fn due(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<DueRef>, PortError> {
         let state = self.lock()?;
-        let mut expired: Vec<(jiff::Timestamp, WaitRef)> = state
-            .runs
-            .values()
-            .flat_map(|entry| entry.steps.values().map(move |step| (entry, step)))
-            .filter(|(_, step)| step.status.is_waiting())
-            .filter_map(|(entry, step)| {
-                let deadline = step.control.deadline.filter(|deadline| *deadline < now)?;
-                Some((deadline, WaitRef { run_id: entry.run.id.clone(), step_id: step.step_id.clone() }))
+        let runs = state.runs.values().filter_map(|entry| {
+            let due = entry.run.due.filter(|due| *due < now)?;
+            Some((due, DueRef { run_id: entry.run.id.clone(), step_id: None }))
+        });
+        let steps = state.runs.values().flat_map(|entry| {
+            entry.steps.values().filter_map(move |step| {
+                let due = step.control.due.filter(|due| *due < now)?;
+                Some((due, DueRef { run_id: entry.run.id.clone(), step_id: Some(step.step_id.clone()) }))
             })
-            .collect();
-        expired.sort_by_key(|(deadline, _)| *deadline);
-        Ok(expired.into_iter().take(limit).map(|(_, wait)| wait).collect())
+        });
+        let mut found: Vec<(jiff::Timestamp, DueRef)> = runs.chain(steps).collect();
+        found.sort();
+        Ok(found.into_iter().take(limit).map(|(_, due)| due).collect())
+    }
+
+    /// Payloads are kept inline here and cannot go missing: the run is only failed.
+    async fn fail_unreadable_run(
+        &self,
+        run_id: &RunId,
+        error: StepError,
+        now: jiff::Timestamp,
+    ) -> Result<bool, PortError> {
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        if entry.run.status.is_terminal() {
+            return Ok(false);
+        }
+        let run = &mut entry.run;
+        run.status = RunStatus::Failed;
+        run.error = Some(error);
+        run.finished_at = Some(now);
+        run.updated_at = now;
+        run.due = Some(now);
+        Ok(true)
     }
 }

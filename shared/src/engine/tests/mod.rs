@@ -1,6 +1,9 @@
 //! Engine behaviour over the memory adapters: scheduling, skips, failures, approvals,
 //! cancellation and notifications, with every step message delivered twice, concurrently
-//! and in shuffled order.
+//! and in shuffled order. `durability` breaks the ports between any two writes.
+
+mod durability;
+mod faults;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,7 @@ use crate::providers::{Completion, ModelInfo, Provider, ProviderError, TaskReque
 use crate::routing::{ProviderRouter, RetryPolicy};
 use crate::testing::{ManualClock, TestKit};
 use crate::webhooks::{WebhookHeaders, WebhookSecret, verify};
+use faults::{Faults, FaultyQueue, FaultyStore};
 
 /// A provider that answers every task and records each call's text. Text containing
 /// `FAIL` is rejected as an invalid request; text containing `LIMITED` is rate limited for
@@ -80,20 +84,44 @@ struct Harness {
     steps: UnboundedReceiver<StepMessage>,
     notifications: UnboundedReceiver<NotificationMessage>,
     tenant: TenantId,
+    /// Breaks the store's and the queues' next calls on demand.
+    faults: Arc<Faults>,
 }
 
 /// The engine over the test kit, with [`CountingProvider`] as its only provider.
 fn harness() -> Harness {
+    harness_with(|router| router, None)
+}
+
+/// [`harness`] with a changed router (rate limits) and an invocation budget (a Lambda's).
+fn harness_with(
+    configure: impl FnOnce(ProviderRouter) -> ProviderRouter,
+    invocation_budget: Option<Duration>,
+) -> Harness {
     let kit = TestKit::new();
     let provider = Arc::new(CountingProvider::default());
-    let router = ProviderRouter::new(
+    let router = configure(ProviderRouter::new(
         vec![provider.clone() as Arc<dyn Provider>],
         BTreeMap::new(),
         RetryPolicy::default(),
         Default::default(),
-    );
-    let engine = Engine::new(EngineParts { router: Arc::new(router), ..kit.engine_parts() });
+    ));
+    let faults = Arc::new(Faults::default());
+    let parts = kit.engine_parts();
+    let engine = Engine::new(EngineParts {
+        router: Arc::new(router),
+        invocation_budget,
+        store: Arc::new(FaultyStore { inner: parts.store, faults: faults.clone() }),
+        steps: Arc::new(FaultyQueue { inner: parts.steps, faults: faults.clone(), name: "send steps" }),
+        notifications: Arc::new(FaultyQueue {
+            inner: parts.notifications,
+            faults: faults.clone(),
+            name: "send notifications",
+        }),
+        ..parts
+    });
     Harness {
+        faults,
         engine,
         store: kit.backends.store,
         clock: kit.clock,
@@ -284,8 +312,10 @@ async fn approval_steps_wait_for_a_person_then_release_their_dependants() {
     let review = StepId::parse("review").unwrap();
     let decision = ApprovalDecision { by: Some("alice".into()), comment: Some("ship it".into()) };
     h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision.clone()).await.unwrap();
-    let again = h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision).await;
-    assert!(matches!(again, Err(EngineError::Conflict(_))));
+    // A client's retry of the same decision is taken; the other decision is refused.
+    h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision.clone()).await.unwrap();
+    let other = h.engine.decide_approval(&h.tenant, &run_id, &review, false, decision).await;
+    assert!(matches!(other, Err(EngineError::Conflict(_))));
     h.drive(6).await;
 
     let view = h.view(&run_id).await;
@@ -317,11 +347,11 @@ async fn the_sweep_fails_an_approval_nobody_answered_in_time() {
     ]});
     let run_id = h.submit(workflow, json!({"text": "hi"})).await;
     h.drive(9).await;
-    assert_eq!(h.engine.sweep().await.unwrap(), 0, "not yet expired");
+    assert_eq!(h.engine.sweep().await.unwrap().failed, 0, "not yet expired");
     h.clock.advance(Duration::from_millis(350));
 
-    assert_eq!(h.engine.sweep().await.unwrap(), 1);
-    assert_eq!(h.engine.sweep().await.unwrap(), 0, "a wait is failed once");
+    assert_eq!(h.engine.sweep().await.unwrap().failed, 1);
+    assert_eq!(h.engine.sweep().await.unwrap().failed, 0, "a wait is failed once");
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Failed);
     assert_eq!(view.steps[1].progress.error.as_ref().unwrap().kind, ErrorKind::DeadlineExceeded);

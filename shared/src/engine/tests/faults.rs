@@ -1,0 +1,129 @@
+//! Port wrappers that fail on demand: a test arms "the next `release_step` fails", and the
+//! engine meets what a crash or an outage between two writes looks like from inside.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{Run, RunEvent, RunId, StepError, StepId, StepState, StepTransition, TenantId};
+use crate::ports::{CreateOutcome, DueRef, NewRun, PortError, Queue, RunPage, RunStore, RunTransition};
+
+/// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …).
+#[derive(Default)]
+pub(super) struct Faults {
+    armed: Mutex<Vec<&'static str>>,
+}
+
+impl Faults {
+    /// The next call of `operation` fails as unavailable.
+    pub(super) fn fail_next(&self, operation: &'static str) {
+        self.armed.lock().unwrap().push(operation);
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), PortError> {
+        let mut armed = self.armed.lock().unwrap();
+        match armed.iter().position(|armed| *armed == operation) {
+            Some(index) => {
+                armed.remove(index);
+                Err(PortError::Unavailable { what: "a port under test", source: operation.into() })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// The memory run store behind [`Faults`].
+pub(super) struct FaultyStore {
+    pub inner: Arc<dyn RunStore>,
+    pub faults: Arc<Faults>,
+}
+
+#[async_trait]
+impl RunStore for FaultyStore {
+    async fn create_run(&self, new: NewRun) -> Result<CreateOutcome, PortError> {
+        self.faults.check("create_run")?;
+        self.inner.create_run(new).await
+    }
+
+    async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, PortError> {
+        self.faults.check("get_run")?;
+        self.inner.get_run(run_id).await
+    }
+
+    async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError> {
+        self.faults.check("get_steps")?;
+        self.inner.get_steps(run_id).await
+    }
+
+    async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError> {
+        self.inner.list_runs(tenant, after, limit).await
+    }
+
+    async fn transition_step(
+        &self,
+        run_id: &RunId,
+        step_id: &StepId,
+        transition: StepTransition,
+    ) -> Result<Option<StepState>, PortError> {
+        self.faults.check("transition_step")?;
+        self.inner.transition_step(run_id, step_id, transition).await
+    }
+
+    async fn release_step(
+        &self,
+        run_id: &RunId,
+        dependant: &StepId,
+        upstream: &StepId,
+        upstream_succeeded: bool,
+    ) -> Result<StepState, PortError> {
+        self.faults.check("release_step")?;
+        self.inner.release_step(run_id, dependant, upstream, upstream_succeeded).await
+    }
+
+    async fn release_run(&self, run_id: &RunId, sink: &StepId) -> Result<Run, PortError> {
+        self.faults.check("release_run")?;
+        self.inner.release_run(run_id, sink).await
+    }
+
+    async fn transition_run(&self, run_id: &RunId, transition: RunTransition) -> Result<Option<Run>, PortError> {
+        self.faults.check("transition_run")?;
+        self.inner.transition_run(run_id, transition).await
+    }
+
+    async fn append_events(&self, run_id: &RunId, events: Vec<RunEvent>) -> Result<(), PortError> {
+        self.inner.append_events(run_id, events).await
+    }
+
+    async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError> {
+        self.inner.list_events(run_id).await
+    }
+
+    async fn due(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<DueRef>, PortError> {
+        self.inner.due(now, limit).await
+    }
+
+    async fn fail_unreadable_run(
+        &self,
+        run_id: &RunId,
+        error: StepError,
+        now: jiff::Timestamp,
+    ) -> Result<bool, PortError> {
+        self.inner.fail_unreadable_run(run_id, error, now).await
+    }
+}
+
+/// A queue behind [`Faults`], under the operation name `name`.
+pub(super) struct FaultyQueue<M> {
+    pub inner: Arc<dyn Queue<M>>,
+    pub faults: Arc<Faults>,
+    pub name: &'static str,
+}
+
+#[async_trait]
+impl<M: Send + Sync + 'static> Queue<M> for FaultyQueue<M> {
+    async fn send(&self, messages: Vec<M>, delay: Duration) -> Result<(), PortError> {
+        self.faults.check(self.name)?;
+        self.inner.send(messages, delay).await
+    }
+}
