@@ -132,3 +132,60 @@ async fn make_dynamo_rate_limiter() -> LimiterUnderTest {
         move || Arc::new(DynamoRateLimiter::new(dynamodb.clone(), &table, ticking.clone())) as Arc<dyn RateLimiter>;
     LimiterUnderTest { clock, make: Box::new(make) }
 }
+
+/// A run whose payload in S3 is gone (deleted by hand, by a lifecycle rule) cannot be read;
+/// the reconciler then fails it through `fail_unreadable_run`, which leaves it readable.
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn dynamo_run_store_fails_a_run_whose_payload_is_gone_and_reads_it_again() {
+    use chorus::domain::{ErrorKind, Run, RunStatus, StepError, StepId, StepState, WorkflowDefinition};
+    use chorus::ports::{CreateOutcome, DueRef, NewRun};
+
+    let emulator = emulator().await;
+    let store = make_dynamo_run_store().await;
+    let s3 = s3_client(&emulator.config);
+    let now = jiff::Timestamp::now();
+    let definition: WorkflowDefinition = serde_json::from_value(serde_json::json!({"steps": [
+        {"id": "a", "task": "generate", "model": "local:echo", "prompt": "{{ input.text }}"}
+    ]}))
+    .unwrap();
+    let tenant = TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap();
+    let run = Run {
+        id: chorus::domain::RunId::generate(now),
+        tenant: tenant.clone(),
+        status: RunStatus::Queued,
+        definition,
+        input: serde_json::json!({"text": "chorus ".repeat(20_000)}),
+        notify: None,
+        output: None,
+        error: None,
+        pending_sinks: 1,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+        due: None,
+    };
+    let run_id = run.id.clone();
+    let steps = vec![StepState::new(StepId::parse("a").unwrap(), 0, Vec::new())];
+    let created = store.create_run(NewRun { run, steps, idempotency: None, events: Vec::new() }).await.unwrap();
+    assert_eq!(created, CreateOutcome::Created);
+
+    let prefix = format!("tenants/{tenant}/runs/{run_id}/");
+    let listed = s3.list_objects_v2().bucket(&emulator.bucket).prefix(&prefix).send().await.unwrap();
+    let keys: Vec<String> = listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+    assert!(!keys.is_empty(), "the large input went to S3");
+    for key in keys {
+        s3.delete_object().bucket(&emulator.bucket).key(key).send().await.unwrap();
+    }
+    let unreadable = store.get_run(&run_id).await;
+    assert!(matches!(unreadable, Err(chorus::ports::PortError::Corrupt { .. })), "{unreadable:?}");
+
+    let error = StepError::new(ErrorKind::PayloadMissing, "the input is gone");
+    assert!(store.fail_unreadable_run(&run_id, error.clone(), now).await.unwrap());
+    let run = store.get_run(&run_id).await.unwrap().expect("readable again");
+    assert_eq!((run.status, run.input, run.error), (RunStatus::Failed, serde_json::Value::Null, Some(error.clone())));
+    assert_eq!(run.due, Some(now), "its follow-up (the client's notification) is due");
+    let due = store.due(now + Duration::from_secs(1), 10_000).await.unwrap();
+    assert!(due.contains(&DueRef { run_id: run_id.clone(), step_id: None }));
+    assert!(!store.fail_unreadable_run(&run_id, error, now).await.unwrap(), "an ended run is left as it is");
+}

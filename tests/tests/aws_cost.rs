@@ -78,7 +78,7 @@ const fn cost(reads: u32, writes: u32, sends: u32) -> Cost {
 
 #[tokio::test]
 #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
-async fn a_diamond_costs_two_writes_per_step_one_per_dependency_two_reads_and_one_batched_send() {
+async fn a_diamond_costs_three_writes_per_step_one_per_dependency_two_reads_and_one_batched_send() {
     let emulator = emulator().await;
     let counter = RequestCounter::default();
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
@@ -133,16 +133,18 @@ async fn a_diamond_costs_two_writes_per_step_one_per_dependency_two_reads_and_on
     .await;
     let per_step = per_step.into_inner().unwrap();
 
-    // Of its own, every step reads run and steps (2) and writes its claim and completion
-    // (2). Then: `a` counts down `b` and `c` (2 writes) and sends both in one batch; it is
-    // also the run's first step (1 write: queued → running). Of `b` and `c`, each counts
-    // down `d`; the one that takes it to zero sends it. `d`, the run's only sink, counts the
-    // run down (1 write), reads the steps to render the output and ends the run (1 write).
+    // Of its own, every step reads run and steps (2) and writes its claim, its completion
+    // and, once what follows its end is done, clears its due time (3). Then: `a` counts down
+    // `b` and `c` (2 writes) and sends both in one batch; it is also the run's first step
+    // (1 write: queued → running). Of `b` and `c`, each counts down `d`; the one that takes
+    // it to zero sends it. `d`, the run's only sink, counts the run down (1 write), reads the
+    // steps to render the output and ends the run (1 write; a run that succeeded with no one
+    // to notify has no follow-up of its own to clear).
     let (b, c) = (per_step["b"], per_step["c"]);
-    assert_eq!(per_step["a"], cost(2, 5, 1), "a");
-    assert_eq!((b.reads, b.writes, c.reads, c.writes), (2, 3, 2, 3), "b and c");
+    assert_eq!(per_step["a"], cost(2, 6, 1), "a");
+    assert_eq!((b.reads, b.writes, c.reads, c.writes), (2, 4, 2, 4), "b and c");
     assert_eq!(b.sends + c.sends, 1, "d is sent once");
-    assert_eq!(per_step["d"], cost(3, 4, 0), "d");
+    assert_eq!(per_step["d"], cost(3, 5, 0), "d");
 
     let run = store.get_run(&run_id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);

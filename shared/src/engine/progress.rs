@@ -142,7 +142,8 @@ impl Engine {
             output,
             error,
             finished_at: Some(now),
-            due: follow_up_due(now),
+            // A run that succeeded with no one to notify has nothing to follow up.
+            due: if status == RunStatus::Succeeded && run.notify.is_none() { None } else { follow_up_due(now) },
             events: vec![RunEvent::run(now, EventKind::RunFinished { status })],
         };
         match self.store.transition_run(&run.id, transition).await? {
@@ -167,8 +168,10 @@ impl Engine {
             let message = NotificationMessage { run_id: run.id.clone(), attempt: 0 };
             self.notifications.send(vec![message], Duration::ZERO).await?;
         }
-        let done = RunTransition::status(vec![run.status], run.status);
-        self.store.transition_run(&run.id, done).await?;
+        if run.due.is_some() {
+            let done = RunTransition::status(vec![run.status], run.status);
+            self.store.transition_run(&run.id, done).await?;
+        }
         Ok(())
     }
 

@@ -329,3 +329,21 @@ async fn a_step_every_worker_died_on_fails_as_undeliverable() {
     assert_eq!(view.steps[0].progress.error.as_ref().unwrap().kind, ErrorKind::Undeliverable);
     assert!(h.provider.calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_run_whose_stored_state_is_gone_fails_with_a_clear_error_and_its_client_hears() {
+    let mut h = harness();
+    let run_id = notified(&h).await;
+    while h.steps.try_recv().is_ok() {} // the worker never got it
+    h.clock.advance(LATER);
+    h.faults.corrupt_next("get_run");
+    let report = h.engine.sweep().await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Failed);
+    let error = view.error.unwrap();
+    assert_eq!(error.kind, ErrorKind::PayloadMissing);
+    assert!(error.message.contains("is missing"), "{}", error.message);
+    assert_eq!(h.notifications.try_recv().unwrap().run_id, run_id);
+    assert!(h.provider.calls().is_empty());
+}

@@ -12,24 +12,29 @@ use crate::ports::{CreateOutcome, DueRef, NewRun, PortError, Queue, RunPage, Run
 /// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …).
 #[derive(Default)]
 pub(super) struct Faults {
-    armed: Mutex<Vec<&'static str>>,
+    armed: Mutex<Vec<(&'static str, bool)>>,
 }
 
 impl Faults {
     /// The next call of `operation` fails as unavailable.
     pub(super) fn fail_next(&self, operation: &'static str) {
-        self.armed.lock().unwrap().push(operation);
+        self.armed.lock().unwrap().push((operation, false));
+    }
+
+    /// The next call of `operation` finds data it cannot read (a payload gone from S3).
+    pub(super) fn corrupt_next(&self, operation: &'static str) {
+        self.armed.lock().unwrap().push((operation, true));
     }
 
     fn check(&self, operation: &'static str) -> Result<(), PortError> {
         let mut armed = self.armed.lock().unwrap();
-        match armed.iter().position(|armed| *armed == operation) {
-            Some(index) => {
-                armed.remove(index);
-                Err(PortError::Unavailable { what: "a port under test", source: operation.into() })
-            }
-            None => Ok(()),
-        }
+        let Some(index) = armed.iter().position(|(armed, _)| *armed == operation) else { return Ok(()) };
+        let (_, corrupt) = armed.remove(index);
+        Err(if corrupt {
+            PortError::Corrupt { what: "blob store", detail: "payload `tenants/…/input.json` is missing".into() }
+        } else {
+            PortError::Unavailable { what: "a port under test", source: operation.into() }
+        })
     }
 }
 
