@@ -6,8 +6,9 @@
 # functions under cargo lambda watch, the SQS → Lambda bridge), run the tests including the
 # ignored ones (the tests that need the stack are #[ignore]d so that a plain `cargo test` lists
 # them instead of failing; run without the stack they fail), then stop it all. Everything runs
-# on the first emulator; the AWS suites (conformance, request counts, bridge, end to end) run
-# again on moto.
+# on the first emulator; the AWS suites (conformance, request counts, bridge, end to end, a
+# crashed function) run again on moto. The crash test SIGKILLs the worker the other stack tests
+# use, so it runs on its own, after them.
 # Usage: infra/local/test.sh     (CARGO, CARGO_TARGET_DIR as in the Makefile)
 set -euo pipefail
 
@@ -18,24 +19,31 @@ CHORUS=${CARGO_TARGET_DIR:-$ROOT/target}/debug/chorus
 AWS_SUITES='binary(aws_conformance) | binary(aws_cost) | binary(local_bridge) | binary(local_e2e)'
 # Everything but the official SDK check, which sdk_check runs once, before the emulators.
 ALL_BUT_SDKS='not binary(official_sdks)'
+# Kills the worker's runtime: after everything else, alone.
+CRASH_SUITE='binary(local_crash)'
 SDK_TEST=the_official_sdks_default_calls_are_answered_by_the_mock
 
 infra/local/tools.sh >&2
 
 # run_tests all|aws: every test, or the AWS suites only, the ignored ones included (with the
-# stack up, the tests that need it are due). nextest when installed (one summary line), else
-# cargo test.
+# stack up, the tests that need it are due), then the crash test. nextest when installed (one
+# summary line per run), else cargo test (which runs one test binary at a time, so the crash
+# test is alone there too).
 run_tests() {
-  local filter=$ALL_BUT_SDKS
+  local filter=$ALL_BUT_SDKS status=0
   if [[ $1 == aws ]]; then filter=$AWS_SUITES; fi
   if "$CARGO" nextest --version >/dev/null 2>&1; then
-    "$CARGO" nextest run --workspace --all-features --no-fail-fast --run-ignored all -E "$filter"
+    "$CARGO" nextest run --workspace --all-features --no-fail-fast --run-ignored all \
+      -E "($filter) - $CRASH_SUITE" || status=$?
+    "$CARGO" nextest run --all-features -p chorus-tests --run-ignored all -E "$CRASH_SUITE" || status=$?
   elif [[ $1 == all ]]; then
-    "$CARGO" test --workspace --all-targets --all-features --no-fail-fast -- --include-ignored --skip "$SDK_TEST"
+    "$CARGO" test --workspace --all-targets --all-features --no-fail-fast -- --include-ignored --skip "$SDK_TEST" ||
+      status=$?
   else
-    "$CARGO" test --all-features --no-fail-fast -p chorus-tests \
-      --test aws_conformance --test aws_cost --test local_bridge --test local_e2e -- --include-ignored
+    "$CARGO" test --all-features --no-fail-fast -p chorus-tests --test aws_conformance --test aws_cost \
+      --test local_bridge --test local_e2e --test local_crash -- --include-ignored || status=$?
   fi
+  return "$status"
 }
 
 # The official SDKs against the mock: devtools/mock-providers/tests/official_sdks.rs, which is

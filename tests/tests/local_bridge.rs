@@ -2,7 +2,8 @@
 //! LocalStack + DynamoDB Local, started by `infra/local/emulator.sh`): the resources created from
 //! the real `infra/template.yaml`, and the SQS → Lambda bridge's contract with a fake Lambda
 //! Invoke API — successes deleted, reported failures redriven to the dead-letter queue after
-//! `maxReceiveCount`, a function error keeping the whole batch, the batch size respected.
+//! `maxReceiveCount`, a function error keeping the whole batch, the batch size respected, an
+//! invocation that never answers failed at its deadline while the other routes carry on.
 //!
 //! They need the emulator, so they are ignored by a plain `cargo test`; `make test` runs them on
 //! each emulator. Run without one, they fail.
@@ -55,6 +56,9 @@ enum Behaviour {
     Http500,
     /// Fails as AWS reports it: 200 with `X-Amz-Function-Error: Unhandled`.
     FunctionErrorHeader,
+    /// Invocations of this function never answer (a dead or stuck runtime under `cargo lambda
+    /// watch`); others are answered as by `ReportFailures`.
+    Hang { function: &'static str },
 }
 
 /// A Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) that records every
@@ -104,7 +108,8 @@ async fn invoke(State(fake): State<FakeLambda>, UrlPath(name): UrlPath<String>, 
     let behaviour = *fake.behaviour.lock().unwrap();
     let error = json!({ "errorType": "TestError", "errorMessage": "the fake function failed" });
     match behaviour {
-        Behaviour::ReportFailures => {
+        Behaviour::Hang { function } if function == name => std::future::pending().await,
+        Behaviour::ReportFailures | Behaviour::Hang { .. } => {
             let failures: Vec<Value> = event["Records"]
                 .as_array()
                 .into_iter()
@@ -329,6 +334,47 @@ async fn a_function_error_keeps_the_whole_batch() {
 
 #[tokio::test]
 #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn an_invocation_past_its_deadline_fails_and_the_other_routes_carry_on() {
+    let config = emulator().await;
+    let (fake, lambda_url) = FakeLambda::start().await;
+    fake.set(Behaviour::Hang { function: "worker" });
+    let stuck = TestQueue::create(&config, "stuck").await;
+    let other = TestQueue::create(&config, "other").await;
+    stuck.send(&["never-answered"]).await;
+    other.send(&["ok-meanwhile"]).await;
+
+    let bridge = bridge_to(&config, &lambda_url);
+    let deadline = Duration::from_secs(1);
+    let stuck_route = QueueRoute { invoke_timeout: deadline, ..stuck.route(10) };
+    let other_route = QueueRoute { function: "notifier".to_owned(), ..other.route(10) };
+    let (stop, stopped) = watch::channel(false);
+    let routes = Routes { queues: vec![stuck_route, other_route], schedules: vec![] };
+    let running = tokio::spawn(async move { bridge.run(routes, stopped).await });
+
+    // A message whose every invocation times out comes back after the visibility timeout each
+    // time, and SQS dead-letters it after maxReceiveCount, as with a function timing out on AWS.
+    let redriven = &stuck;
+    let dead = poll::until("the timed-out message reaches the dead-letter queue", TIMEOUT, Duration::ZERO, || {
+        async move {
+            let dead = redriven.drain(&redriven.dlq_url).await;
+            if dead.is_empty() { Err("nothing in the dead-letter queue") } else { Ok(dead) }
+        }
+    })
+    .await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), running).await.expect("the bridge stops").unwrap();
+
+    assert_eq!(dead, ["never-answered"]);
+    let seen = deliveries(&fake);
+    assert_eq!(seen["never-answered"], ["1", "2"], "each delivery failed at the deadline");
+    assert_eq!(seen["ok-meanwhile"], ["1"], "the other route was served, once");
+    assert!(other.drain(&other.url).await.is_empty(), "and its message deleted");
+    stuck.delete().await;
+    other.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 async fn batches_never_exceed_the_batch_size() {
     let config = emulator().await;
     let (fake, lambda_url) = FakeLambda::start().await;
@@ -478,7 +524,7 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
     assert_eq!(env["CHORUS_STEPS_QUEUE_URL"], steps_url);
     assert_eq!(env["CHORUS_TABLE"], table_name);
     assert_eq!(env["CHORUS_STEPS_DLQ_ARN"], created.attribute("StepsDeadLetterQueue", "Arn").unwrap());
-    let options = RouteOptions { prefix: prefix.clone(), max_concurrency: 2, compile_allowance: Duration::ZERO };
+    let options = RouteOptions { prefix: prefix.clone(), max_concurrency: 2 };
     let routes = bridge::routes(&template, &created, &options).unwrap();
     let mut pairs: Vec<(&str, &str)> = routes
         .queues
@@ -493,6 +539,9 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
         [("notifier", "notifications-queue"), ("notifier", "steps-dead-letter-queue"), ("worker", "steps-queue")]
     );
     assert!(routes.queues.iter().all(|r| r.batch_size == 10 && r.concurrency == 2 && r.report_batch_item_failures));
+    // Each invocation's deadline is its function's Timeout, nothing added.
+    let deadline = |function: &str| routes.queues.iter().find(|r| r.function == function).unwrap().invoke_timeout;
+    assert_eq!((deadline("worker"), deadline("notifier")), (Duration::from_secs(120), Duration::from_secs(60)));
     assert_eq!(routes.schedules.len(), 1);
     assert_eq!(routes.schedules[0].every, Duration::from_secs(60));
 

@@ -5,6 +5,11 @@
 //! deletes what succeeded and leaves the rest to reappear after the visibility timeout, so the
 //! queue's own redrive policy moves a message that keeps failing to its dead-letter queue.
 //! Schedule events are invoked at their rate with an EventBridge "Scheduled Event".
+//!
+//! Every invocation has a deadline, the function's `Timeout` (see [`crate::inflight`]): one that
+//! does not answer in time fails like any other, its batch comes back after the visibility
+//! timeout, and the other pollers and routes carry on meanwhile. Each route has its own pollers,
+//! each with one batch in flight, so one stuck invocation holds one poller at most.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -21,6 +26,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::inflight::{InFlight, Interrupted};
 use crate::template::{LocalResources, Template, local_name};
 
 /// How long one ReceiveMessage waits for messages. Short, so a stop request is noticed quickly;
@@ -79,7 +85,8 @@ pub struct QueueRoute {
     pub report_batch_item_failures: bool,
     /// Pollers for this route; each has at most one batch in flight.
     pub concurrency: usize,
-    /// How long an invocation may take before the bridge treats it as failed.
+    /// How long an invocation may take before the bridge treats it as failed: the function's
+    /// `Timeout`.
     pub invoke_timeout: Duration,
 }
 
@@ -108,16 +115,16 @@ pub struct RouteOptions {
     /// Pollers per queue at most, whatever the template's `ScalingConfig.MaximumConcurrency`
     /// (10 for the worker) says: on a laptop more parallel debug builds only compete for cores.
     pub max_concurrency: usize,
-    /// Added to each function's `Timeout`: `cargo lambda watch` compiles a function inside its
-    /// first invocation (and after every change), which AWS never does.
-    pub compile_allowance: Duration,
 }
 
-/// Every SQS and Schedule event of the template, resolved against the local resources.
+/// Every SQS and Schedule event of the template, resolved against the local resources. Each
+/// invocation's deadline is its function's `Timeout`, as on AWS. (`chorus local up` has every
+/// SQS-fed function compiled before the bridge starts; an invocation that a later rebuild
+/// delays past its deadline fails, and its messages come back after the visibility timeout.)
 pub fn routes(template: &Template, resources: &LocalResources, options: &RouteOptions) -> Result<Routes, BridgeError> {
     let mut routes = Routes::default();
     for function in &template.functions {
-        let invoke_timeout = function.timeout + options.compile_allowance;
+        let invoke_timeout = function.timeout;
         for event in &function.sqs_events {
             let unknown =
                 || BridgeError::UnknownQueue { queue: event.queue.clone(), function: function.binary.clone() };
@@ -172,13 +179,15 @@ pub struct BatchOutcome {
     pub function_error: bool,
 }
 
-/// The bridge's clients. Cheap to clone.
+/// The bridge's clients and its invocations in flight. Cheap to clone; clones share the
+/// invocations.
 #[derive(Debug, Clone)]
 pub struct Bridge {
     sqs: aws_sdk_sqs::Client,
     lambda: aws_sdk_lambda::Client,
     region: String,
     wait: Duration,
+    in_flight: InFlight,
 }
 
 impl Bridge {
@@ -191,7 +200,15 @@ impl Bridge {
     /// The bridge over given clients (tests point the Lambda client at a fake endpoint).
     pub fn with_clients(sqs: aws_sdk_sqs::Client, lambda: aws_sdk_lambda::Client, config: &SdkConfig) -> Self {
         let region = config.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
-        Self { sqs, lambda, region, wait: DEFAULT_WAIT }
+        Self { sqs, lambda, region, wait: DEFAULT_WAIT, in_flight: InFlight::new() }
+    }
+
+    /// Tracks invocations in `in_flight`, shared with a supervisor that reports dead runtimes
+    /// (whose invocations then fail at once) and hears of hung ones.
+    #[must_use]
+    pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = in_flight;
+        self
     }
 
     /// How long each ReceiveMessage waits (whole seconds, at most 20, as SQS allows).
@@ -337,8 +354,12 @@ impl Bridge {
             .map_err(|source| BridgeError::Encode { function: function.to_owned(), source })?;
         let failed = |reason: String| BridgeError::Invoke { function: function.to_owned(), reason };
         let sent = self.lambda.invoke().function_name(function).payload(Blob::new(payload)).send();
-        let output = match tokio::time::timeout(timeout, sent).await {
-            Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
+        let output = match self.in_flight.call(function, timeout, sent).await {
+            Err(Interrupted::Deadline { hung }) => {
+                let why = if hung { "its runtime answered nothing since" } else { "it waited behind others" };
+                return Err(failed(format!("no answer within the function's timeout of {timeout:?} ({why})")));
+            }
+            Err(Interrupted::RuntimeDied) => return Err(failed("its runtime process died".to_owned())),
             Ok(Err(err)) => return Err(failed(error_chain(&err))),
             Ok(Ok(output)) => output,
         };

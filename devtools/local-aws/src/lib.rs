@@ -1,7 +1,10 @@
 //! The service on a local AWS stack, behind `chorus local`. `up` starts the emulator
 //! (`infra/local/emulator.sh`), creates the template's resources in it, serves the functions with
 //! `cargo lambda watch` and bridges the template's SQS and Schedule events to them; `down` stops
-//! all of it; `bridge` is the bridge on its own (what `up` runs in the background).
+//! all of it; `bridge` is the bridge on its own (what `up` runs in the background, with the
+//! `supervisor` that replaces a function's runtime process when it dies); `pids` lists a
+//! function's runtime processes, for tests and chaos harnesses ([`runtimes::function_pids`] is
+//! the same as a library call).
 //!
 //! [`run`] is meant to be called by the `chorus` binary: `up` re-runs the current executable with
 //! the same arguments (to inherit the emulator's environment) and starts the bridge as
@@ -10,10 +13,13 @@
 //! drives [`bridge`], [`resources`] and [`template`] directly against an emulator.
 
 pub mod bridge;
+pub mod inflight;
 pub mod processes;
 pub mod resources;
+pub mod runtimes;
 pub mod seed;
 mod stack;
+pub mod supervisor;
 pub mod template;
 
 use std::future::Future;
@@ -53,6 +59,16 @@ enum LocalCommand {
     Down,
     /// Feed the template's SQS queues and schedules to the functions (until Ctrl-C).
     Bridge(BridgeArgs),
+    /// Print the PIDs of a function's runtime processes under `up`, one per line (none, and
+    /// exit status 1, while it is not running): for tests and chaos harnesses, e.g.
+    /// `kill -9 $(chorus local pids worker)`.
+    Pids(PidsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PidsArgs {
+    /// The function (its binary: intake, worker, webhook, notifier).
+    function: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -115,6 +131,12 @@ struct BridgeArgs {
     #[arg(long, env = "AWS_ENDPOINT_URL_LAMBDA", value_name = "URL")]
     lambda_endpoint: Option<String>,
 
+    /// Also supervise the functions of the stack `up` started (from its state file): replace a
+    /// runtime process that dies, fail the invocation it held at once, kill a runtime that hangs
+    /// past its function's Timeout. `up` starts the bridge with it.
+    #[arg(long)]
+    supervise: bool,
+
     #[command(flatten)]
     options: BridgeOptions,
 }
@@ -140,6 +162,8 @@ pub enum LocalError {
     EnvironmentLost,
     #[error("cannot build an HTTP client")]
     Http(#[source] reqwest::Error),
+    #[error("`bridge --supervise` needs the stack `chorus local up` started; none runs (no {} with cargo lambda watch)", state.display())]
+    NothingToSupervise { state: PathBuf },
     #[error("cargo lambda watch exited; last lines of {}:\n{tail}", log.display())]
     LambdaExited { log: PathBuf, tail: String },
     #[error("{url} did not answer 200 within {waited:?} (last: {last}); last lines of {}:\n{tail}", log.display())]
@@ -157,5 +181,6 @@ pub async fn run(args: LocalArgs, shutdown: impl Future<Output = ()>) -> Result<
         LocalCommand::Up(up_args) => stack::up(&repo, &up_args).await,
         LocalCommand::Down => stack::down(&repo).await,
         LocalCommand::Bridge(bridge_args) => stack::run_bridge(&repo, bridge_args, shutdown).await,
+        LocalCommand::Pids(pids_args) => Ok(stack::print_pids(&repo, &pids_args.function)),
     }
 }

@@ -224,6 +224,15 @@ pub async fn stop_group(pgid: u32, expected: &str) -> bool {
     true
 }
 
+/// Sends `signal` (a name such as `KILL`) to process `pid`, through `kill(1)` as
+/// [`signal_group`] does. A process that is already gone is not an error worth reporting.
+pub fn kill_process(pid: u32, signal: &str) {
+    let sent = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).stderr(Stdio::null()).status();
+    if let Err(err) = sent {
+        tracing::warn!(pid, signal, error = %err, "cannot run kill");
+    }
+}
+
 /// Through `kill(1)`: the standard library cannot signal a process group and this workspace
 /// takes no libc bindings for two calls.
 fn signal_group(pgid: u32, signal: &str) {

@@ -1,7 +1,7 @@
 //! The `chorus local` commands step by step: `up` runs the emulator script, creates the
-//! resources, starts `cargo lambda watch` and the bridge as background processes and seeds a
-//! key; `down` stops what the state file says `up` started; `bridge` runs the bridge in this
-//! process until shutdown.
+//! resources, starts `cargo lambda watch` and the bridge (with its supervisor) as background
+//! processes and seeds a key; `down` stops what the state file says `up` started; `bridge` runs
+//! the bridge in this process until shutdown; `pids` lists a function's runtime processes.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -16,17 +16,21 @@ use secrecy::ExposeSecret;
 use tokio::sync::watch;
 
 use crate::bridge::{self, Bridge, RouteOptions};
+use crate::inflight::InFlight;
 use crate::processes::{self, STATE_DIR, Started, State};
 use crate::resources::{self, CreateOptions};
+use crate::runtimes::{self, STACK_VARIABLE};
 use crate::seed;
+use crate::supervisor::{Supervisor, SupervisorConfig};
 use crate::template::{Template, local_name};
 use crate::{BridgeArgs, BridgeOptions, LocalError, TEMPLATE, UpArgs};
 
 /// Set (to the exported names) in a `chorus local up` that was re-started with the emulator's
 /// environment, so it does not run the emulator script again.
 const EMULATOR_ENV_MARKER: &str = "CHORUS_LOCAL_EMULATOR_ENV";
-/// `cargo lambda watch` compiles a function inside its first invocation; on two cores a cold
-/// debug build of the workspace takes minutes.
+/// `cargo lambda watch` compiles a function inside its first invocation, which `up` makes before
+/// starting the bridge (see `warm_up`); on two cores a cold debug build of the workspace takes
+/// minutes.
 const COMPILE_ALLOWANCE: Duration = Duration::from_secs(15 * 60);
 /// How often `up` says what it is still waiting for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
@@ -153,6 +157,9 @@ fn start_lambda(repo: &Path, port: u16, state: &State) -> Result<Started, LocalE
         .envs(&state.function_env)
         // Without it aws-config probes the EC2 metadata address for credentials and region.
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // Inherited by every function process: how the supervisor and `pids` tell this stack's
+        // processes from another checkout's.
+        .env(STACK_VARIABLE, runtimes::stack_id(repo))
         .env_remove(EMULATOR_ENV_MARKER);
     if let Some(path) = path_with_tools(repo) {
         command.env("PATH", path);
@@ -180,7 +187,7 @@ fn start_bridge(repo: &Path, options: &BridgeOptions, lambda_url: &str, state: &
         .arg("local")
         .arg("--repo")
         .arg(repo)
-        .args(["bridge", "--prefix", &options.prefix, "--concurrency", &options.concurrency.to_string()])
+        .args(["bridge", "--supervise", "--prefix", &options.prefix, "--concurrency", &options.concurrency.to_string()])
         .current_dir(repo)
         .envs(&state.emulator_env)
         .env("AWS_ENDPOINT_URL_LAMBDA", lambda_url)
@@ -315,27 +322,55 @@ pub(crate) async fn run_bridge(
     let config = chorus::startup::sdk_config().await;
     let template = Template::load(&repo.join(TEMPLATE))?;
     let found = resources::locate(&config, &template, &args.options.prefix).await?;
-    let route_options = RouteOptions {
-        prefix: args.options.prefix.clone(),
-        max_concurrency: usize::from(args.options.concurrency),
-        compile_allowance: COMPILE_ALLOWANCE,
-    };
+    let route_options =
+        RouteOptions { prefix: args.options.prefix.clone(), max_concurrency: usize::from(args.options.concurrency) };
     let routes = bridge::routes(&template, &found, &route_options)?;
     if args.lambda_endpoint.is_none() {
         tracing::warn!("AWS_ENDPOINT_URL_LAMBDA is not set: invoking functions at the environment's default endpoint");
     }
+    let in_flight = InFlight::new();
+    let supervisor = if args.supervise { Some(supervisor(repo, &in_flight)?) } else { None };
     let lambda = bridge::lambda_client(&config, args.lambda_endpoint.as_deref());
-    let bridge = Bridge::with_clients(aws_sdk_sqs::Client::new(&config), lambda, &config);
+    let bridge = Bridge::with_clients(aws_sdk_sqs::Client::new(&config), lambda, &config).with_in_flight(in_flight);
     let (stop, stopped) = watch::channel(false);
+    let supervising = supervisor.map(|supervisor| tokio::spawn(supervisor.run(stopped.clone())));
     let running = tokio::spawn(async move { bridge.run(routes, stopped).await });
     shutdown.await;
     tracing::info!("stopping the bridge");
     // Nobody is left to receive it if the bridge already ended; that is fine.
     let _ = stop.send(true);
-    if let Err(err) = running.await {
-        tracing::error!(error = %err, "the bridge ended abnormally");
+    for task in std::iter::once(running).chain(supervising) {
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "the bridge ended abnormally");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The supervisor of the stack `up` started in `repo`, from its state file.
+fn supervisor(repo: &Path, in_flight: &InFlight) -> Result<Supervisor, LocalError> {
+    let nothing = || LocalError::NothingToSupervise { state: State::path(repo) };
+    let lambda = State::load(repo)?.and_then(|state| state.lambda).ok_or_else(nothing)?;
+    let config = SupervisorConfig {
+        stack: runtimes::stack_id(repo),
+        watch_pid: lambda.pid,
+        watch_expect: lambda.expect,
+        log_dir: repo.join(STATE_DIR),
+    };
+    Ok(Supervisor::new(config, in_flight.clone()))
+}
+
+/// `chorus local pids <function>`: one PID a line on stdout; exit status 1 when there is none.
+pub(crate) fn print_pids(repo: &Path, function: &str) -> ExitCode {
+    let pids = runtimes::function_pids(repo, function);
+    if pids.is_empty() {
+        eprintln!("no runtime process of {function} runs in the stack of {}", repo.display());
+        return ExitCode::FAILURE;
+    }
+    for pid in pids {
+        println!("{pid}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// How to use the stack: printed, not logged, so it reads the same whatever the log filter.
