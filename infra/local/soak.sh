@@ -83,6 +83,7 @@ unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB
   fail "\`chorus local up\` failed (see above; logs in .chorus/local/)"
 eval "$(grep '^export ' "$DIR/up.out")"
 
+export SOAK_REPO=$ROOT
 export SOAK_REPORT=${SOAK_REPORT:-$DIR/report.md}
 export SOAK_FUNCTION_LOG=${SOAK_FUNCTION_LOG:-$ROOT/.chorus/local/lambda.log}
 echo "── chaos soak: chorus-soak $* ──" >&2

@@ -91,6 +91,11 @@ pub struct SoakArgs {
     #[arg(long, env = "SOAK_STEPS_QUEUE", default_value = "chorus-steps-queue")]
     pub steps_queue: String,
 
+    /// The repository whose `chorus local up` runs the stack (its state file names the
+    /// `cargo lambda watch` whose worker is killed).
+    #[arg(long, env = "SOAK_REPO", default_value = ".")]
+    pub repo: PathBuf,
+
     /// The function whose runtime process is killed.
     #[arg(long, env = "SOAK_KILL_FUNCTION", default_value = "worker")]
     pub kill_function: String,

@@ -52,15 +52,16 @@ pub struct Kills {
     pub none_running: u64,
 }
 
-/// SIGKILLs `function`'s runtime processes every `every` until `stop`.
-pub async fn kill_loop(function: String, every: Duration, mut stop: watch::Receiver<bool>) -> Kills {
+/// SIGKILLs `function`'s runtime processes below `watcher` (this stack's `cargo lambda
+/// watch`) every `every` until `stop`.
+pub async fn kill_loop(function: String, watcher: u32, every: Duration, mut stop: watch::Receiver<bool>) -> Kills {
     let mut kills = Kills::default();
     while !*stop.borrow() {
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(every) => {}
         }
-        let found = pids::function_pids(&function);
+        let found = pids::function_pids(&function, watcher);
         if found.is_empty() {
             kills.none_running += 1;
         }

@@ -95,11 +95,8 @@ impl Report {
         );
         let faults = self.provider_faults.values().sum::<u64>();
         let kinds = self.provider_faults.iter().map(|(kind, n)| format!("{n} {kind}")).collect::<Vec<_>>();
-        row(
-            &mut out,
-            "provider faults injected",
-            format!("{faults} of {} requests: {}", self.provider_requests, kinds.join(", ")),
-        );
+        let kinds = if kinds.is_empty() { String::new() } else { format!(": {}", kinds.join(", ")) };
+        row(&mut out, "provider faults injected", format!("{faults} of {} requests{kinds}", self.provider_requests));
         row(&mut out, "steps answered by their fallback", self.tally.fallbacks_used.to_string());
         row(&mut out, "duplicate step messages sent", self.duplicates_sent.to_string());
         row(&mut out, "worker SIGKILLs", self.kills.killed.to_string());

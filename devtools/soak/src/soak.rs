@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::SoakError;
 use crate::args::SoakArgs;
 use crate::inject::{self, Bursts, Kills};
+use crate::pids;
 use crate::plan::{self, Resubmit, RunPlan};
 use crate::receiver::{self, Inbox};
 use crate::report::{Report, human};
@@ -53,8 +54,12 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
     inject::set_provider_faults(&stack.http, &args.mock_url, args.provider_fault_rate).await?;
     let log_from = inject::log_position(&args.function_log);
     let (stop, stopped) = watch::channel(false);
-    let killing = (!args.kill_every.is_zero())
-        .then(|| tokio::spawn(inject::kill_loop(args.kill_function.clone(), args.kill_every, stopped.clone())));
+    let killing = if args.kill_every.is_zero() {
+        None
+    } else {
+        let watcher = pids::stack_watcher(&args.repo)?;
+        Some(tokio::spawn(inject::kill_loop(args.kill_function.clone(), watcher, args.kill_every, stopped.clone())))
+    };
     let bursting = match (&args.chaos_file, args.bursts()) {
         (Some(file), true) => Some(tokio::spawn(inject::burst_loop(
             file.clone(),
@@ -68,7 +73,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
 
     let submitted = submit_all(&stack, plans, args.submit_rate).await;
     let run_ids: Vec<RunId> = submitted.iter().filter_map(|s| s.run_id.as_ref().ok().cloned()).collect();
-    eprintln!("soak: {} runs submitted in {}; waiting for them to end", run_ids.len(), human(started.elapsed()));
+    eprintln!("soak: {} runs submitted ({} s); waiting for them to end", run_ids.len(), started.elapsed().as_secs());
     let (statuses, all_ended_after) = wait_for_end(&stack, &run_ids, started, args.deadline).await;
 
     // Faults off before the grace period: what is late now is late for good.
