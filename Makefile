@@ -3,10 +3,11 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: test lint fmt build dev local-up local-down
+.PHONY: test lint fmt build dev local-up local-down soak
 
 ## test: lint, build, then every test on a local AWS emulator (infra/local/test.sh installs the
-# emulators, SAM and cargo-lambda into .tools/ on first use and starts and stops everything)
+# emulators, SAM and cargo-lambda into .tools/ on first use and starts and stops everything),
+# a small chaos soak included (30 runs)
 test: lint build
 	CARGO=$(CARGO) infra/local/test.sh
 
@@ -38,3 +39,12 @@ local-up: build
 ## local-down: stop what local-up started
 local-down:
 	$(CARGO_TARGET_DIR)/debug/chorus local down
+
+## soak: the chaos soak on the local AWS stack (infra/local/soak.sh: the stack and the mock
+# providers, then chorus-soak): 200 diamond runs while providers fail (20%), step messages are
+# duplicated, the worker is SIGKILLed every 5 s and DynamoDB/SQS errors come in bursts; fails
+# unless every run ends, each step's result is committed once and every run is notified
+# exactly once, and prints a summary table. Settings by environment (SOAK_RUNS=50,
+# SOAK_KILL_EVERY=10s, ...; chorus-soak --help lists them) or SOAK_ARGS="--runs 50".
+soak: build
+	infra/local/soak.sh $(SOAK_ARGS)

@@ -33,7 +33,10 @@ pub async fn run(args: MockArgs) -> Result<ExitCode, std::io::Error> {
     }
     eprintln!("\nfaults: a model named `fault-<kind>` ({}) always fails that way;", kinds());
     eprintln!(
-        "        POST /_mock/faults/<provider> {{\"fault\": \"server-error\", \"times\": 3}} scripts the next requests."
+        "        POST /_mock/faults/<provider> {{\"fault\": \"server-error\", \"times\": 3}} scripts the next requests;"
+    );
+    eprintln!(
+        "        POST /_mock/faults/<provider or *> {{\"rate\": 0.2}} fails that share at random (GET /_mock/stats counts)."
     );
     let state = MockState::new(secret.expose_secret());
     axum::serve(listener, mock::app(state)).with_graceful_shutdown(shutdown_signal()).await?;

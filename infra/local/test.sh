@@ -8,7 +8,10 @@
 # them instead of failing; run without the stack they fail), then stop it all. Everything runs
 # on the first emulator; the AWS suites (conformance, request counts, bridge, end to end, a
 # crashed function) run again on moto. The crash test SIGKILLs the worker the other stack tests
-# use, so it runs on its own, after them.
+# use, so it runs on its own, after them. Between the two emulators, a small chaos soak
+# (infra/local/soak.sh, on a LocalStack stack of its own: the worker is SIGKILLed and faults
+# injected, so it cannot share a stack with tests running in parallel) checks that every run
+# ends, each step's result is committed once and every client is notified exactly once.
 # Usage: infra/local/test.sh     (CARGO, CARGO_TARGET_DIR as in the Makefile)
 set -euo pipefail
 
@@ -97,8 +100,16 @@ else
   "$CARGO" test --workspace --all-targets --all-features --no-run >/dev/null
 fi
 
+# soak_check: the chaos soak, small enough for CI (about 2 minutes with the stack's start).
+soak_check() {
+  echo "── chaos soak (30 runs) on localstack ──" >&2
+  SOAK_EMULATOR=localstack infra/local/soak.sh --runs 30 --submit-rate 3 --kill-every 10s \
+    --burst-every 20s --burst-for 3s --deadline 150s --notify-grace 30s
+}
+
 failed=0
 sdk_check || failed=1
 with_emulator localstack all || failed=1
+soak_check || failed=1
 with_emulator moto aws || failed=1
 exit "$failed"

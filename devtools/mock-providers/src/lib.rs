@@ -8,7 +8,12 @@
 //! Each provider lives under its own path prefix, so one server stands in for all of them:
 //! point `OPENAI_BASE_URL` at `http://<addr>/openai/v1`, and so on (see [`base_urls`]).
 //! Control endpoints: `POST /_mock/faults/{provider}` with `{"fault": "rate-limit", "times": 2}`
-//! scripts faults, `DELETE /_mock/faults` clears them, `GET /_mock/requests` counts requests.
+//! scripts faults; with `{"rate": 0.2, "kinds": ["server-error", "slow"]}` fails that share of
+//! the provider's requests at random from then on (`kinds` defaults to server-error,
+//! rate-limit, overloaded, slow and malformed; provider `*` means every provider without a
+//! setting of its own; `rate` 0 turns it off). `DELETE /_mock/faults` clears scripts, rates and
+//! counts; `GET /_mock/requests` counts requests per provider; `GET /_mock/stats` adds the
+//! faults handed out per provider and kind.
 
 pub mod answers;
 pub mod anthropic;
@@ -30,7 +35,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use faults::{Fault, FaultBook, Script};
+pub use faults::{ANY_PROVIDER, Fault, FaultBook, RandomFaults, Script, Stats};
 pub use state::{MockState, SentWebhook};
 
 /// The secret the mock signs webhooks with unless told otherwise; `whsec_` + base64.
@@ -42,6 +47,7 @@ pub fn app(state: MockState) -> Router {
         .route("/_mock/faults/{provider}", post(script_fault))
         .route("/_mock/faults", axum::routing::delete(clear_faults))
         .route("/_mock/requests", get(requests))
+        .route("/_mock/stats", get(stats))
         .nest("/openai", openai::routes())
         .nest("/anthropic", anthropic::routes())
         .nest("/gemini", gemini::routes())
@@ -123,13 +129,29 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").filter(|t| !t.is_empty())
 }
 
+/// The body of `POST /_mock/faults/{provider}`: a script, or a random rate.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum FaultRequest {
+    Script(Script),
+    Random(RandomFaults),
+}
+
 async fn script_fault(
     State(state): State<MockState>,
     Path(provider): Path<String>,
-    Json(script): Json<Script>,
-) -> StatusCode {
-    state.faults.push(&provider, script);
-    StatusCode::NO_CONTENT
+    Json(request): Json<FaultRequest>,
+) -> Response {
+    match request {
+        FaultRequest::Script(script) => state.faults.push(&provider, script),
+        FaultRequest::Random(random) => {
+            if let Some(problem) = random.problem() {
+                return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": problem}))).into_response();
+            }
+            state.faults.set_random(&provider, random);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn clear_faults(State(state): State<MockState>) -> StatusCode {
@@ -139,4 +161,48 @@ async fn clear_faults(State(state): State<MockState>) -> StatusCode {
 
 async fn requests(State(state): State<MockState>) -> Json<serde_json::Value> {
     Json(json!(state.faults.requests()))
+}
+
+async fn stats(State(state): State<MockState>) -> Json<Stats> {
+    Json(state.faults.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    async fn start() -> (String, MockState) {
+        let state = MockState::new(DEFAULT_WEBHOOK_SECRET);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = app(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, state)
+    }
+
+    #[tokio::test]
+    async fn given_a_random_rate_posted_for_every_provider_when_requests_come_then_stats_count_them_and_faults() {
+        let (base, _state) = start().await;
+        let http = chorus::tls::http_client().build().unwrap();
+        let post = |body: serde_json::Value| http.post(format!("{base}/_mock/faults/*")).json(&body).send();
+        assert_eq!(post(json!({"rate": 1.0, "kinds": ["server-error"]})).await.unwrap().status(), 204);
+        assert_eq!(post(json!({"rate": 2.0})).await.unwrap().status(), 422);
+        assert_eq!(
+            post(json!({"rate": 0.5, "fault": "slow"})).await.unwrap().status(),
+            422,
+            "neither a script nor a rate"
+        );
+
+        let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+        let call = || http.post(format!("{base}/openai/v1/chat/completions")).bearer_auth("sk-mock").json(&chat).send();
+        assert_eq!(call().await.unwrap().status(), 500);
+        assert_eq!(post(json!({"rate": 0})).await.unwrap().status(), 204);
+        assert_eq!(call().await.unwrap().status(), 200);
+
+        let stats: Stats = http.get(format!("{base}/_mock/stats")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(stats.requests["openai"], 2);
+        assert_eq!(stats.faults["openai"]["server-error"], 1);
+    }
 }

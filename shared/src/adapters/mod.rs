@@ -1,6 +1,9 @@
 //! Adapters behind the ports: `memory` for embedded mode and tests; `dynamodb`, `sqs`, `s3`
 //! and `ssm` for AWS, through the AWS SDK (the `aws` feature). Each is named `<Tech><Port>`.
+//! `chaos` fails AWS requests on purpose, for the soak test only.
 
+#[cfg(feature = "aws")]
+pub mod chaos;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod memory;

@@ -7,6 +7,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 use super::providers::{CredentialLoading, router_from_env};
 use super::{ConfigError, Settings};
+use crate::adapters::chaos::{self, AwsChaos};
 use crate::adapters::{
     DynamoRateLimiter, DynamoRunStore, DynamoTenantDirectory, S3BlobStore, SqsQueue, SsmSecretStore,
 };
@@ -90,11 +91,13 @@ impl Aws {
     async fn from_env() -> Result<Self, ConfigError> {
         let settings = Settings::from_env()?;
         let config = sdk_config().await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        // The soak's AWS errors on demand: only when CHORUS_AWS_CHAOS_FILE is set.
+        let chaos = AwsChaos::from_env();
+        let dynamodb = chaos::dynamodb_client(&config, chaos.as_ref());
         let blobs = Arc::new(S3BlobStore::new(s3_client(&config), &settings.bucket));
         let store = Arc::new(DynamoRunStore::new(dynamodb.clone(), &settings.table, blobs.clone(), settings.retention));
         Ok(Self {
-            sqs: aws_sdk_sqs::Client::new(&config),
+            sqs: chaos::sqs_client(&config, chaos.as_ref()),
             clock: Arc::new(SystemClock),
             settings,
             config,
