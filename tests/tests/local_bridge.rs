@@ -354,13 +354,12 @@ async fn an_invocation_past_its_deadline_fails_and_the_other_routes_carry_on() {
     // A message whose every invocation times out comes back after the visibility timeout each
     // time, and SQS dead-letters it after maxReceiveCount, as with a function timing out on AWS.
     let redriven = &stuck;
-    let dead = poll::until("the timed-out message reaches the dead-letter queue", TIMEOUT, Duration::ZERO, || {
-        async move {
+    let dead =
+        poll::until("the timed-out message reaches the dead-letter queue", TIMEOUT, Duration::ZERO, || async move {
             let dead = redriven.drain(&redriven.dlq_url).await;
             if dead.is_empty() { Err("nothing in the dead-letter queue") } else { Ok(dead) }
-        }
-    })
-    .await;
+        })
+        .await;
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(15), running).await.expect("the bridge stops").unwrap();
 

@@ -17,7 +17,10 @@ use crate::SoakError;
 pub fn stack_watcher(repo: &Path) -> Result<u32, SoakError> {
     let state = State::load(repo).map_err(|err| SoakError::NoStack(err.to_string()))?;
     state.and_then(|state| state.lambda).map(|lambda| lambda.pid).ok_or_else(|| {
-        SoakError::NoStack(format!("no `chorus local up` state in {} (needed to find the worker to kill)", repo.display()))
+        SoakError::NoStack(format!(
+            "no `chorus local up` state in {} (needed to find the worker to kill)",
+            repo.display()
+        ))
     })
 }
 
