@@ -104,7 +104,7 @@ impl FakeLambda {
 
 async fn invoke(State(fake): State<FakeLambda>, UrlPath(name): UrlPath<String>, body: Bytes) -> Response {
     let event: Value = serde_json::from_slice(&body).unwrap();
-    fake.events.lock().unwrap().push((name, event.clone()));
+    fake.events.lock().unwrap().push((name.clone(), event.clone()));
     let behaviour = *fake.behaviour.lock().unwrap();
     let error = json!({ "errorType": "TestError", "errorMessage": "the fake function failed" });
     match behaviour {

@@ -356,8 +356,12 @@ impl Bridge {
         let sent = self.lambda.invoke().function_name(function).payload(Blob::new(payload)).send();
         let output = match self.in_flight.call(function, timeout, sent).await {
             Err(Interrupted::Deadline { hung }) => {
-                let why = if hung { "its runtime answered nothing since" } else { "it waited behind others" };
-                return Err(failed(format!("no answer within the function's timeout of {timeout:?} ({why})")));
+                let why = if hung {
+                    "the function answered nothing since it was sent"
+                } else {
+                    "it waited behind other invocations of the function"
+                };
+                return Err(failed(format!("no answer within the function's timeout of {timeout:?}; {why}")));
             }
             Err(Interrupted::RuntimeDied) => return Err(failed("its runtime process died".to_owned())),
             Ok(Err(err)) => return Err(failed(error_chain(&err))),

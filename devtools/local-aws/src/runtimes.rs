@@ -15,6 +15,7 @@
 //! Linux only (it reads `/proc`); elsewhere nothing is found, and the local stack then recovers
 //! from a crashed function only through the bridge's invocation deadlines.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -71,20 +72,60 @@ pub fn function_pids(repo: &Path, function: &str) -> Vec<u32> {
 
 /// Every function process of the stack `stack` (see [`stack_id`]), in PID order.
 pub fn scan(stack: &str) -> Vec<FunctionProcess> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut found: Vec<FunctionProcess> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()))
-        .filter_map(|pid| {
-            // Processes that end while being read, or belong to another user, are skipped.
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Scanner::new(stack).scan()
+}
+
+/// [`scan`] over and over, cheaply: a process's environment is read once per executable it
+/// runs (the environment cannot change without an exec), so a scan of an unchanged machine
+/// costs one `readlink` per process.
+#[derive(Debug)]
+pub struct Scanner {
+    stack: String,
+    /// By pid: the executable last seen and what it made of the process.
+    known: HashMap<u32, Seen>,
+}
+
+/// One process as last scanned: its executable, and which function's it is, in what role.
+#[derive(Debug)]
+struct Seen {
+    exe: Option<PathBuf>,
+    classified: Option<(String, Role)>,
+}
+
+impl Scanner {
+    pub fn new(stack: &str) -> Self {
+        Self { stack: stack.to_owned(), known: HashMap::new() }
+    }
+
+    /// The stack's function processes now, in PID order.
+    pub fn scan(&mut self) -> Vec<FunctionProcess> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let pids: HashSet<u32> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()))
+            .collect();
+        self.known.retain(|pid, _| pids.contains(pid));
+        let mut found = Vec::new();
+        for pid in pids {
+            // Another user's process has no readable link; it is not ours either.
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-            let (function, role) = classify(&environ, exe.as_deref(), stack)?;
-            Some(FunctionProcess { pid, function, role })
-        })
-        .collect();
-    found.sort_by_key(|process| process.pid);
-    found
+            let classified = match self.known.get(&pid) {
+                Some(seen) if seen.exe == exe => seen.classified.clone(),
+                _ => {
+                    // A process that ends while being read is skipped, and read again if not.
+                    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+                    let classified = classify(&environ, exe.as_deref(), &self.stack);
+                    self.known.insert(pid, Seen { exe, classified: classified.clone() });
+                    classified
+                }
+            };
+            if let Some((function, role)) = classified {
+                found.push(FunctionProcess { pid, function, role });
+            }
+        }
+        found.sort_by_key(|process| process.pid);
+        found
+    }
 }
 
 /// How process `pid` was started, or `None` when it is gone or unreadable.
@@ -188,6 +229,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn this_process_can_be_read_back_as_a_launch() {
         let launch = launch_of(std::process::id()).unwrap();
         assert_eq!(launch.program, std::env::current_exe().unwrap());
@@ -199,5 +241,39 @@ mod tests {
     #[test]
     fn nothing_is_found_for_a_stack_that_does_not_run() {
         assert!(function_pids(Path::new("/nonexistent/stack"), "worker").is_empty());
+    }
+
+    /// `sleep` started as the function `sleep` (its runtime) and as the function `other` (whose
+    /// binary it is not, so a build), in a stack of this test's own.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_scan_finds_a_stacks_runtimes_and_builds_and_forgets_them_when_they_end() {
+        let repo = PathBuf::from(format!("/nonexistent/stack-{}", std::process::id()));
+        let stack = stack_id(&repo);
+        let start = |function: &str| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env(STACK_VARIABLE, &stack)
+                .env(FUNCTION_VARIABLE, function)
+                .spawn()
+                .unwrap()
+        };
+        let (mut runtime, mut build) = (start("sleep"), start("other"));
+        let mut scanner = Scanner::new(&stack);
+        let mut expected = vec![
+            FunctionProcess { pid: runtime.id(), function: "sleep".to_owned(), role: Role::Runtime },
+            FunctionProcess { pid: build.id(), function: "other".to_owned(), role: Role::Build },
+        ];
+        expected.sort_by_key(|process| process.pid);
+        assert_eq!(scanner.scan(), expected);
+        assert_eq!(scanner.scan(), expected, "the same from what it remembers");
+        assert_eq!(function_pids(&repo, "sleep"), [runtime.id()]);
+        assert!(function_pids(&repo, "other").is_empty(), "a build is no runtime");
+
+        for child in [&mut runtime, &mut build] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert_eq!(scanner.scan(), []);
     }
 }

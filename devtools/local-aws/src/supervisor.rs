@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::inflight::InFlight;
 use crate::processes;
-use crate::runtimes::{self, FunctionProcess, Launch, Role};
+use crate::runtimes::{self, FunctionProcess, Launch, Role, Scanner};
 
 /// How often the function processes are listed.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -75,6 +75,7 @@ pub struct Supervisor {
     config: SupervisorConfig,
     in_flight: InFlight,
     hangs: mpsc::UnboundedReceiver<String>,
+    scanner: Scanner,
     functions: HashMap<String, Watched>,
 }
 
@@ -90,6 +91,9 @@ struct Watched {
     /// Since when the function has had no process at all.
     absent_since: Option<Instant>,
     replacement: Option<Replacement>,
+    /// Runtimes killed because they hung: the invocation each held has already failed at its
+    /// deadline, so their end fails no other.
+    hung_kills: BTreeSet<u32>,
     quick_exits: u32,
     /// No replacement before this.
     not_before: Option<Instant>,
@@ -113,7 +117,8 @@ impl Supervisor {
     /// A supervisor that reports deaths to `in_flight` and takes hang reports from it.
     pub fn new(config: SupervisorConfig, in_flight: InFlight) -> Self {
         let hangs = in_flight.reporting_hangs();
-        Self { config, in_flight, hangs, functions: HashMap::new() }
+        let scanner = Scanner::new(&config.stack);
+        Self { config, in_flight, hangs, scanner, functions: HashMap::new() }
     }
 
     /// Supervises until `stop` turns true (or its sender is gone). Replacements keep running
@@ -133,7 +138,7 @@ impl Supervisor {
 
     fn tick(&mut self) {
         let mut samples: HashMap<String, Sample> = HashMap::new();
-        for FunctionProcess { pid, function, role } in runtimes::scan(&self.config.stack) {
+        for FunctionProcess { pid, function, role } in self.scanner.scan() {
             let sample = samples.entry(function).or_default();
             match role {
                 Role::Runtime => {
@@ -154,8 +159,12 @@ impl Supervisor {
         let watched = self.functions.entry(function.to_owned()).or_default();
         reap(function, watched, now);
 
-        for pid in watched.runtimes.difference(&sample.runtimes) {
-            tracing::warn!(function, pid, "the function's runtime process is gone");
+        for &pid in watched.runtimes.difference(&sample.runtimes) {
+            // A rebuild ends runtimes too; only a replacement (below) says it was a crash.
+            tracing::info!(function, pid, "a runtime process of the function ended");
+            if watched.hung_kills.remove(&pid) {
+                continue;
+            }
             if self.in_flight.runtime_died(function, now) {
                 tracing::warn!(
                     function,
@@ -271,7 +280,7 @@ impl Supervisor {
     /// sent: unless the function is being built, its runtime is stuck; kill it so it is replaced.
     fn hung(&mut self, function: &str) {
         let processes: Vec<FunctionProcess> =
-            runtimes::scan(&self.config.stack).into_iter().filter(|p| p.function == function).collect();
+            self.scanner.scan().into_iter().filter(|p| p.function == function).collect();
         if processes.iter().any(|p| p.role == Role::Build) {
             tracing::info!(function, "an invocation ran out of time while cargo lambda watch builds the function");
             return;
@@ -283,6 +292,7 @@ impl Supervisor {
                 pid = process.pid,
                 "the runtime answered nothing for the function's whole Timeout; killing it to be replaced, as AWS does"
             );
+            watched.hung_kills.insert(process.pid);
             match watched.replacement.as_mut().filter(|replacement| replacement.child.id() == process.pid) {
                 // Its status is read (and the zombie reaped) on the next tick.
                 Some(replacement) => drop(replacement.child.kill()),
