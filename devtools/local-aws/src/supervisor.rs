@@ -40,8 +40,9 @@ use crate::inflight::InFlight;
 use crate::processes;
 use crate::runtimes::{self, FunctionProcess, Launch, Role, Scanner};
 
-/// How often the function processes are listed.
-pub const TICK: Duration = Duration::from_millis(250);
+/// How often the function processes are listed (a scan costs about a millisecond; twice a
+/// second keeps the supervisor under half a percent of a core).
+pub const TICK: Duration = Duration::from_millis(500);
 /// How long a function must have no process at all before its runtime counts as dead: when
 /// `cargo lambda watch` rebuilds a function it stops the runtime and runs `cargo metadata`
 /// before the build process (`cargo run`) appears.
@@ -362,25 +363,33 @@ fn stopped_by_someone(status: ExitStatus) -> bool {
     }
 }
 
-/// Starts `launch` in process group `group`, its output appended to `log`.
+/// Starts `launch` in process group `group`, its output appended to `log`. A group in another
+/// session (a bridge started by hand in another terminal) cannot be joined; the replacement then
+/// gets a group of its own, and still ends with the watch, whose runtime API it needs.
 fn spawn(launch: &Launch, group: u32, log: &std::path::Path) -> Result<Child, std::io::Error> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let out = OpenOptions::new().create(true).append(true).open(log)?;
-    let err = out.try_clone()?;
-    let mut command = Command::new(&launch.program);
-    command
-        .args(&launch.args)
-        .env_clear()
-        .envs(launch.env.iter().map(|(name, value)| (name, value)))
-        .current_dir(&launch.cwd)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    #[cfg(unix)]
-    command.process_group(i32::try_from(group).unwrap_or(0));
-    command.spawn()
+    let command = |group: u32| -> Result<Command, std::io::Error> {
+        let out = OpenOptions::new().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        let mut command = Command::new(&launch.program);
+        command
+            .args(&launch.args)
+            .env_clear()
+            .envs(launch.env.iter().map(|(name, value)| (name, value)))
+            .current_dir(&launch.cwd)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        #[cfg(unix)]
+        command.process_group(i32::try_from(group).unwrap_or(0));
+        Ok(command)
+    };
+    command(group)?.spawn().or_else(|err| {
+        tracing::warn!(group, error = %err, "cannot join cargo lambda watch's process group; starting the replacement in its own");
+        command(0)?.spawn()
+    })
 }
 
 #[cfg(test)]
