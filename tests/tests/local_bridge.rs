@@ -477,8 +477,8 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
     assert_eq!(
         indexes,
         [
-            "runs_by_tenant tenant_pk:HASH created_sk:RANGE INCLUDE [created_at,finished_at,id,run_name,status]",
             "reconcile_by_due due_bucket:HASH due_at:RANGE KEYS_ONLY []",
+            "runs_by_tenant tenant_pk:HASH created_sk:RANGE INCLUDE [created_at,finished_at,id,run_name,status]",
         ]
     );
     let ttl = dynamodb.describe_time_to_live().table_name(&table_name).send().await.unwrap();
