@@ -85,6 +85,7 @@ eval "$(grep '^export ' "$DIR/up.out")"
 
 export SOAK_REPO=$ROOT
 export SOAK_REPORT=${SOAK_REPORT:-$DIR/report.md}
+export SOAK_EVIDENCE_DIR=${SOAK_EVIDENCE_DIR:-$DIR/evidence}
 export SOAK_FUNCTION_LOG=${SOAK_FUNCTION_LOG:-$ROOT/.chorus/local/lambda.log}
 echo "── chaos soak: chorus-soak $* ──" >&2
 status=0

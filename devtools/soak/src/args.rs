@@ -100,6 +100,11 @@ pub struct SoakArgs {
     #[arg(long, env = "SOAK_KILL_FUNCTION", default_value = "worker")]
     pub kill_function: String,
 
+    /// Write what the soak saw of each run that broke a promise (its view, history and
+    /// notifications) here, one JSON file per run.
+    #[arg(long, env = "SOAK_EVIDENCE_DIR")]
+    pub evidence_dir: Option<PathBuf>,
+
     /// Also write the report (a Markdown table) to this file.
     #[arg(long, env = "SOAK_REPORT")]
     pub report: Option<PathBuf>,

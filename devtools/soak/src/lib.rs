@@ -12,9 +12,10 @@
 //!
 //! Modules: `args` (settings), `plan` (what to submit, from a seed), `stack` (the API and the
 //! queue), `receiver` (notifications), `inject` and `pids` (the faults), `soak` (the sequence),
-//! `verify` (the verdict), `report` (the table).
+//! `verify` (the verdict), `report` (the table), `evidence` (what each broken run looked like).
 
 pub mod args;
+pub mod evidence;
 pub mod inject;
 pub mod pids;
 pub mod plan;

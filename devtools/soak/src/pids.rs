@@ -116,7 +116,16 @@ mod tests {
         assert!(parent(me).is_some_and(|parent| descends_from(me, parent)));
 
         let Ok(mut child) = Command::new("sleep").arg("30").spawn() else { return };
-        assert_eq!(function_pids("sleep", me), [child.id()]);
+        // The kernel shows the new command line a moment after spawn returns.
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = function_pids("sleep", me);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(found, [child.id()]);
         assert!(function_pids("sleep", child.id().saturating_add(100_000)).is_empty(), "not below that pid");
         assert!(kill(child.id()));
         let status = child.wait().ok();

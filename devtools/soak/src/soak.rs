@@ -16,12 +16,12 @@ use tokio::time::Instant;
 use crate::SoakError;
 use crate::args::SoakArgs;
 use crate::inject::{self, Bursts, Kills};
-use crate::pids;
 use crate::plan::{self, Resubmit, RunPlan};
 use crate::receiver::{self, Inbox};
 use crate::report::{Report, human};
 use crate::stack::{ApiFailure, Stack};
 use crate::verify::{self, Resubmission, RunRecord};
+use crate::{evidence, pids};
 
 /// How often the run listing is polled while waiting for runs to end.
 const POLL_EVERY: Duration = Duration::from_secs(3);
@@ -91,6 +91,8 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
     let ended: Vec<&RunId> = run_ids.iter().filter(|id| statuses.get(*id).is_some_and(|s| s.is_terminal())).collect();
     await_notifications(&inbox, &ended, args.notify_grace).await;
     let histories = read_histories(&stack, &run_ids).await;
+    let open: Vec<&RunId> = run_ids.iter().filter(|id| !ended.contains(id)).collect();
+    let views = read_views(&stack, &open).await;
     let mock_after = inject::mock_stats(&stack.http, &args.mock_url).await?;
     let aws_errors_injected = inject::injected_aws_errors(&args.function_log, log_from);
 
@@ -112,10 +114,14 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
             events: histories.get(&run_id).cloned().unwrap_or_else(|| Err("not read".to_owned())),
             heard: inbox.heard(run_id.as_str()),
             resubmission: submitted.resubmission,
+            steps: views.get(&run_id).map(step_statuses).unwrap_or_default(),
             run_id: run_id.to_string(),
         });
     }
     let (tally, violations) = verify::judge(&records, &submit_failures, inbox.bad_signatures(), inbox.unreadable());
+    if let Some(dir) = &args.evidence_dir {
+        evidence::write(&stack, dir, &violations, &histories, &inbox).await?;
+    }
 
     let requests = |stats: &chorus_mock_providers::Stats| stats.requests.values().sum::<u64>();
     let mut provider_faults: BTreeMap<String, u64> = BTreeMap::new();
@@ -279,7 +285,8 @@ async fn wait_for_end(
     loop {
         match stack.list_runs().await {
             Ok(listed) => statuses.extend(listed.into_iter().map(|run| (run.id, run.status))),
-            Err(err) => tracing::warn!(error = %err, "cannot list the runs; trying again"),
+            // Expected during AWS bursts (the API answers 503); the next poll tries again.
+            Err(err) => tracing::info!(error = %err, "cannot list the runs; trying again"),
         }
         let open = run_ids.iter().filter(|id| !statuses.get(*id).is_some_and(|s| s.is_terminal())).count();
         if open == 0 {
@@ -295,6 +302,28 @@ async fn wait_for_end(
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// Runs' views (`GET /v1/runs/{id}`), a few at a time; the ones that could not be read are left out.
+async fn read_views(stack: &Stack, run_ids: &[&RunId]) -> BTreeMap<RunId, serde_json::Value> {
+    futures::stream::iter(run_ids.iter().map(|id| (*id).clone()))
+        .map(|run_id| async move {
+            let view = stack.run_view(&run_id).await;
+            (run_id, view)
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .filter_map(|(run_id, view)| async move { view.ok().map(|view| (run_id, view)) })
+        .collect()
+        .await
+}
+
+/// Step id → status, from a run's view.
+fn step_statuses(view: &serde_json::Value) -> BTreeMap<String, String> {
+    let steps = view["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    steps
+        .iter()
+        .filter_map(|step| Some((step["id"].as_str()?.to_owned(), step["status"].as_str()?.to_owned())))
+        .collect()
 }
 
 /// Waits until every ended run has been notified, at most `grace`, then listens a little

@@ -28,6 +28,8 @@ pub struct RunRecord {
     pub events: Result<Vec<RunEvent>, String>,
     pub heard: Heard,
     pub resubmission: Option<Resubmission>,
+    /// Step id → status, from the run's view, for runs that did not end (what is stuck).
+    pub steps: BTreeMap<String, String>,
 }
 
 /// How a second submission with the same Idempotency-Key went.
@@ -41,7 +43,7 @@ pub struct Resubmission {
 /// One broken promise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    NotEnded { run: String, status: String },
+    NotEnded { run: String, status: String, steps: String },
     CommittedTwice { run: String, step: String, times: usize },
     NeverCommitted { run: String, step: String },
     NotNotified { run: String },
@@ -55,6 +57,21 @@ pub enum Violation {
 }
 
 impl Violation {
+    /// The run it is about, if one.
+    pub fn run(&self) -> Option<&str> {
+        match self {
+            Violation::NotEnded { run, .. }
+            | Violation::CommittedTwice { run, .. }
+            | Violation::NeverCommitted { run, .. }
+            | Violation::NotNotified { run }
+            | Violation::NotifiedTwice { run, .. }
+            | Violation::WrongNotification { run, .. }
+            | Violation::IdempotencyBroken { run, .. }
+            | Violation::HistoryUnreadable { run, .. } => Some(run),
+            Violation::BadSignatures { .. } | Violation::Unreadable { .. } | Violation::SubmissionFailed { .. } => None,
+        }
+    }
+
     /// The check it breaks, for grouping.
     pub fn check(&self) -> &'static str {
         match self {
@@ -76,7 +93,7 @@ impl Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Violation::NotEnded { run, status } => write!(f, "{run} is still {status}"),
+            Violation::NotEnded { run, status, steps } => write!(f, "{run} is still {status} ({steps})"),
             Violation::CommittedTwice { run, step, times } => {
                 write!(f, "{run} step {step}: {times} terminal status changes")
             }
@@ -142,7 +159,9 @@ fn judge_run(record: &RunRecord, tally: &mut Tally, violations: &mut Vec<Violati
     let ended = record.status.is_some_and(RunStatus::is_terminal);
     *tally.by_status.entry(if ended { status.clone() } else { format!("not ended ({status})") }).or_default() += 1;
     if !ended {
-        violations.push(Violation::NotEnded { run: run.clone(), status: status.clone() });
+        let steps = record.steps.iter().map(|(id, status)| format!("{id} {status}")).collect::<Vec<_>>().join(", ");
+        let steps = if steps.is_empty() { "steps unknown".to_owned() } else { steps };
+        violations.push(Violation::NotEnded { run: run.clone(), status: status.clone(), steps });
     }
 
     match &record.events {
@@ -260,6 +279,7 @@ mod tests {
             events: Ok(events),
             heard: heard(&["msg_1"], "succeeded"),
             resubmission: None,
+            steps: BTreeMap::new(),
         }
     }
 
@@ -278,6 +298,7 @@ mod tests {
         let mut stuck = healthy("run_stuck");
         stuck.status = Some(RunStatus::Running);
         stuck.heard = Heard::default();
+        stuck.steps = BTreeMap::from([("a".to_owned(), "succeeded".to_owned()), ("b".to_owned(), "queued".to_owned())]);
         let mut twice = healthy("run_twice");
         if let Ok(events) = &mut twice.events {
             events.push(step_event("b", StepStatus::Succeeded));
@@ -306,6 +327,8 @@ mod tests {
             ]
         );
         assert_eq!(tally.by_status["not ended (running)"], 1);
+        assert_eq!(violations[1].to_string(), "run_stuck is still running (a succeeded, b queued)");
+        assert_eq!(violations[1].run(), Some("run_stuck"));
         assert_eq!(violations[2].to_string(), "run_twice step b: 2 terminal status changes");
     }
 
