@@ -37,7 +37,7 @@ pub async fn write(
     for run in runs.into_iter().take(MOST) {
         let Ok(run_id) = RunId::parse(run) else { continue };
         let broken: Vec<String> = violations.iter().filter(|v| v.run() == Some(run)).map(ToString::to_string).collect();
-        let view = stack.run_view(&run_id).await.map_or_else(|err| json!({"unreadable": err.to_string()}), |v| v);
+        let view = stack.run_view(&run_id).await.unwrap_or_else(|err| json!({"unreadable": err.to_string()}));
         let history = match histories.get(&run_id) {
             Some(Ok(events)) => serde_json::to_value(events).unwrap_or(Value::Null),
             Some(Err(error)) => json!({"unreadable": error}),
