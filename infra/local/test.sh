@@ -37,8 +37,8 @@ run_tests() {
   if [[ $1 == aws ]]; then filter=$AWS_SUITES; fi
   if "$CARGO" nextest --version >/dev/null 2>&1; then
     "$CARGO" nextest run --workspace --all-features --no-fail-fast --run-ignored all \
-      -E "($filter) - $CRASH_SUITE" || status=$?
-    "$CARGO" nextest run --all-features -p chorus-tests --run-ignored all -E "$CRASH_SUITE" || status=$?
+      -E "($filter) and not $CRASH_SUITE" || status=$?
+    "$CARGO" nextest run --workspace --all-features --run-ignored all -E "$CRASH_SUITE" || status=$?
   elif [[ $1 == all ]]; then
     "$CARGO" test --workspace --all-targets --all-features --no-fail-fast -- --include-ignored --skip "$SDK_TEST" ||
       status=$?
