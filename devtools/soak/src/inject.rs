@@ -52,16 +52,15 @@ pub struct Kills {
     pub none_running: u64,
 }
 
-/// SIGKILLs `function`'s runtime processes below `watcher` (this stack's `cargo lambda
-/// watch`) every `every` until `stop`.
-pub async fn kill_loop(function: String, watcher: u32, every: Duration, mut stop: watch::Receiver<bool>) -> Kills {
+/// SIGKILLs `function`'s runtime processes in the stack of `repo` every `every` until `stop`.
+pub async fn kill_loop(function: String, repo: PathBuf, every: Duration, mut stop: watch::Receiver<bool>) -> Kills {
     let mut kills = Kills::default();
     while !*stop.borrow() {
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(every) => {}
         }
-        let found = pids::function_pids(&function, watcher);
+        let found = pids::function_pids(&repo, &function);
         if found.is_empty() {
             kills.none_running += 1;
         }

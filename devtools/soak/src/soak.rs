@@ -21,7 +21,7 @@ use crate::receiver::{self, Inbox};
 use crate::report::{Report, human};
 use crate::stack::{ApiFailure, Stack};
 use crate::verify::{self, Resubmission, RunRecord};
-use crate::{evidence, pids};
+use crate::evidence;
 
 /// How often the run listing is polled while waiting for runs to end.
 const POLL_EVERY: Duration = Duration::from_secs(3);
@@ -57,8 +57,8 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
     let killing = if args.kill_every.is_zero() {
         None
     } else {
-        let watcher = pids::stack_watcher(&args.repo)?;
-        Some(tokio::spawn(inject::kill_loop(args.kill_function.clone(), watcher, args.kill_every, stopped.clone())))
+        let (function, repo) = (args.kill_function.clone(), args.repo.clone());
+        Some(tokio::spawn(inject::kill_loop(function, repo, args.kill_every, stopped.clone())))
     };
     let bursting = match (&args.chaos_file, args.bursts()) {
         (Some(file), true) => Some(tokio::spawn(inject::burst_loop(

@@ -237,9 +237,10 @@ impl Engine {
 
     /// A step message kept failing until the queue gave up on it (the steps dead-letter
     /// queue): fail the step, and with it the run unless the step is optional. Only a step
-    /// that nobody is running can be failed so: `queued`, or `running` under a lease that
-    /// ended. A step waiting for a person or a provider job, one under a live lease, or one
-    /// that ended is left alone (a finished one has its follow-up re-driven if it is due).
+    /// that nobody is running can be failed so: `pending` or `queued` (its deliveries kept
+    /// failing, e.g. on an item that cannot be read), or `running` under a lease that ended.
+    /// A step waiting for a person or a provider job, one under a live lease, or one that
+    /// ended is left alone (a finished one has its follow-up re-driven if it is due).
     pub async fn fail_undeliverable(&self, message: &StepMessage) -> Result<(), EngineError> {
         let Some(run) = self.store.get_run(&message.run_id).await? else { return Ok(()) };
         let now = self.clock.now();
@@ -247,7 +248,14 @@ impl Engine {
         let error = StepError::new(ErrorKind::Undeliverable, reason.clone());
         let transition = StepTransition {
             or_lease_expired_before: Some(now),
-            ..ending(&message.step_id, vec![StepStatus::Queued], StepStatus::Failed, Some(error), reason, now)
+            ..ending(
+                &message.step_id,
+                vec![StepStatus::Pending, StepStatus::Queued],
+                StepStatus::Failed,
+                Some(error),
+                reason,
+                now,
+            )
         };
         if let Some(state) = self.store.transition_step(&run.id, &message.step_id, transition).await? {
             return self.step_finished(&run, state).await;
