@@ -15,13 +15,13 @@ use tokio::time::Instant;
 
 use crate::SoakError;
 use crate::args::SoakArgs;
+use crate::evidence;
 use crate::inject::{self, Bursts, Kills};
 use crate::plan::{self, Resubmit, RunPlan};
 use crate::receiver::{self, Inbox};
 use crate::report::{Report, human};
 use crate::stack::{ApiFailure, Stack};
 use crate::verify::{self, Resubmission, RunRecord};
-use crate::evidence;
 
 /// How often the run listing is polled while waiting for runs to end.
 const POLL_EVERY: Duration = Duration::from_secs(3);

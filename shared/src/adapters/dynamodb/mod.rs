@@ -133,6 +133,20 @@ impl DynamoRunStore {
         Ok(item.into_state(output))
     }
 
+    /// The run's item as stored, its payloads not loaded (a strongly consistent read).
+    async fn run_item(&self, run_id: &RunId) -> Result<Option<RunItem>, PortError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        found.item.map(|item| from_item("run item", item)).transpose()
+    }
+
     /// The tenant a run belongs to, for blob keys (only needed for large outputs).
     async fn tenant_of(&self, run_id: &RunId) -> Result<TenantId, PortError> {
         let found = self
@@ -446,17 +460,8 @@ impl RunStore for DynamoRunStore {
     }
 
     async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, PortError> {
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(run_pk(run_id), RUN_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        match found.item {
-            Some(item) => Ok(Some(self.run_from_item(from_item("run item", item)?).await?)),
+        match self.run_item(run_id).await? {
+            Some(item) => Ok(Some(self.run_from_item(item).await?)),
             None => Ok(None),
         }
     }
@@ -725,17 +730,7 @@ impl RunStore for DynamoRunStore {
         error: StepError,
         now: jiff::Timestamp,
     ) -> Result<bool, PortError> {
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(run_pk(run_id), RUN_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = found.item else { return Ok(false) };
-        let item: RunItem = from_item("run item", item)?;
+        let Some(item) = self.run_item(run_id).await? else { return Ok(false) };
         let mut expression = Expression::default();
         // What cannot be read is replaced, so the run can be read, shown and notified. A blob
         // store that does not answer is not a missing payload: that error is passed on.
