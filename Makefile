@@ -47,4 +47,4 @@ local-down:
 # exactly once, and prints a summary table. Settings by environment (SOAK_RUNS=50,
 # SOAK_KILL_EVERY=10s, ...; chorus-soak --help lists them) or SOAK_ARGS="--runs 50".
 soak: build
-	infra/local/soak.sh $(SOAK_ARGS)
+	CARGO=$(CARGO) infra/local/soak.sh $(SOAK_ARGS)

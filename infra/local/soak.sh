@@ -20,10 +20,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+CARGO=${CARGO:-cargo}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
-CHORUS=$BIN/chorus
-SOAK=$BIN/chorus-soak
 DIR=$ROOT/.chorus/soak
+# Copies of the binaries this checkout built: a target directory shared with other checkouts
+# may get another build of `chorus` while the stack runs, and `chorus local up` re-runs its own
+# executable to start the bridge.
+CHORUS=$DIR/bin/chorus
+SOAK=$DIR/bin/chorus-soak
 MOCK_ADDR=${SOAK_MOCK_ADDR:-127.0.0.1:8090}
 EMULATOR=${SOAK_EMULATOR:-localstack}
 VISIBILITY=${SOAK_VISIBILITY_TIMEOUT:-10}
@@ -46,9 +50,6 @@ fail() {
 # listening PORT: something answers on 127.0.0.1:PORT.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for bin in "$CHORUS" "$SOAK"; do
-  [[ -x $bin ]] || fail "$bin is missing: run \`make build\` first (make soak does)"
-done
 # The stack's ports are fixed: a stack that is already up (another checkout's, or `make
 # test`'s) would be used by half of this one.
 for port in 4566 8000 9000 "${MOCK_ADDR##*:}"; do
@@ -57,8 +58,11 @@ for port in 4566 8000 9000 "${MOCK_ADDR##*:}"; do
     exit 2
   fi
 done
+# Up to date already after `make build` (make soak and make test run it first).
+"$CARGO" build --workspace --all-features --quiet || fail "the build failed"
+mkdir -p "$DIR/bin"
+cp "$BIN/chorus" "$BIN/chorus-soak" "$DIR/bin/"
 infra/local/tools.sh >&2
-mkdir -p "$DIR"
 trap stop_all EXIT
 
 echo "── chaos soak: the mock providers on $MOCK_ADDR ──" >&2

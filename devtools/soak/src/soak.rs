@@ -21,7 +21,7 @@ use crate::plan::{self, Resubmit, RunPlan};
 use crate::receiver::{self, Inbox};
 use crate::report::{Report, human};
 use crate::stack::{ApiFailure, Stack};
-use crate::verify::{self, Resubmission, RunRecord};
+use crate::verify::{self, Resubmission, RunRecord, Violation};
 
 /// How often the run listing is polled while waiting for runs to end.
 const POLL_EVERY: Duration = Duration::from_secs(3);
@@ -118,12 +118,9 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
             run_id: run_id.to_string(),
         });
     }
-    let (tally, violations) = verify::judge(&records, &submit_failures, inbox.bad_signatures(), inbox.unreadable());
-    if let Some(dir) = &args.evidence_dir {
-        evidence::write(&stack, dir, &violations, &histories, &inbox).await?;
-    }
-
+    let (tally, mut violations) = verify::judge(&records, &submit_failures, inbox.bad_signatures(), inbox.unreadable());
     let requests = |stats: &chorus_mock_providers::Stats| stats.requests.values().sum::<u64>();
+    let provider_requests = requests(&mock_after).saturating_sub(requests(&mock_before));
     let mut provider_faults: BTreeMap<String, u64> = BTreeMap::new();
     for (provider, kinds) in &mock_after.faults {
         for (kind, after) in kinds {
@@ -131,6 +128,18 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
             *provider_faults.entry(kind.clone()).or_default() += after.saturating_sub(before);
         }
     }
+    let injected = Injected {
+        provider_requests,
+        provider_faults: provider_faults.values().sum(),
+        kills,
+        bursts,
+        aws_errors: aws_errors_injected,
+    };
+    violations.extend(faults_not_injected(args, &injected));
+    if let Some(dir) = &args.evidence_dir {
+        evidence::write(&stack, dir, &violations, &histories, &inbox).await?;
+    }
+
     Ok(Report {
         runs: args.runs,
         seed,
@@ -138,15 +147,59 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
         deadline: args.deadline,
         tally,
         violations,
-        provider_requests: requests(&mock_after).saturating_sub(requests(&mock_before)),
+        provider_requests,
         provider_faults,
         duplicates_sent,
-        kills,
-        bursts,
+        kills: injected.kills,
+        bursts: injected.bursts,
         aws_errors_injected,
         all_ended_after,
         wall_time: started.elapsed(),
     })
+}
+
+/// What the injectors managed to do.
+struct Injected {
+    provider_requests: u64,
+    provider_faults: u64,
+    kills: Kills,
+    bursts: Bursts,
+    aws_errors: Option<u64>,
+}
+
+/// The faults that were asked for and never happened: the soak proved nothing about them, and
+/// says so rather than pass. (The usual causes: functions built without the chaos interceptor,
+/// CHORUS_AWS_CHAOS_FILE not reaching them, no worker process found, the mock not in the path.)
+fn faults_not_injected(args: &SoakArgs, injected: &Injected) -> Vec<Violation> {
+    let mut missing = Vec::new();
+    let mut not = |fault: &str, why: String| missing.push(Violation::FaultNotInjected { fault: fault.to_owned(), why });
+    // A few dozen requests at 20% make a fault all but certain; fewer prove little either way.
+    if args.provider_fault_rate > 0.0 && injected.provider_requests >= 30 && injected.provider_faults == 0 {
+        not("provider faults", format!("the mock failed none of {} requests", injected.provider_requests));
+    }
+    if args.provider_fault_rate > 0.0 && injected.provider_requests == 0 {
+        not("provider faults", "the mock got no request: the functions do not call it".to_owned());
+    }
+    if !args.kill_every.is_zero() && injected.kills.killed == 0 && injected.kills.none_running > 0 {
+        not(
+            "worker kills",
+            format!("no `{}` process was found below this stack's cargo lambda watch", args.kill_function),
+        );
+    }
+    if args.bursts() && injected.bursts.bursts > 0 {
+        match injected.aws_errors {
+            Some(0) => not(
+                "AWS errors",
+                format!(
+                    "{} bursts, but the functions' log shows no injected error: functions built without                      chorus::adapters::chaos (another checkout's build from a shared target dir?) or                      CHORUS_AWS_CHAOS_FILE not passed to them",
+                    injected.bursts.bursts
+                ),
+            ),
+            None => not("AWS errors", format!("cannot read the functions' log {}", args.function_log.display())),
+            Some(_) => {}
+        }
+    }
+    missing
 }
 
 /// The fault settings, in words, for the report.

@@ -43,17 +43,55 @@ pub struct Resubmission {
 /// One broken promise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    NotEnded { run: String, status: String, steps: String },
-    CommittedTwice { run: String, step: String, times: usize },
-    NeverCommitted { run: String, step: String },
-    NotNotified { run: String },
-    NotifiedTwice { run: String, webhook_ids: Vec<String> },
-    WrongNotification { run: String, status: String, notified: Vec<String> },
-    BadSignatures { count: u64 },
-    Unreadable { count: u64 },
-    IdempotencyBroken { run: String, answered: String },
-    SubmissionFailed { index: usize, error: String },
-    HistoryUnreadable { run: String, error: String },
+    NotEnded {
+        run: String,
+        status: String,
+        steps: String,
+    },
+    CommittedTwice {
+        run: String,
+        step: String,
+        times: usize,
+    },
+    NeverCommitted {
+        run: String,
+        step: String,
+    },
+    NotNotified {
+        run: String,
+    },
+    NotifiedTwice {
+        run: String,
+        webhook_ids: Vec<String>,
+    },
+    WrongNotification {
+        run: String,
+        status: String,
+        notified: Vec<String>,
+    },
+    BadSignatures {
+        count: u64,
+    },
+    Unreadable {
+        count: u64,
+    },
+    IdempotencyBroken {
+        run: String,
+        answered: String,
+    },
+    SubmissionFailed {
+        index: usize,
+        error: String,
+    },
+    HistoryUnreadable {
+        run: String,
+        error: String,
+    },
+    /// A fault the soak was asked to inject never happened: it proved nothing about it.
+    FaultNotInjected {
+        fault: String,
+        why: String,
+    },
 }
 
 impl Violation {
@@ -68,7 +106,10 @@ impl Violation {
             | Violation::WrongNotification { run, .. }
             | Violation::IdempotencyBroken { run, .. }
             | Violation::HistoryUnreadable { run, .. } => Some(run),
-            Violation::BadSignatures { .. } | Violation::Unreadable { .. } | Violation::SubmissionFailed { .. } => None,
+            Violation::BadSignatures { .. }
+            | Violation::Unreadable { .. }
+            | Violation::SubmissionFailed { .. }
+            | Violation::FaultNotInjected { .. } => None,
         }
     }
 
@@ -86,6 +127,7 @@ impl Violation {
             Violation::IdempotencyBroken { .. } => "re-submission answered another run",
             Violation::SubmissionFailed { .. } => "submission failed",
             Violation::HistoryUnreadable { .. } => "history unreadable",
+            Violation::FaultNotInjected { .. } => "fault asked for but never injected",
         }
     }
 }
@@ -108,6 +150,7 @@ impl fmt::Display for Violation {
             Violation::IdempotencyBroken { run, answered } => write!(f, "{run}: the same key answered {answered}"),
             Violation::SubmissionFailed { index, error } => write!(f, "run #{index}: {error}"),
             Violation::HistoryUnreadable { run, error } => write!(f, "{run}: {error}"),
+            Violation::FaultNotInjected { fault, why } => write!(f, "{fault}: {why}"),
         }
     }
 }
