@@ -104,7 +104,7 @@ fi
 soak_check() {
   echo "── chaos soak (30 runs) on localstack ──" >&2
   SOAK_EMULATOR=localstack infra/local/soak.sh --runs 30 --submit-rate 3 --kill-every 10s \
-    --burst-every 15s --burst-for 5s --deadline 150s --notify-grace 30s
+    --burst-every 15s --burst-for 5s --deadline 300s --notify-grace 30s
 }
 
 failed=0

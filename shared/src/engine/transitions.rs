@@ -12,9 +12,11 @@ use crate::domain::{Attempt, EventKind, RunEvent, StepError, StepId, StepStatus,
 pub(super) const FOLLOW_UP_GRACE: Duration = Duration::from_secs(60);
 
 /// How long a queued step's message may take to reach a worker before the reconciler sends
-/// another (the first was lost, or never sent because the sender died). A duplicate costs
-/// two reads, so this is short enough to matter and long enough for an ordinary backlog.
-pub(super) const QUEUED_GRACE: Duration = Duration::from_secs(300);
+/// another (the first was lost, or never sent because the sender died or SQS refused it). A
+/// duplicate costs two reads and is dropped by the conditional claim, so this is short enough
+/// that a lost message delays a run by about two minutes, and long enough for an ordinary
+/// backlog.
+pub(super) const QUEUED_GRACE: Duration = Duration::from_secs(90);
 
 /// When the reconciler should re-drive the follow-up of something that ends `now`.
 pub(super) fn follow_up_due(now: jiff::Timestamp) -> Option<jiff::Timestamp> {
