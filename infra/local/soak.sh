@@ -10,7 +10,8 @@
 # Usage: infra/local/soak.sh [chorus-soak flags]     e.g. --runs 30 --kill-every 10s
 #   Every flag also reads an environment variable (SOAK_RUNS, SOAK_KILL_EVERY, ...): see
 #   target/debug/chorus-soak --help. The report is also written to .chorus/soak/report.md;
-#   the functions' log is .chorus/local/lambda.log, the mock's .chorus/soak/mock.log.
+#   the functions' logs are in .chorus/local/ (lambda.log, and <function>.log for runtimes the
+#   stack replaced after a kill), the mock's is .chorus/soak/mock.log.
 # Environment: SOAK_MOCK_ADDR (127.0.0.1:8090), SOAK_EMULATOR (localstack or moto;
 #   localstack), SOAK_VISIBILITY_TIMEOUT (seconds before a message a killed worker held is
 #   delivered again; 10), CARGO_TARGET_DIR.
@@ -90,7 +91,7 @@ eval "$(grep '^export ' "$DIR/up.out")"
 export SOAK_REPO=$ROOT
 export SOAK_REPORT=${SOAK_REPORT:-$DIR/report.md}
 export SOAK_EVIDENCE_DIR=${SOAK_EVIDENCE_DIR:-$DIR/evidence}
-export SOAK_FUNCTION_LOG=${SOAK_FUNCTION_LOG:-$ROOT/.chorus/local/lambda.log}
+export SOAK_FUNCTION_LOGS=${SOAK_FUNCTION_LOGS:-$ROOT/.chorus/local}
 echo "── chaos soak: chorus-soak $* ──" >&2
 status=0
 "$SOAK" "$@" || status=$?

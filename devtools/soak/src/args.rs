@@ -81,9 +81,11 @@ pub struct SoakArgs {
     #[arg(long, env = "CHORUS_AWS_CHAOS_FILE")]
     pub chaos_file: Option<PathBuf>,
 
-    /// The functions' log (`cargo lambda watch`'s), where injected AWS errors are counted.
-    #[arg(long, env = "SOAK_FUNCTION_LOG", default_value = ".chorus/local/lambda.log")]
-    pub function_log: PathBuf,
+    /// Where the functions log: `cargo lambda watch`'s `lambda.log` and the supervisor's
+    /// `<function>.log` for runtimes it replaced. Injected AWS errors are counted in every
+    /// `*.log` there.
+    #[arg(long, env = "SOAK_FUNCTION_LOGS", default_value = ".chorus/local")]
+    pub function_logs: PathBuf,
 
     /// The DynamoDB table, where the soak registers a tenant of its own.
     #[arg(long, env = "CHORUS_TABLE", default_value = "chorus-table")]

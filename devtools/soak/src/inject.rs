@@ -7,6 +7,7 @@
 //! Duplicate step messages are tied to each run, so `soak.rs` sends them. The loops run until
 //! their stop signal and then say what they did; a burst in progress is always switched off.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,14 +119,46 @@ pub fn set_aws_error_rate(file: &Path, rate: f64) -> Result<(), SoakError> {
     std::fs::write(file, format!("{rate}\n")).map_err(|source| SoakError::File { path: file.to_path_buf(), source })
 }
 
-/// Where the functions' log ends now, to count from there later.
-pub fn log_position(log: &Path) -> u64 {
-    std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+/// Where each log in a directory ends now, to count from there later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogMark {
+    ends: BTreeMap<PathBuf, u64>,
 }
 
-/// The AWS errors the functions injected since `from` in their log (`None` when the log cannot
-/// be read: then nobody knows).
-pub fn injected_aws_errors(log: &Path, from: u64) -> Option<u64> {
+/// Marks where every `*.log` in `dir` ends now (a log created later is read from its start).
+pub fn mark_logs(dir: &Path) -> LogMark {
+    let ends =
+        logs_in(dir).into_iter().map(|log| (log.clone(), std::fs::metadata(&log).map_or(0, |m| m.len()))).collect();
+    LogMark { ends }
+}
+
+/// The AWS errors the functions injected since `mark`, over every `*.log` in `dir` (`None`
+/// when there is no log to read: then nobody knows).
+pub fn injected_aws_errors(dir: &Path, mark: &LogMark) -> Option<u64> {
+    let logs = logs_in(dir);
+    if logs.is_empty() {
+        return None;
+    }
+    let mut injected = 0;
+    for log in logs {
+        let from = mark.ends.get(&log).copied().unwrap_or(0);
+        injected += count_since(&log, from)?;
+    }
+    Some(injected)
+}
+
+fn logs_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+fn count_since(log: &Path, from: u64) -> Option<u64> {
     let mut file = std::fs::File::open(log).ok()?;
     file.seek(SeekFrom::Start(from)).ok()?;
     let mut bytes = Vec::new();
@@ -145,14 +178,19 @@ mod tests {
     }
 
     #[test]
-    fn injected_errors_are_counted_from_where_the_soak_started() {
-        let log = temp("log");
-        std::fs::write(&log, format!("old: {INJECTED_LOG}\n")).unwrap();
-        let from = log_position(&log);
+    fn injected_errors_are_counted_in_every_log_from_where_the_soak_started() {
+        let dir = temp("logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (lambda, worker) = (dir.join("lambda.log"), dir.join("worker.log"));
+        std::fs::write(&lambda, format!("old: {INJECTED_LOG}\n")).unwrap();
+        let mark = mark_logs(&dir);
         let more = format!("WARN x: {INJECTED_LOG} service=DynamoDB\nINFO other\nWARN {INJECTED_LOG}\n");
-        std::fs::write(&log, format!("old: {INJECTED_LOG}\n{more}")).unwrap();
-        assert_eq!(injected_aws_errors(&log, from), Some(2));
-        assert_eq!(injected_aws_errors(&temp("missing"), 0), None);
+        std::fs::write(&lambda, format!("old: {INJECTED_LOG}\n{more}")).unwrap();
+        // A replaced runtime's log, created after the mark, counts from its start.
+        std::fs::write(&worker, format!("{INJECTED_LOG}\n")).unwrap();
+        std::fs::write(dir.join("notes.txt"), format!("{INJECTED_LOG}\n")).unwrap();
+        assert_eq!(injected_aws_errors(&dir, &mark), Some(3));
+        assert_eq!(injected_aws_errors(&temp("missing"), &LogMark::default()), None);
     }
 
     #[tokio::test]

@@ -52,7 +52,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
 
     let mock_before = inject::mock_stats(&stack.http, &args.mock_url).await?;
     inject::set_provider_faults(&stack.http, &args.mock_url, args.provider_fault_rate).await?;
-    let log_from = inject::log_position(&args.function_log);
+    let log_mark = inject::mark_logs(&args.function_logs);
     let (stop, stopped) = watch::channel(false);
     let killing = if args.kill_every.is_zero() {
         None
@@ -94,7 +94,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
     let open: Vec<&RunId> = run_ids.iter().filter(|id| !ended.contains(id)).collect();
     let views = read_views(&stack, &open).await;
     let mock_after = inject::mock_stats(&stack.http, &args.mock_url).await?;
-    let aws_errors_injected = inject::injected_aws_errors(&args.function_log, log_from);
+    let aws_errors_injected = inject::injected_aws_errors(&args.function_logs, &log_mark);
 
     let mut submit_failures = Vec::new();
     let mut records = Vec::new();
@@ -191,11 +191,13 @@ fn faults_not_injected(args: &SoakArgs, injected: &Injected) -> Vec<Violation> {
             Some(0) => not(
                 "AWS errors",
                 format!(
-                    "{} bursts, but the functions' log shows no injected error: functions built without                      chorus::adapters::chaos (another checkout's build from a shared target dir?) or                      CHORUS_AWS_CHAOS_FILE not passed to them",
+                    "{} bursts, but the functions' logs show no injected error: functions built without \
+                     chorus::adapters::chaos (another checkout's build from a shared target dir?) or \
+                     CHORUS_AWS_CHAOS_FILE not passed to them",
                     injected.bursts.bursts
                 ),
             ),
-            None => not("AWS errors", format!("cannot read the functions' log {}", args.function_log.display())),
+            None => not("AWS errors", format!("no function log to read in {}", args.function_logs.display())),
             Some(_) => {}
         }
     }
