@@ -6,7 +6,7 @@
 #        infra/local/emulator.sh stop               stop what `start` started
 #
 # EMULATOR=localstack (default)  LocalStack in host mode for SQS and S3 + DynamoDB Local (DynamoDB)
-# EMULATOR=moto                  moto_server for SQS, S3 and DynamoDB
+# EMULATOR=moto                  moto_server for SQS, S3 and DynamoDB (DynamoDB serialized: moto_server.py)
 # EMULATOR_PORT (4566), DYNAMODB_PORT (8000), CHORUS_STATE_DIR (<repo>/.chorus/emulator: pid
 # files and logs). With AWS_ENDPOINT_URL already set (say, your own LocalStack), `start` runs
 # nothing and prints the environment for that endpoint. stdout carries only `export` lines,
@@ -149,7 +149,8 @@ start() {
       wait_healthy dynamodb "$dynamodb"
       ;;
     moto)
-      launch moto "$TOOLS/moto/bin/moto_server" -H 127.0.0.1 -p "$EMULATOR_PORT"
+      # moto_server with DynamoDB's requests serialized: see infra/local/moto_server.py.
+      launch moto "$TOOLS/moto/bin/python" "$ROOT/infra/local/moto_server.py" -H 127.0.0.1 -p "$EMULATOR_PORT"
       wait_healthy moto "$endpoint"
       ;;
     *) die "EMULATOR must be localstack or moto, not '$EMULATOR'" ;;
