@@ -1,18 +1,27 @@
 //! Templates and `when` conditions, both through minijinja: `{{ input.x }}` and
 //! `{{ steps.<id>.<field> }}` in prompts, inputs and outputs, plain expressions in `when`.
+//! Every render is bounded in work (fuel) and in memory ([`RenderLimits`], see [`bounded`]).
+
+mod bounded;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use minijinja::machinery::{CodeGenerator, Instructions, get_compiled_template, make_string_output, parse_expr};
 use minijinja::value::Serde;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::Value;
 use thiserror::Error;
+
+pub use bounded::RenderLimits;
 
 /// The names a template may start from.
 const ROOTS: [&str; 2] = ["input", "steps"];
 
 /// Bounds the work one template may do, so a hostile loop cannot pin a worker.
 const FUEL: u64 = 200_000;
+
+/// What one template field may render to, and the largest value it may build on the way.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 /// A template that does not parse, refers to something unknown, or fails while rendering.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -55,40 +64,84 @@ impl TemplateContext {
 }
 
 /// The template engine, configured once: undefined values chain (so `steps.skipped.text`
-/// renders empty instead of failing) and every render is bounded by fuel.
+/// renders empty instead of failing) and every render is bounded by fuel and by
+/// [`RenderLimits`].
 pub struct Templates {
     env: Environment<'static>,
+    limits: RenderLimits,
 }
 
 impl Default for Templates {
     fn default() -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Chainable);
-        env.set_fuel(Some(FUEL));
-        Self { env }
+        Self::with_limits(RenderLimits { max_value_bytes: MAX_RENDERED_BYTES, max_output_bytes: MAX_RENDERED_BYTES })
     }
 }
 
 impl Templates {
+    pub fn with_limits(limits: RenderLimits) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env.set_fuel(Some(FUEL));
+        bounded::install(&mut env);
+        Self { env, limits }
+    }
+
     /// Parses a template and lists the steps it references.
     pub fn check(&self, source: &str) -> Result<References, TemplateError> {
+        bounded::check_repetition(source, false)?;
         let template = self.env.template_from_str(source)?;
         references(template.undeclared_variables(true))
     }
 
     /// Parses a `when` condition and lists the steps it references.
     pub fn check_condition(&self, expression: &str) -> Result<References, TemplateError> {
+        bounded::check_repetition(expression, true)?;
         let compiled = self.env.compile_expression(expression)?;
         references(compiled.undeclared_variables(true))
     }
 
+    /// Renders a template: at most [`RenderLimits::max_output_bytes`] of text, and no value
+    /// over [`RenderLimits::max_value_bytes`] built on the way (an error as soon as it would be).
     pub fn render(&self, source: &str, ctx: &TemplateContext) -> Result<String, TemplateError> {
-        Ok(self.env.render_str(source, ctx.to_value())?)
+        self.render_root(source, &ctx.to_value())
     }
 
     pub fn condition_holds(&self, expression: &str, ctx: &TemplateContext) -> Result<bool, TemplateError> {
-        let compiled = self.env.compile_expression(expression)?;
-        Ok(compiled.eval(ctx.to_value())?.is_true())
+        Ok(self.eval(expression, &ctx.to_value())?.is_true())
+    }
+
+    fn render_root(&self, source: &str, root: &minijinja::Value) -> Result<String, TemplateError> {
+        bounded::check_repetition(source, false)?;
+        let template = self.env.template_from_str(source)?;
+        let instructions = bounded::rewrite(&get_compiled_template(&template).instructions);
+        let mut text = String::new();
+        bounded::within(self.limits, || self.run(&instructions, root, &mut text))?;
+        Ok(text)
+    }
+
+    /// The value of one expression, computed under the same bounds as a render.
+    fn eval(&self, expression: &str, root: &minijinja::Value) -> Result<minijinja::Value, TemplateError> {
+        bounded::check_repetition(expression, true)?;
+        let ast = parse_expr(expression)?;
+        let mut generator = CodeGenerator::new("<expression>", expression);
+        generator.compile_expr(&ast);
+        let instructions = bounded::rewrite(&generator.finish().0);
+        let mut discarded = String::new();
+        let value = bounded::within(self.limits, || self.run(&instructions, root, &mut discarded))?;
+        Ok(value.unwrap_or_default())
+    }
+
+    fn run(
+        &self,
+        instructions: &Instructions<'_>,
+        root: &minijinja::Value,
+        text: &mut String,
+    ) -> Result<Option<minijinja::Value>, minijinja::Error> {
+        let blocks = BTreeMap::new();
+        let mut output = make_string_output(text);
+        let (value, _) =
+            minijinja::machinery::eval(&self.env, instructions, root.clone(), &blocks, &mut output, AutoEscape::None)?;
+        Ok(value)
     }
 
     /// Renders every string inside `value`. A string that is exactly one `{{ expression }}`
@@ -111,14 +164,14 @@ impl Templates {
         Ok(match value {
             Value::String(source) => match sole_expression(source) {
                 Some(expression) => {
-                    let result = self.env.compile_expression(expression)?.eval(ctx.clone())?;
+                    let result = self.eval(expression, ctx)?;
                     if result.is_undefined() {
                         Value::Null
                     } else {
                         serde_json::to_value(&result).map_err(|e| TemplateError(e.to_string()))?
                     }
                 }
-                None => Value::String(self.env.render_str(source, ctx.clone())?),
+                None => Value::String(self.render_root(source, ctx)?),
             },
             Value::Array(items) => {
                 Value::Array(items.iter().map(|item| self.render_value_with(item, ctx)).collect::<Result<_, _>>()?)
@@ -218,6 +271,81 @@ mod tests {
         let output = json!({"n": "{{ input.n }}", "scores": "{{ steps.draft.scores }}", "line": "n={{ input.n }}", "gone": "{{ steps.skipped.text }}", "fixed": 7});
         let rendered = Templates::default().render_value(&output, &ctx()).unwrap();
         assert_eq!(rendered, json!({"n": 3, "scores": [1, 2], "line": "n=3", "gone": null, "fixed": 7}));
+    }
+
+    fn small() -> Templates {
+        Templates::with_limits(RenderLimits { max_value_bytes: 1000, max_output_bytes: 2000 })
+    }
+
+    #[test]
+    fn the_hostile_submission_from_the_issue_is_refused_before_it_compiles() {
+        let source = r#"{% for i in [1,2,3,4,5,6,7,8,9,10,11,12] %}{{ "x" * 50000000 }}{% endfor %}"#;
+        let err = Templates::default().check(source).unwrap_err();
+        assert!(err.to_string().contains("`*` may only stand between names and numbers"), "{err}");
+        for folded in [r#"{{ ("x" ~ "y") * 9 }}"#, r#"{{ 3 * "x" }}"#, "{{ [1] * 9 }}", "{{ x * (2) }}"] {
+            assert!(Templates::default().check(folded).is_err(), "{folded} should be refused");
+        }
+        assert!(Templates::default().check_condition(r#"("x" * 99999999) == "y""#).is_err());
+    }
+
+    #[test]
+    fn repetition_of_values_is_bounded_while_it_renders() {
+        let ctx = TemplateContext { input: json!({"s": "ab", "n": 10_000, "k": 3}), ..TemplateContext::default() };
+        let err = small().render("{{ input.s * input.n }}", &ctx).unwrap_err();
+        assert!(err.to_string().contains("over the limit of 1000 bytes"), "{err}");
+        assert_eq!(small().render("{{ input.s * input.k }} {{ input.k * 2 }}", &ctx).unwrap(), "ababab 6");
+    }
+
+    #[test]
+    fn doubling_a_string_stops_at_the_value_limit() {
+        let ctx = TemplateContext { input: json!({"s": "0123456789"}), ..TemplateContext::default() };
+        let doubling = "{% set a = input.s ~ input.s %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}\
+                        {% set e = d ~ d %}{% set f = e ~ e %}{% set g = f ~ f %}{{ g | length }}";
+        let err = small().render(doubling, &ctx).unwrap_err();
+        assert!(err.to_string().contains("joined string would be over the limit"), "{err}");
+        let adding = "{% set a = input.s + input.s %}{% set b = a + a %}{% set c = b + b %}{% set d = c + c %}\
+                      {% set e = d + d %}{% set f = e + e %}{% set g = f + f %}{{ g | length }}";
+        assert!(small().render(adding, &ctx).is_err());
+        assert_eq!(small().render("{{ input.s ~ '!' }} {{ 1 + 2 }}", &ctx).unwrap(), "0123456789! 3");
+    }
+
+    #[test]
+    fn a_loop_stops_writing_at_the_output_limit_raw_text_included() {
+        let ctx = ctx();
+        let raw = format!("{{% for i in range(1000) %}}{}{{% endfor %}}", "y".repeat(100));
+        let err = small().render(&raw, &ctx).unwrap_err();
+        assert!(err.to_string().contains("rendered text would be over the limit of 2000 bytes"), "{err}");
+        let emitted = "{% for i in range(1000) %}{{ steps.draft.text }}{% endfor %}";
+        assert!(small().render(emitted, &ctx).is_err());
+        assert_eq!(small().render("{% for i in range(3) %}-{{ i }}{% endfor %}", &ctx).unwrap(), "-0-1-2");
+    }
+
+    #[test]
+    fn growing_filters_check_their_result_first() {
+        let ctx = TemplateContext { input: json!({"s": "x".repeat(100), "list": vec!["abc"; 50]}), ..Default::default() };
+        for hostile in [
+            "{{ input.s | replace('x', input.s) }}",
+            "{{ input.s | replace('', input.s) }}",
+            "{{ input.list | join(input.s) }}",
+            "{{ input.s | indent(100000) }}",
+            "{{ input.list | tojson }}",
+        ] {
+            assert!(small().render(hostile, &ctx).is_err(), "{hostile} should be refused");
+        }
+        assert_eq!(small().render("{{ ['a', 'b'] | join(', ') }} {{ 'abc' | replace('b', 'B') }}", &ctx).unwrap(), "a, b aBc");
+        for unavailable in ["{{ '%s' | format(1) }}", "{{ input | pprint }}", "{{ debug() }}", "{{ namespace() }}"] {
+            assert!(small().render(unavailable, &ctx).is_err(), "{unavailable} should not be available");
+        }
+        assert!(Templates::default().check("{% macro m() %}{% endmacro %}").is_err(), "no macros");
+        assert!(Templates::default().check("{% include 'x' %}").is_err(), "no includes");
+    }
+
+    #[test]
+    fn conditions_and_sole_expressions_are_bounded_too() {
+        let ctx = TemplateContext { input: json!({"s": "ab", "n": 100_000}), ..TemplateContext::default() };
+        assert!(small().condition_holds("(input.s * input.n) | length > 1", &ctx).is_err());
+        assert!(small().render_value(&json!("{{ input.s * input.n }}"), &ctx).is_err());
+        assert_eq!(small().render_value(&json!("{{ input.s ~ input.s }}"), &ctx).unwrap(), json!("abab"));
     }
 
     #[test]
