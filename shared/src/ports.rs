@@ -121,6 +121,23 @@ pub trait RunStore: Send + Sync {
     /// All steps of a run, in no particular order.
     async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError>;
 
+    /// All steps of a run with the outputs of `reading` only (the others' `output` is
+    /// `None`): a step about to run loads what its templates read, not every output of the
+    /// run (each up to 1 MiB, from the blob store when large).
+    async fn get_steps_reading(
+        &self,
+        run_id: &RunId,
+        reading: &std::collections::BTreeSet<StepId>,
+    ) -> Result<Vec<StepState>, PortError> {
+        let mut steps = self.get_steps(run_id).await?;
+        for step in &mut steps {
+            if !reading.contains(&step.step_id) {
+                step.progress.output = None;
+            }
+        }
+        Ok(steps)
+    }
+
     /// The tenant's runs, newest first, starting after the run `after` (from a previous page).
     async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError>;
 

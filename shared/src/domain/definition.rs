@@ -9,6 +9,13 @@ use utoipa::ToSchema;
 use super::ids::StepId;
 
 /// A workflow: a small DAG of AI steps plus an optional output template.
+/// The output cap of a step that sets no `max_tokens`: an answer is bounded even when the
+/// workflow does not say how.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+/// The largest `max_tokens` a step may ask for (about 400 KB of text, under the 1 MiB step
+/// output limit).
+pub const MAX_MAX_TOKENS: u32 = 100_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowDefinition {
@@ -90,9 +97,10 @@ pub struct StepDefinition {
     /// The labels a `classify` step chooses from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// The most tokens the model may answer with: [`DEFAULT_MAX_TOKENS`] when unset, at
+    /// most [`MAX_MAX_TOKENS`]. Every adapter, `local:echo` included, sends or applies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    // Above `i32::MAX`, so not the `int32` utoipa gives a `u32`.
-    #[schema(minimum = 1, maximum = 4_294_967_295_u64, format = Int64)]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 2)]

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod output;
 pub mod rate;
 pub mod run;
+pub mod schema;
 pub mod step;
 pub mod template;
 pub mod transition;

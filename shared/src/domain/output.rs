@@ -14,6 +14,10 @@ use super::definition::Task;
 /// At most this many schema violations are listed in an [`OutputError`].
 const MAX_VIOLATIONS_SHOWN: usize = 10;
 
+/// The largest step output, as JSON text after normalization: what is stored (in S3 past
+/// 64 KiB), handed to the next steps' templates and returned to clients.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
 /// What a model call produced, shaped by task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -44,14 +48,18 @@ impl TaskOutput {
         }
     }
 
-    /// Whether the output fulfils a step of `task`, and for `extract`, whether its data
-    /// satisfies the step's `schema`.
+    /// Whether the output fulfils a step of `task`: no larger than [`MAX_OUTPUT_BYTES`], and
+    /// for `extract`, its data satisfying the step's `schema` (CPU work: see [`super::schema`]).
     pub fn check(&self, task: Task, schema: Option<&Value>) -> Result<(), OutputError> {
         if self.task() != task {
             return Err(OutputError::WrongTask { expected: task });
         }
+        let bytes = serde_json::to_vec(self).map_or(usize::MAX, |text| text.len());
+        if bytes > MAX_OUTPUT_BYTES {
+            return Err(OutputError::TooLarge { bytes, limit: MAX_OUTPUT_BYTES });
+        }
         let (TaskOutput::Extract { data }, Some(schema)) = (self, schema) else { return Ok(()) };
-        let validator = jsonschema::validator_for(schema).map_err(|err| OutputError::BadSchema(err.to_string()))?;
+        let validator = super::schema::compile(schema).map_err(OutputError::BadSchema)?;
         let violations: Vec<String> = validator
             .iter_errors(data)
             .map(|err| {
@@ -73,6 +81,8 @@ pub enum OutputError {
     BadSchema(String),
     #[error("the data does not match the schema: {}", shown(.0))]
     SchemaMismatch(Vec<String>),
+    #[error("the output is {bytes} bytes as JSON; a step output may be at most {limit}")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 /// The first violations, and how many more there are.

@@ -264,6 +264,10 @@ pub enum ErrorKind {
     CircuitOpen,
     /// A template or `when` condition of the step could not be rendered.
     Template,
+    /// A template of the step would render (or build a value) over its size limit.
+    TemplateTooLarge,
+    /// The model's output, normalized, is over the step output limit.
+    OutputTooLarge,
     /// A person rejected the approval step.
     Rejected,
     /// A wait (approval, provider job) outlived its deadline.

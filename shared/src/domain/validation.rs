@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::dag::{Plan, PlanError};
-use super::definition::{StepDefinition, Task, WorkflowDefinition};
+use super::definition::{MAX_MAX_TOKENS, StepDefinition, Task, WorkflowDefinition};
 use super::ids::StepId;
 use super::template::Templates;
 
@@ -178,9 +178,9 @@ impl Checker<'_> {
             );
         }
         if let Some(schema) = &definition.input_schema
-            && let Err(err) = jsonschema::validator_for(schema)
+            && let Err(err) = super::schema::compile(schema)
         {
-            self.problem("/workflow/input_schema", format!("not a valid JSON Schema: {err}"));
+            self.problem("/workflow/input_schema", format!("not a usable JSON Schema: {err}"));
         }
 
         let mut first_index: BTreeMap<&StepId, usize> = BTreeMap::new();
@@ -287,8 +287,8 @@ impl Checker<'_> {
                 self.problem(format!("{at}/schema"), "an `extract` step needs a JSON Schema in `schema`")
             }
             (Some(schema), Task::Extract) => {
-                if let Err(err) = jsonschema::validator_for(schema) {
-                    self.problem(format!("{at}/schema"), format!("not a valid JSON Schema: {err}"));
+                if let Err(err) = super::schema::compile(schema) {
+                    self.problem(format!("{at}/schema"), format!("not a usable JSON Schema: {err}"));
                 }
             }
             (Some(_), _) => self.problem(format!("{at}/schema"), "`schema` only applies to `extract` steps"),
@@ -309,8 +309,8 @@ impl Checker<'_> {
         if step.retries.is_some_and(|r| r > MAX_RETRIES) {
             self.problem(format!("{at}/retries"), format!("at most {MAX_RETRIES} retries"));
         }
-        if step.max_tokens == Some(0) {
-            self.problem(format!("{at}/max_tokens"), "must be at least 1");
+        if step.max_tokens.is_some_and(|max| !(1..=MAX_MAX_TOKENS).contains(&max)) {
+            self.problem(format!("{at}/max_tokens"), format!("must be between 1 and {MAX_MAX_TOKENS}"));
         }
         if step.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
             self.problem(format!("{at}/temperature"), "must be between 0 and 2");
@@ -319,7 +319,7 @@ impl Checker<'_> {
 
     fn check_input(&mut self, definition: &WorkflowDefinition, input: &Value) {
         let Some(schema) = &definition.input_schema else { return };
-        let Ok(validator) = jsonschema::validator_for(schema) else { return };
+        let Ok(validator) = super::schema::compile(schema) else { return };
         for error in validator.iter_errors(input) {
             self.problem(format!("/input{}", error.instance_path()), error.to_string());
         }

@@ -20,4 +20,7 @@ pub enum EngineError {
     /// A backend failed; retrying later may succeed.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// Work handed to the blocking pool did not finish (the runtime is shutting down).
+    #[error("work on the blocking pool was interrupted")]
+    Interrupted(#[source] tokio::task::JoinError),
 }

@@ -1,15 +1,17 @@
 //! The worker's use case: run one step for one `{run_id, step_id}` message. Every message
 //! may arrive twice or out of order; the conditional claim makes sure the step runs once.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::jobs::CallbackToken;
 use super::progress::context_for;
 use super::transitions::{QUEUED_GRACE, ending, follow_up_due, provider_events};
 use super::{Engine, EngineError};
+use crate::domain::template::MAX_RENDERED_BYTES;
 use crate::domain::{
     Attempt, ErrorKind, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, Run, RunEvent, RunStatus, StepDefinition, StepError,
-    StepState, StepStatus, StepTransition, StepUpdate, Task,
+    StepId, StepState, StepStatus, StepTransition, StepUpdate, Task, TemplateContext,
 };
 use crate::ports::{RunTransition, StepMessage};
 use crate::providers::TaskRequest;
@@ -31,11 +33,13 @@ impl Engine {
             tracing::warn!(%run_id, "step message for an unknown run; dropping it");
             return Ok(());
         };
-        let steps = self.store.get_steps(run_id).await?;
-        let (Some(state), Some(step)) =
-            (steps.iter().find(|s| &s.step_id == step_id), run.definition.steps.iter().find(|s| &s.id == step_id))
-        else {
+        let Some(step) = run.definition.steps.iter().find(|s| &s.id == step_id) else {
             tracing::warn!(%run_id, %step_id, "step message for an unknown step; dropping it");
+            return Ok(());
+        };
+        let steps = self.store.get_steps_reading(run_id, &self.reads(step)).await?;
+        let Some(state) = steps.iter().find(|s| &s.step_id == step_id) else {
+            tracing::warn!(%run_id, %step_id, "step message for a step without state; dropping it");
             return Ok(());
         };
 
@@ -140,15 +144,7 @@ impl Engine {
         }
         self.mark_run_started(&run).await?;
 
-        let rendered = step
-            .templates()
-            .map(|(field, source)| {
-                self.templates.render(source, &context).map(|text| (field, text)).map_err(|err| {
-                    StepError::new(ErrorKind::Template, format!("`{field}` could not be rendered: {err}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>();
-        let fields = match rendered {
+        let fields = match self.render_fields(step, &context) {
             Ok(fields) => fields,
             Err(error) => return self.complete_claimed(&run, step, Vec::new(), Err(error)).await,
         };
@@ -175,6 +171,37 @@ impl Engine {
             RouteOutcome::Submitted(job) => self.await_job(&run, step, routed.attempts, job, &token).await,
             RouteOutcome::RetryLater(wait) => self.retry_later(&run, step, state, routed.attempts, wait).await,
         }
+    }
+
+    /// The steps whose outputs `step`'s templates and `when` read (a template that does not
+    /// parse reads nothing here; rendering it reports the error).
+    fn reads(&self, step: &StepDefinition) -> BTreeSet<StepId> {
+        let templates = step.templates().filter_map(|(_, source)| self.templates.check(source).ok());
+        let condition = step.when.as_deref().and_then(|when| self.templates.check_condition(when).ok());
+        templates
+            .chain(condition)
+            .flat_map(|references| references.steps)
+            .filter_map(|id| StepId::parse(&id).ok())
+            .collect()
+    }
+
+    /// The step's templates rendered, all of them together within [`MAX_RENDERED_BYTES`].
+    fn render_fields(
+        &self,
+        step: &StepDefinition,
+        context: &TemplateContext,
+    ) -> Result<Vec<(&'static str, String)>, StepError> {
+        let mut left = MAX_RENDERED_BYTES;
+        let mut fields = Vec::new();
+        for (field, source) in step.templates() {
+            let text = self.templates.render_at_most(source, context, left).map_err(|err| {
+                let kind = if err.is_too_large() { ErrorKind::TemplateTooLarge } else { ErrorKind::Template };
+                StepError::new(kind, format!("`{field}` could not be rendered: {err}"))
+            })?;
+            left -= text.len();
+            fields.push((field, text));
+        }
+        Ok(fields)
     }
 
     /// Hands a claimed step back to the queue, to run again after `wait` (a provider's long

@@ -222,7 +222,10 @@ impl Engine {
         self.blobs.put(&archive, body.into()).await?;
 
         let now = self.clock.now();
-        let result = result.and_then(|completion| completion.checked(&request_shape(step)));
+        let result = match result {
+            Ok(completion) => completion.checked(&request_shape(step)).await,
+            Err(error) => Err(error),
+        };
         let mut update = StepUpdate {
             finished_at: Some(now),
             due: follow_up_due(now),

@@ -44,7 +44,7 @@ pub struct Engine {
     /// How long one worker invocation may spend on a step before handing it back to the
     /// queue (a Lambda's timeout); `None` in a long-lived process.
     invocation_budget: Option<std::time::Duration>,
-    templates: Templates,
+    templates: Arc<Templates>,
     limits: Limits,
     /// Names this process in step leases, so a worker only completes what it claimed.
     worker_id: String,
@@ -77,7 +77,7 @@ impl Engine {
             destinations: parts.destinations,
             public_url: parts.public_url.map(|url| url.trim_end_matches('/').to_owned()),
             invocation_budget: parts.invocation_budget,
-            templates: Templates::default(),
+            templates: Arc::new(Templates::default()),
             limits: parts.limits,
             worker_id: format!("worker-{:016x}", fastrand::u64(..)),
         }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::transitions::QUEUED_GRACE;
 use super::{Engine, EngineError};
-use crate::domain::validation::validate_submission;
+use crate::domain::validation::{ValidatedWorkflow, validate_submission};
 use crate::domain::{
     EventKind, NotifyTarget, Problem, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, TenantId,
 };
@@ -41,6 +41,20 @@ pub struct Submitted {
 }
 
 impl Engine {
+    /// Validates a submission on the blocking pool: compiling its templates and schemas and
+    /// checking the input against `input_schema` is CPU work, bounded but not small.
+    async fn validate(
+        &self,
+        workflow: &Value,
+        input: &Value,
+    ) -> Result<Result<ValidatedWorkflow, Vec<Problem>>, EngineError> {
+        let (router, templates, limits) = (self.router.clone(), self.templates.clone(), self.limits);
+        let (workflow, input) = (workflow.clone(), input.clone());
+        tokio::task::spawn_blocking(move || validate_submission(&workflow, &input, router.as_ref(), &templates, limits))
+            .await
+            .map_err(EngineError::Interrupted)
+    }
+
     /// Validates and stores a run, then queues its root steps.
     pub async fn submit(
         &self,
@@ -59,8 +73,7 @@ impl Engine {
             problems.push(Problem::new("/notify/url", err.to_string()));
         }
         let input = submission.input.clone();
-        let validated =
-            validate_submission(&submission.workflow, &input, self.router.as_ref(), &self.templates, self.limits);
+        let validated = self.validate(&submission.workflow, &input).await?;
         let validated = match validated {
             Ok(validated) if problems.is_empty() => validated,
             Ok(_) => return Err(EngineError::Invalid(problems)),

@@ -187,6 +187,10 @@ impl From<EngineError> for ApiError {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(&source), "backend failure while serving a request");
                 ApiError::Unavailable
             }
+            EngineError::Interrupted(source) => {
+                tracing::error!(error = %source, "request work interrupted");
+                ApiError::Unavailable
+            }
         }
     }
 }

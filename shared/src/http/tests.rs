@@ -398,6 +398,19 @@ async fn a_body_that_is_not_json_is_415() {
 }
 
 #[tokio::test]
+async fn a_template_that_would_repeat_a_literal_into_gigabytes_is_422_and_nothing_is_built() {
+    let api = api();
+    // The submission from the tenant-isolation issue: 12 × 50 MB if it were ever rendered.
+    let hostile = json!({"workflow": {"steps": [{"id": "a", "task": "generate", "model": "local:echo",
+        "prompt": "{% for i in [1,2,3,4,5,6,7,8,9,10,11,12] %}{{ \"x\" * 50000000 }}{% endfor %}"}]}});
+    let reply = api.submit(KEY_A, &hostile).await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.pointers(), ["/workflow/steps/0/prompt"]);
+    let detail = reply.body["errors"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("`*` may only stand between names and numbers"), "{detail}");
+}
+
+#[tokio::test]
 async fn unknown_members_and_wrong_types_are_422_with_a_pointer() {
     let api = api();
     let mut unknown = echo_workflow();

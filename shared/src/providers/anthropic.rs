@@ -32,8 +32,9 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The API version every request pins (the one Anthropic's documentation uses).
 pub const API_VERSION: &str = "2023-06-01";
 
-/// The output cap sent when a step sets no `max_tokens` (the API requires one).
-pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+/// The output cap sent when a request has no `max_tokens` (the API requires one; requests
+/// made for a step always carry the step's or the default).
+pub use crate::domain::definition::DEFAULT_MAX_TOKENS;
 
 const TASKS: [Task; 4] = chat::TASKS;
 

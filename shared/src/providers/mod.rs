@@ -24,6 +24,7 @@ use serde_json::Value;
 use thiserror::Error;
 use utoipa::ToSchema;
 
+use crate::domain::definition::DEFAULT_MAX_TOKENS;
 use crate::domain::{ErrorKind, OutputError, StepDefinition, StepError, Task, TaskOutput, Usage};
 
 pub use credential::{Credential, CredentialError};
@@ -54,7 +55,7 @@ impl TaskRequest {
             input,
             labels: step.labels.clone(),
             schema: step.schema.clone(),
-            max_tokens: step.max_tokens,
+            max_tokens: Some(step.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
             temperature: step.temperature,
         }
     }
@@ -74,9 +75,16 @@ pub struct Completion {
 
 impl Completion {
     /// The completion, if its output is what `request` asked for (see [`TaskOutput::check`]).
-    pub fn checked(self, request: &TaskRequest) -> Result<Self, ProviderError> {
-        self.output.check(request.task, request.schema.as_ref())?;
-        Ok(self)
+    /// Measuring the output and running the step's schema over it is CPU work on up to a
+    /// megabyte: it runs on the blocking pool, not on the runtime's worker threads.
+    pub async fn checked(self, request: &TaskRequest) -> Result<Self, ProviderError> {
+        let (task, schema) = (request.task, request.schema.clone());
+        tokio::task::spawn_blocking(move || {
+            self.output.check(task, schema.as_ref())?;
+            Ok(self)
+        })
+        .await
+        .unwrap_or_else(|_| Err(ProviderError::Transient("the output check was interrupted".to_owned())))
     }
 }
 
@@ -105,6 +113,9 @@ pub enum ProviderError {
     /// The model answered, but the answer breaks the step's contract (e.g. its `schema`).
     #[error("the model's output is not valid for this step: {0}")]
     InvalidOutput(String),
+    /// The model's output, normalized, is larger than a step output may be.
+    #[error("{0}")]
+    OutputTooLarge(String),
     /// The call's estimated cost would take the run past its `budget_usd`; never sent.
     #[error("the call would exceed the run's budget: {0}")]
     BudgetExceeded(String),
@@ -140,6 +151,7 @@ impl ProviderError {
             ProviderError::ContentFiltered(_) => ErrorKind::ContentFiltered,
             ProviderError::MalformedResponse(_) => ErrorKind::MalformedResponse,
             ProviderError::InvalidOutput(_) => ErrorKind::InvalidOutput,
+            ProviderError::OutputTooLarge(_) => ErrorKind::OutputTooLarge,
             ProviderError::BudgetExceeded(_) => ErrorKind::BudgetExceeded,
             ProviderError::CircuitOpen(_) => ErrorKind::CircuitOpen,
         }
@@ -167,6 +179,7 @@ impl From<OutputError> for ProviderError {
             OutputError::WrongTask { .. } | OutputError::SchemaMismatch(_) => {
                 ProviderError::InvalidOutput(error.to_string())
             }
+            OutputError::TooLarge { .. } => ProviderError::OutputTooLarge(error.to_string()),
         }
     }
 }

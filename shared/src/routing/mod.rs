@@ -558,11 +558,7 @@ async fn call_once(
     let call = async {
         match (provider.jobs(), callback_url) {
             (Some(jobs), Some(url)) => jobs.submit(model, request, url).await.map(Reply::Submitted),
-            _ => provider
-                .call(model, request)
-                .await
-                .and_then(|completion| completion.checked(request))
-                .map(Reply::Completed),
+            _ => provider.call(model, request).await?.checked(request).await.map(Reply::Completed),
         }
     };
     tokio::time::timeout(timeout, call).await.unwrap_or(Err(ProviderError::Timeout))

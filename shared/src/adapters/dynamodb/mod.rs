@@ -133,6 +133,35 @@ impl DynamoRunStore {
         Ok(item.into_state(output))
     }
 
+    /// A run's steps, with every output (`reading: None`) or those of `reading` only (the
+    /// others are neither kept nor fetched from the blob store).
+    async fn query_steps(
+        &self,
+        run_id: &RunId,
+        reading: Option<&std::collections::BTreeSet<StepId>>,
+    ) -> Result<Vec<StepState>, PortError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :steps)")
+            .expression_attribute_values(":pk", string(run_pk(run_id)))
+            .expression_attribute_values(":steps", string(STEP_SK_PREFIX))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut steps = Vec::new();
+        while let Some(item) = pages.next().await {
+            let mut item: StepItem = from_item("step item", item.map_err(unavailable)?)?;
+            if reading.is_some_and(|reading| !reading.contains(&item.state.step_id)) {
+                item.output = None;
+            }
+            steps.push(self.step_from_item(item).await?);
+        }
+        Ok(steps)
+    }
+
     /// The run's item as stored, its payloads not loaded (a strongly consistent read).
     async fn run_item(&self, run_id: &RunId) -> Result<Option<RunItem>, PortError> {
         let found = self
@@ -467,23 +496,15 @@ impl RunStore for DynamoRunStore {
     }
 
     async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :steps)")
-            .expression_attribute_values(":pk", string(run_pk(run_id)))
-            .expression_attribute_values(":steps", string(STEP_SK_PREFIX))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let mut steps = Vec::new();
-        while let Some(item) = pages.next().await {
-            let item: StepItem = from_item("step item", item.map_err(unavailable)?)?;
-            steps.push(self.step_from_item(item).await?);
-        }
-        Ok(steps)
+        self.query_steps(run_id, None).await
+    }
+
+    async fn get_steps_reading(
+        &self,
+        run_id: &RunId,
+        reading: &std::collections::BTreeSet<StepId>,
+    ) -> Result<Vec<StepState>, PortError> {
+        self.query_steps(run_id, Some(reading)).await
     }
 
     async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError> {

@@ -51,20 +51,34 @@ struct Budget {
     max_value_bytes: usize,
     max_output_bytes: usize,
     output_left: usize,
+    /// Set when a limit stopped the render (so its error can say so by kind).
+    exceeded: bool,
 }
 
 /// Runs `render` with `limits` as the current budget (restored afterwards, so nested or
-/// consecutive renders never see each other's).
-pub(super) fn within<T>(limits: RenderLimits, render: impl FnOnce() -> T) -> T {
+/// consecutive renders never see each other's), and tells whether a limit was hit.
+pub(super) fn within<T>(limits: RenderLimits, render: impl FnOnce() -> T) -> (T, bool) {
     let budget = Budget {
         max_value_bytes: limits.max_value_bytes,
         max_output_bytes: limits.max_output_bytes,
         output_left: limits.max_output_bytes,
+        exceeded: false,
     };
     let before = BUDGET.with(|cell| cell.replace(Some(budget)));
     let result = render();
-    BUDGET.with(|cell| cell.set(before));
-    result
+    let exceeded = BUDGET.with(|cell| cell.replace(before)).is_some_and(|budget| budget.exceeded);
+    (result, exceeded)
+}
+
+/// Marks the current render as stopped by a limit, and returns the error saying which.
+fn exceeded(error: Error) -> Error {
+    BUDGET.with(|cell| {
+        if let Some(mut budget) = cell.get() {
+            budget.exceeded = true;
+            cell.set(Some(budget));
+        }
+    });
+    error
 }
 
 fn value_limit() -> usize {
@@ -72,7 +86,7 @@ fn value_limit() -> usize {
 }
 
 fn too_large(what: &str, limit: usize) -> Error {
-    Error::new(ErrorKind::InvalidOperation, format!("{what} would be over the limit of {limit} bytes"))
+    exceeded(Error::new(ErrorKind::InvalidOperation, format!("{what} would be over the limit of {limit} bytes")))
 }
 
 /// Fails unless a value of `size` bytes fits the current value limit.
@@ -158,7 +172,10 @@ pub(super) fn format_output(out: &mut Output<'_>, state: &mut State<'_, '_>, val
     let size = text_size(value, limit);
     let left = limit.checked_sub(size).ok_or_else(|| {
         let max = BUDGET.with(|cell| cell.get().map_or(0, |budget| budget.max_output_bytes));
-        Error::new(ErrorKind::InvalidOperation, format!("the rendered text would be over the limit of {max} bytes"))
+        exceeded(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("the rendered text would be over the limit of {max} bytes"),
+        ))
     })?;
     BUDGET.with(|cell| {
         if let Some(mut budget) = cell.get() {
@@ -241,8 +258,10 @@ pub(super) fn check_repetition(source: &str, in_expression: bool) -> Result<(), 
         }
         let before = at.checked_sub(1).and_then(|before| tokens.get(before));
         let after = tokens.get(at + 1);
-        let literal_before = matches!(before, Some(Token::Str(_) | Token::String(_) | Token::BracketClose | Token::ParenClose));
-        let literal_after = matches!(after, Some(Token::Str(_) | Token::String(_) | Token::BracketOpen | Token::ParenOpen));
+        let literal_before =
+            matches!(before, Some(Token::Str(_) | Token::String(_) | Token::BracketClose | Token::ParenClose));
+        let literal_after =
+            matches!(after, Some(Token::Str(_) | Token::String(_) | Token::BracketOpen | Token::ParenOpen));
         if literal_before || literal_after {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,

@@ -25,8 +25,22 @@ pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 /// A template that does not parse, refers to something unknown, or fails while rendering.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{0}")]
-pub struct TemplateError(String);
+#[error("{message}")]
+pub struct TemplateError {
+    message: String,
+    too_large: bool,
+}
+
+impl TemplateError {
+    fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), too_large: false }
+    }
+
+    /// Whether a [`RenderLimits`] bound stopped the render (rather than a mistake in it).
+    pub fn is_too_large(&self) -> bool {
+        self.too_large
+    }
+}
 
 impl From<minijinja::Error> for TemplateError {
     fn from(err: minijinja::Error) -> Self {
@@ -37,8 +51,13 @@ impl From<minijinja::Error> for TemplateError {
         if let Some(line) = err.line() {
             message = format!("{message} (line {line})");
         }
-        Self(message)
+        Self::new(message)
     }
+}
+
+/// The result of a bounded render, its error marked when a limit stopped it.
+fn bounded_result<T>((result, exceeded): (Result<T, minijinja::Error>, bool)) -> Result<T, TemplateError> {
+    result.map_err(|err| TemplateError { too_large: exceeded, ..err.into() })
 }
 
 /// What a template reads: the steps it references by name.
@@ -90,32 +109,59 @@ impl Templates {
     pub fn check(&self, source: &str) -> Result<References, TemplateError> {
         bounded::check_repetition(source, false)?;
         let template = self.env.template_from_str(source)?;
-        references(template.undeclared_variables(true))
+        self.references(template.undeclared_variables(true))
     }
 
     /// Parses a `when` condition and lists the steps it references.
     pub fn check_condition(&self, expression: &str) -> Result<References, TemplateError> {
         bounded::check_repetition(expression, true)?;
         let compiled = self.env.compile_expression(expression)?;
-        references(compiled.undeclared_variables(true))
+        self.references(compiled.undeclared_variables(true))
+    }
+
+    /// The steps among a template's free names; the environment's own functions (`range`,
+    /// `dict`) are not free names.
+    fn references(&self, mut variables: std::collections::HashSet<String>) -> Result<References, TemplateError> {
+        for (global, _) in self.env.globals() {
+            variables.remove(global);
+        }
+        references(variables)
     }
 
     /// Renders a template: at most [`RenderLimits::max_output_bytes`] of text, and no value
     /// over [`RenderLimits::max_value_bytes`] built on the way (an error as soon as it would be).
     pub fn render(&self, source: &str, ctx: &TemplateContext) -> Result<String, TemplateError> {
-        self.render_root(source, &ctx.to_value())
+        self.render_root(source, &ctx.to_value(), self.limits)
+    }
+
+    /// [`render`](Self::render), writing at most `max_output_bytes` (what is left of a
+    /// budget several fields share).
+    pub fn render_at_most(
+        &self,
+        source: &str,
+        ctx: &TemplateContext,
+        max_output_bytes: usize,
+    ) -> Result<String, TemplateError> {
+        let limits =
+            RenderLimits { max_output_bytes: max_output_bytes.min(self.limits.max_output_bytes), ..self.limits };
+        self.render_root(source, &ctx.to_value(), limits)
     }
 
     pub fn condition_holds(&self, expression: &str, ctx: &TemplateContext) -> Result<bool, TemplateError> {
         Ok(self.eval(expression, &ctx.to_value())?.is_true())
     }
 
-    fn render_root(&self, source: &str, root: &minijinja::Value) -> Result<String, TemplateError> {
+    fn render_root(
+        &self,
+        source: &str,
+        root: &minijinja::Value,
+        limits: RenderLimits,
+    ) -> Result<String, TemplateError> {
         bounded::check_repetition(source, false)?;
         let template = self.env.template_from_str(source)?;
         let instructions = bounded::rewrite(&get_compiled_template(&template).instructions);
         let mut text = String::new();
-        bounded::within(self.limits, || self.run(&instructions, root, &mut text))?;
+        bounded_result(bounded::within(limits, || self.run(&instructions, root, &mut text)))?;
         Ok(text)
     }
 
@@ -127,7 +173,7 @@ impl Templates {
         generator.compile_expr(&ast);
         let instructions = bounded::rewrite(&generator.finish().0);
         let mut discarded = String::new();
-        let value = bounded::within(self.limits, || self.run(&instructions, root, &mut discarded))?;
+        let value = bounded_result(bounded::within(self.limits, || self.run(&instructions, root, &mut discarded)))?;
         Ok(value.unwrap_or_default())
     }
 
@@ -168,10 +214,10 @@ impl Templates {
                     if result.is_undefined() {
                         Value::Null
                     } else {
-                        serde_json::to_value(&result).map_err(|e| TemplateError(e.to_string()))?
+                        serde_json::to_value(&result).map_err(|e| TemplateError::new(e.to_string()))?
                     }
                 }
-                None => Value::String(self.render_root(source, ctx)?),
+                None => Value::String(self.render_root(source, ctx, self.limits)?),
             },
             Value::Array(items) => {
                 Value::Array(items.iter().map(|item| self.render_value_with(item, ctx)).collect::<Result<_, _>>()?)
@@ -208,7 +254,7 @@ fn references(variables: std::collections::HashSet<String>) -> Result<References
         let mut parts = variable.split('.');
         let root = parts.next().unwrap_or_default();
         if !ROOTS.contains(&root) {
-            return Err(TemplateError(format!(
+            return Err(TemplateError::new(format!(
                 "unknown variable `{root}`: templates can use `input` and `steps.<id>`"
             )));
         }
@@ -218,7 +264,7 @@ fn references(variables: std::collections::HashSet<String>) -> Result<References
                     refs.steps.insert(step.to_owned());
                 }
                 None => {
-                    return Err(TemplateError("refer to other steps by name, as `steps.<id>.<field>`".to_owned()));
+                    return Err(TemplateError::new("refer to other steps by name, as `steps.<id>.<field>`".to_owned()));
                 }
             }
         }
@@ -237,6 +283,11 @@ mod tests {
             input: json!({"prompt": "Write a haiku", "n": 3}),
             steps: BTreeMap::from([("draft".to_owned(), json!({"text": "hello", "scores": [1, 2]}))]),
         }
+    }
+
+    #[test]
+    fn the_environments_functions_are_not_unknown_variables() {
+        assert!(Templates::default().check("{% for i in range(3) %}{{ dict(a=i) }}{% endfor %}").is_ok());
     }
 
     #[test]
@@ -293,6 +344,8 @@ mod tests {
         let ctx = TemplateContext { input: json!({"s": "ab", "n": 10_000, "k": 3}), ..TemplateContext::default() };
         let err = small().render("{{ input.s * input.n }}", &ctx).unwrap_err();
         assert!(err.to_string().contains("over the limit of 1000 bytes"), "{err}");
+        assert!(err.is_too_large());
+        assert!(!small().render("{{ input.s + 1 }}", &ctx).unwrap_err().is_too_large(), "a type error is a mistake");
         assert_eq!(small().render("{{ input.s * input.k }} {{ input.k * 2 }}", &ctx).unwrap(), "ababab 6");
     }
 
@@ -322,7 +375,8 @@ mod tests {
 
     #[test]
     fn growing_filters_check_their_result_first() {
-        let ctx = TemplateContext { input: json!({"s": "x".repeat(100), "list": vec!["abc"; 50]}), ..Default::default() };
+        let ctx =
+            TemplateContext { input: json!({"s": "x".repeat(100), "list": vec!["abc"; 50]}), ..Default::default() };
         for hostile in [
             "{{ input.s | replace('x', input.s) }}",
             "{{ input.s | replace('', input.s) }}",
@@ -332,7 +386,10 @@ mod tests {
         ] {
             assert!(small().render(hostile, &ctx).is_err(), "{hostile} should be refused");
         }
-        assert_eq!(small().render("{{ ['a', 'b'] | join(', ') }} {{ 'abc' | replace('b', 'B') }}", &ctx).unwrap(), "a, b aBc");
+        assert_eq!(
+            small().render("{{ ['a', 'b'] | join(', ') }} {{ 'abc' | replace('b', 'B') }}", &ctx).unwrap(),
+            "a, b aBc"
+        );
         for unavailable in ["{{ '%s' | format(1) }}", "{{ input | pprint }}", "{{ debug() }}", "{{ namespace() }}"] {
             assert!(small().render(unavailable, &ctx).is_err(), "{unavailable} should not be available");
         }

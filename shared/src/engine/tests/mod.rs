@@ -4,6 +4,7 @@
 
 mod durability;
 mod faults;
+mod limits;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use faults::{Faults, FaultyQueue, FaultyStore};
 
 /// A provider that answers every task and records each call's text. Text containing
 /// `FAIL` is rejected as an invalid request; text containing `LIMITED` is rate limited for
-/// two minutes the first time it is seen.
+/// two minutes the first time it is seen; text containing `HUGE` is answered with 2 MiB.
 #[derive(Default)]
 struct CountingProvider {
     calls: Mutex<Vec<String>>,
@@ -70,6 +71,9 @@ impl Provider for CountingProvider {
                 confidence: 1.0,
                 scores: BTreeMap::from([(request.labels[0].clone(), 1.0)]),
             },
+            _ if text.contains("HUGE") => {
+                TaskOutput::Generate { text: "x".repeat(2 << 20), finish_reason: FinishReason::Length }
+            }
             _ => TaskOutput::Generate { text: format!("<{text}>"), finish_reason: FinishReason::Stop },
         };
         Ok(Completion { output, usage: Usage { input_tokens: 2, output_tokens: 3, estimated: false } })
