@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chorus::adapters::{MemoryQueue, MemoryRateLimiter, MemoryTenantDirectory};
-use chorus::domain::{InvalidId, TenantId};
-use chorus::engine::{Engine, EngineError, SweepReport};
+use chorus::domain::{InvalidId, RateLimit, TenantId};
+use chorus::engine::{Engine, EngineError, SweepReport, TenantQuota, parse_limit};
 use chorus::http::{AppState, app, callbacks_routes};
 use chorus::ports::{NotificationMessage, Queue, StepMessage, SystemClock, Tenant, generate_api_key};
 use chorus::startup::{CatalogError, CredentialLoading, Embedded, EmbeddedOptions, router_from_env};
@@ -51,6 +51,14 @@ pub struct DevArgs {
     /// Address the HTTP API listens on.
     #[arg(long, default_value = "127.0.0.1:3000", env = "CHORUS_ADDR")]
     addr: SocketAddr,
+
+    /// API requests each tenant may make: PER_MINUTE/BURST.
+    #[arg(long, value_name = "PER_MINUTE/BURST", env = "CHORUS_TENANT_REQUEST_LIMIT", default_value = "600/100", value_parser = parse_limit)]
+    tenant_requests: RateLimit,
+
+    /// Steps each tenant may start: PER_MINUTE/BURST. A tenant over it waits; others do not.
+    #[arg(long, value_name = "PER_MINUTE/BURST", env = "CHORUS_TENANT_STEP_LIMIT", default_value = "1200/200", value_parser = parse_limit)]
+    tenant_steps: RateLimit,
 
     /// An API key for a tenant (repeatable). Without any, one key for tenant `dev` is
     /// generated and printed.
@@ -141,6 +149,8 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let lookup = |name: &str| std::env::var(name).ok();
     // No secret store in dev: credentials are values in the environment.
     let limiter = Arc::new(MemoryRateLimiter::new(clock.clone()));
+    let quota =
+        TenantQuota { requests: args.tenant_requests, steps: args.tenant_steps, ..TenantQuota::new(limiter.clone()) };
     let router = router_from_env(&lookup, limiter, None, CredentialLoading::AtStart).await?;
     let mut providers: Vec<String> = router.models().into_iter().map(|m| m.provider).collect();
     providers.dedup();
@@ -154,6 +164,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
         clock: clock.clone(),
         destinations: policy,
         public_url: Some(format!("http://{addr}")),
+        quota: Some(quota),
     })));
     let notifier = Arc::new(embedded.notifier(tenants.clone(), Arc::new(HttpWebhookSender::new(policy)?), clock));
     let Embedded { steps, step_messages, notifications, notification_messages, .. } = embedded;

@@ -61,6 +61,7 @@ impl TestKit {
             clock: self.clock.clone(),
             destinations: DestinationPolicy::local_development(),
             public_url: None,
+            quota: None,
         })
     }
 

@@ -104,6 +104,8 @@ async fn a_diamond_costs_three_writes_per_step_one_per_dependency_two_reads_and_
         blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),
         public_url: None,
         invocation_budget: None,
+        // The tenant's step-start bucket would add one conditional write per step.
+        quota: None,
     });
     let generate =
         |id: &str, prompt: &str| json!({"id": id, "task": "generate", "model": "local:echo", "prompt": prompt});

@@ -84,6 +84,15 @@ impl Engine {
             return Ok(());
         }
 
+        if let Some(quota) = &self.quota
+            && let Err(throttled) = quota.admit_step(&run.tenant).await
+        {
+            // Over the tenant's share: back on the queue unclaimed, for when a token is due.
+            let delay = throttled.retry_after.clamp(Duration::from_secs(1), MAX_QUEUE_DELAY);
+            self.steps.send(vec![message.clone()], delay).await?;
+            return Ok(());
+        }
+
         let context = context_for(&run, &steps);
         if let Some(condition) = &step.when {
             match self.templates.condition_holds(condition, &context) {

@@ -8,6 +8,7 @@ mod execute;
 mod jobs;
 mod notify;
 mod progress;
+mod quota;
 mod submit;
 mod sweep;
 mod transitions;
@@ -25,6 +26,7 @@ pub use error::EngineError;
 pub use execute::LEASE_MARGIN;
 pub use jobs::{CallbackError, CallbackOutcome};
 pub use notify::{DeliverySchedule, Notifier};
+pub use quota::{DEFAULT_REQUEST_LIMIT, DEFAULT_STEP_LIMIT, TenantQuota, Throttled, parse_limit};
 pub use submit::{Submission, Submitted};
 pub use sweep::{SWEEP_MAX, SWEEP_TIME, SweepReport};
 pub use views::{RunView, StepView, Totals};
@@ -46,6 +48,7 @@ pub struct Engine {
     invocation_budget: Option<std::time::Duration>,
     templates: Arc<Templates>,
     limits: Limits,
+    quota: Option<TenantQuota>,
     /// Names this process in step leases, so a worker only completes what it claimed.
     worker_id: String,
 }
@@ -63,6 +66,8 @@ pub struct EngineParts {
     pub limits: Limits,
     pub public_url: Option<String>,
     pub invocation_budget: Option<std::time::Duration>,
+    /// Per-tenant request and step-start limits; `None` shares nothing out (tests).
+    pub quota: Option<TenantQuota>,
 }
 
 impl Engine {
@@ -79,12 +84,18 @@ impl Engine {
             invocation_budget: parts.invocation_budget,
             templates: Arc::new(Templates::default()),
             limits: parts.limits,
+            quota: parts.quota,
             worker_id: format!("worker-{:016x}", fastrand::u64(..)),
         }
     }
 
     pub fn router(&self) -> &ProviderRouter {
         &self.router
+    }
+
+    /// The per-tenant limits, if this engine enforces any.
+    pub fn quota(&self) -> Option<&TenantQuota> {
+        self.quota.as_ref()
     }
 }
 

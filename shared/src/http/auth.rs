@@ -23,7 +23,13 @@ impl FromRequestParts<AppState> for AuthedTenant {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = presented_key(&parts.headers)?;
         match state.tenants.tenant_for_key(&key).await {
-            Ok(Some(tenant)) => Ok(AuthedTenant(tenant.id)),
+            Ok(Some(tenant)) => {
+                // Each tenant's requests come out of its own bucket: a flood is its own 429s.
+                if let Some(quota) = state.engine.quota() {
+                    quota.admit_request(&tenant.id, None).await.map_err(ApiError::TooManyRequests)?;
+                }
+                Ok(AuthedTenant(tenant.id))
+            }
             // Same answer for every unknown key, so responses do not help anyone guess.
             Ok(None) => Err(ApiError::Unauthorized("the API key is not valid".to_owned())),
             Err(err) => Err(crate::engine::EngineError::Port(err).into()),

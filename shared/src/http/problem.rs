@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::{ToResponse, ToSchema};
 
 use crate::domain::Problem;
-use crate::engine::EngineError;
+use crate::engine::{EngineError, Throttled};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -59,6 +59,8 @@ shared_problem_responses! {
     UnknownMembers = "The body has unknown or mistyped members";
     /// 503 when a backend fails; the client may retry.
     Unavailable = "A backend is unavailable; retry later";
+    /// 429 when the tenant has used its request rate; `Retry-After` says when to come back.
+    TooManyRequests = "The tenant's request rate is used up; retry after `Retry-After` seconds";
 }
 
 /// Everything a request can fail with at the HTTP edge.
@@ -82,6 +84,8 @@ pub enum ApiError {
     Unprocessable(Vec<Problem>),
     /// A backend failed; the cause is logged, never shown.
     Unavailable,
+    /// The tenant is over its request rate.
+    TooManyRequests(Throttled),
 }
 
 /// Where each kind of problem is documented, and its fixed title.
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::Unavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The service is temporarily unavailable")
             }
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
         };
         Kind { status, slug, title }
     }
@@ -138,6 +143,15 @@ impl ApiError {
             ApiError::Unavailable => {
                 ("a backend is temporarily unavailable; retry the request later".to_owned(), Vec::new())
             }
+            ApiError::TooManyRequests(Throttled { retry_after, limit }) => (
+                format!(
+                    "this tenant may make {} requests a minute after a burst of {}; retry in {} s",
+                    limit.per_minute,
+                    limit.burst,
+                    retry_seconds(*retry_after)
+                ),
+                Vec::new(),
+            ),
         };
         ProblemDetails { kind: problem_type(slug), title: title.to_owned(), status: status.as_u16(), detail, errors }
     }
@@ -146,6 +160,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.kind().status
     }
+}
+
+/// A wait in whole seconds, rounded up (a client that waits that long finds a token).
+fn retry_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The stable `type` URI for a problem slug.
@@ -169,6 +188,19 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            // RFC 9110 Retry-After, and the IETF RateLimit header fields (draft-ietf-httpapi-
+            // ratelimit-headers): the policy (a minute's quota) and what is left now.
+            ApiError::TooManyRequests(Throttled { retry_after, limit }) => {
+                let seconds = retry_seconds(retry_after);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                let policy = format!("\"tenant\";q={};w=60", limit.per_minute);
+                let now = format!("\"tenant\";r=0;t={seconds}");
+                for (name, value) in [("ratelimit-policy", policy), ("ratelimit", now)] {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        headers.insert(name, value);
+                    }
+                }
             }
             _ => {}
         }

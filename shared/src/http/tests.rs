@@ -75,6 +75,11 @@ fn tenant(name: &str) -> Tenant {
 }
 
 fn api() -> Api {
+    api_with(|_| None)
+}
+
+/// [`api`] whose engine enforces the quota `quota` makes (given the kit's clock).
+fn api_with(quota: impl FnOnce(Arc<crate::testing::ManualClock>) -> Option<crate::engine::TenantQuota>) -> Api {
     let kit = TestKit::new();
     let routes = BTreeMap::from([("fast".to_owned(), Route::fallback(&["local:echo"]))]);
     let router = ProviderRouter::new(
@@ -83,7 +88,11 @@ fn api() -> Api {
         RetryPolicy::default(),
         PriceTable::default(),
     );
-    let engine = Arc::new(Engine::new(EngineParts { router: Arc::new(router), ..kit.engine_parts() }));
+    let engine = Arc::new(Engine::new(EngineParts {
+        router: Arc::new(router),
+        quota: quota(kit.clock.clone()),
+        ..kit.engine_parts()
+    }));
     let tenants = MemoryTenantDirectory::new()
         .with_key(tenant("acme"), &SecretString::from(KEY_A))
         .with_key(tenant("globex"), &SecretString::from(KEY_B));
@@ -395,6 +404,28 @@ async fn a_body_that_is_not_json_is_415() {
         .body(Body::from(echo_workflow().to_string()))
         .unwrap();
     assert_eq!(api.send(charset).await.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_request_rate_gets_429_with_retry_after_and_ratelimit_headers_alone() {
+    let api = api_with(|clock| {
+        Some(crate::engine::TenantQuota {
+            requests: crate::domain::RateLimit { per_minute: 60, burst: 2 },
+            ..crate::engine::TenantQuota::new(Arc::new(crate::adapters::MemoryRateLimiter::new(clock)))
+        })
+    });
+    let list = || request(Method::GET, "/v1/runs", Some(KEY_A)).body(Body::empty()).unwrap();
+    assert_eq!(api.send(list()).await.status, StatusCode::OK);
+    assert_eq!(api.send(list()).await.status, StatusCode::OK);
+    let reply = api.send(list()).await;
+    let problem = reply.problem(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(problem["type"], "https://chorus.dev/problems/rate-limited");
+    assert!(problem["detail"].as_str().unwrap().contains("60 requests a minute after a burst of 2"), "{problem}");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("ratelimit-policy"), Some("\"tenant\";q=60;w=60"));
+    assert_eq!(reply.header("ratelimit"), Some("\"tenant\";r=0;t=1"));
+    let other = request(Method::GET, "/v1/runs", Some(KEY_B)).body(Body::empty()).unwrap();
+    assert_eq!(api.send(other).await.status, StatusCode::OK, "another tenant is not slowed");
 }
 
 #[tokio::test]

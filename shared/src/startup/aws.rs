@@ -1,6 +1,7 @@
 //! The AWS composition: each Lambda function's services, built once per cold start from its
 //! [`Settings`], over DynamoDB, SQS, S3 and SSM.
 
+use crate::engine::TenantQuota;
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -113,6 +114,11 @@ impl Aws {
         let lookup = |name: &str| std::env::var(name).ok();
         let limiter = Arc::new(DynamoRateLimiter::new(self.dynamodb.clone(), &self.settings.table, self.clock.clone()));
         let secrets = Arc::new(SsmSecretStore::new(aws_sdk_ssm::Client::new(&self.config)));
+        let quota = TenantQuota {
+            requests: self.settings.tenant_requests,
+            steps: self.settings.tenant_steps,
+            ..TenantQuota::new(limiter.clone())
+        };
         let router = router_from_env(&lookup, limiter, Some(secrets), loading).await?;
         Ok(Arc::new(Engine::new(EngineParts {
             store: self.store.clone(),
@@ -125,6 +131,7 @@ impl Aws {
             limits: Limits::default(),
             public_url: self.settings.public_url.clone(),
             invocation_budget: Some(self.settings.invocation_budget),
+            quota: Some(quota),
         })))
     }
 }

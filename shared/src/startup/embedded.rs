@@ -31,6 +31,8 @@ pub struct EmbeddedOptions {
     pub destinations: DestinationPolicy,
     /// This process's own address, where providers report async jobs.
     pub public_url: Option<String>,
+    /// Per-tenant request and step-start limits (`chorus dev` keeps their buckets in memory).
+    pub quota: Option<crate::engine::TenantQuota>,
 }
 
 impl Embedded {
@@ -62,6 +64,7 @@ impl Embedded {
             limits: Limits::default(),
             public_url: options.public_url,
             invocation_budget: None,
+            quota: options.quota,
         }
     }
 

@@ -3,6 +3,8 @@
 //! follow the standard AWS configuration (`AWS_REGION`, `AWS_ENDPOINT_URL`, the function's
 //! role), so the same code runs against AWS and a local emulator.
 
+use crate::domain::RateLimit;
+use crate::engine::{DEFAULT_REQUEST_LIMIT, DEFAULT_STEP_LIMIT, parse_limit};
 use std::time::Duration;
 
 use super::ConfigError;
@@ -38,6 +40,11 @@ pub struct Settings {
     /// `CHORUS_INVOCATION_BUDGET_SECONDS` (default 90, under the worker's 120 s timeout):
     /// how long one worker invocation works on a step before re-enqueueing it.
     pub invocation_budget: Duration,
+    /// `CHORUS_TENANT_REQUEST_LIMIT` (default `600/100`: a minute's API requests / burst)
+    /// for tenants whose record sets none.
+    pub tenant_requests: RateLimit,
+    /// `CHORUS_TENANT_STEP_LIMIT` (default `1200/200`): steps one tenant may start.
+    pub tenant_steps: RateLimit,
 }
 
 impl Settings {
@@ -78,7 +85,13 @@ impl Settings {
             }
             None => DEFAULT_INVOCATION_BUDGET.as_secs(),
         };
+        let limit = |name: &'static str, default: RateLimit| match lookup(name) {
+            Some(text) => parse_limit(&text).map_err(|detail| ConfigError::Invalid { name, detail }),
+            None => Ok(default),
+        };
         Ok(Self {
+            tenant_requests: limit("CHORUS_TENANT_REQUEST_LIMIT", DEFAULT_REQUEST_LIMIT)?,
+            tenant_steps: limit("CHORUS_TENANT_STEP_LIMIT", DEFAULT_STEP_LIMIT)?,
             public_url: lookup("CHORUS_PUBLIC_URL").filter(|url| !url.trim().is_empty()),
             invocation_budget: Duration::from_secs(invocation_budget),
             table: required("CHORUS_TABLE")?,

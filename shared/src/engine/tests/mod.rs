@@ -102,6 +102,20 @@ fn harness_with(
     configure: impl FnOnce(ProviderRouter) -> ProviderRouter,
     invocation_budget: Option<Duration>,
 ) -> Harness {
+    build_harness(configure, invocation_budget, |_| None)
+}
+
+/// [`harness`] whose engine shares work out between tenants with the quota `quota` makes
+/// (given the harness's clock).
+fn harness_with_quota(quota: impl FnOnce(Arc<ManualClock>) -> TenantQuota) -> Harness {
+    build_harness(|router| router, None, |clock| Some(quota(clock)))
+}
+
+fn build_harness(
+    configure: impl FnOnce(ProviderRouter) -> ProviderRouter,
+    invocation_budget: Option<Duration>,
+    quota: impl FnOnce(Arc<ManualClock>) -> Option<TenantQuota>,
+) -> Harness {
     let kit = TestKit::new();
     let provider = Arc::new(CountingProvider::default());
     let router = configure(ProviderRouter::new(
@@ -115,6 +129,7 @@ fn harness_with(
     let engine = Engine::new(EngineParts {
         router: Arc::new(router),
         invocation_budget,
+        quota: quota(kit.clock.clone()),
         store: Arc::new(FaultyStore { inner: parts.store, faults: faults.clone() }),
         steps: Arc::new(FaultyQueue { inner: parts.steps, faults: faults.clone(), name: "send steps" }),
         notifications: Arc::new(FaultyQueue {
