@@ -117,7 +117,7 @@ pub struct StepProgress {
     /// `local` models, and until a call answers). `null` when its model has no price there:
     /// the call was made and its cost is unknown, not zero.
     #[serde(default)]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, required = true)]
     pub cost_usd: Cost,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
