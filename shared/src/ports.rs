@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use utoipa::ToSchema;
 
-use crate::domain::{Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepTransition, TenantId};
+use crate::domain::{
+    Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId, StepState,
+    StepTransition, TenantId,
+};
 
 /// A port's backend failed. Always worth retrying later; never shown to clients verbatim.
 #[derive(Debug, Error)]
@@ -168,6 +171,23 @@ pub trait RunStore: Send + Sync {
 
     /// Applies `transition` if the run is in one of its `from` statuses.
     async fn transition_run(&self, run_id: &RunId, transition: RunTransition) -> Result<Option<Run>, PortError>;
+
+    /// Reserves part of the run's budget for `step`'s next call, replacing what the step
+    /// reserved before, in one conditional write on the run: only if the step still holds
+    /// what `reservation.replaces` says, has not been settled, and (when the reservation
+    /// grows) the run's committed spending stays within `reservation.budget_usd`. See
+    /// `domain::budget`; nothing changes unless the outcome is `Held`.
+    async fn reserve_budget(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        reservation: Reservation,
+    ) -> Result<Reserved, PortError>;
+
+    /// Settles `step`'s spending once it ended, in one conditional write on the run: releases
+    /// what it holds (if still `settlement.held`) and counts its cost instead. Settling a
+    /// step again changes nothing (`Already`).
+    async fn settle_budget(&self, run_id: &RunId, step: &StepId, settlement: Settlement) -> Result<Settled, PortError>;
 
     async fn append_events(&self, run_id: &RunId, events: Vec<RunEvent>) -> Result<(), PortError>;
 

@@ -1,12 +1,13 @@
 //! The `RunStore` contract: one suite of checks that every adapter (memory, DynamoDB) must
 //! pass, so the engine can rely on the same conditional semantics everywhere.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chorus::domain::{
-    EventKind, Lease, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, StepTransition, StepUpdate,
-    TenantId, WorkflowDefinition,
+    EventKind, Lease, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepId, StepState,
+    StepStatus, StepTransition, StepUpdate, TenantId, WorkflowDefinition,
 };
 use chorus::ports::{CreateOutcome, DueRef, IdempotencyClaim, NewRun, RunStore, RunTransition};
 use serde_json::json;
@@ -29,6 +30,10 @@ macro_rules! run_store_contract {
             a_release_to_zero_queues_the_step,
             due_steps_and_runs_are_found_until_they_move_on,
             large_payloads_read_back_whole,
+            reservations_fit_the_budget_and_replace_what_the_step_held,
+            a_settlement_trades_the_reservation_for_the_cost_once,
+            concurrent_reservations_take_exactly_what_fits,
+            a_crashed_workers_reservation_is_replaced_by_the_next_claim_or_settled_away,
         ]);
     };
 }
@@ -65,6 +70,7 @@ fn new_run(tenant: &str, at_ms: i64, key: Option<&str>) -> NewRun {
         updated_at: now,
         finished_at: None,
         due: None,
+        budget: Default::default(),
     };
     NewRun {
         run,
@@ -329,4 +335,93 @@ pub async fn large_payloads_read_back_whole(store: Arc<dyn RunStore>) {
     assert_eq!(ended.output, Some(json!({"all": big})));
     let read = store.get_run(&run_id).await.unwrap().expect("the run exists");
     assert_eq!(read.output, Some(json!({"all": big})));
+}
+
+/// A reservation against a budget of $1. The amounts in these checks are binary fractions,
+/// so float and decimal arithmetic agree exactly.
+fn reserve(usd: f64, replaces: Option<f64>) -> Reservation {
+    Reservation { budget_usd: 1.0, replaces, usd }
+}
+
+async fn reserved(store: &dyn RunStore, run_id: &RunId, step: &str, reservation: Reservation) -> Reserved {
+    store.reserve_budget(run_id, &id(step), reservation).await.unwrap()
+}
+
+async fn settled(store: &dyn RunStore, run_id: &RunId, step: &str, held: Option<f64>, cost_usd: f64) -> Settled {
+    store.settle_budget(run_id, &id(step), Settlement { held, cost_usd }).await.unwrap()
+}
+
+async fn ledger(store: &dyn RunStore, run_id: &RunId) -> chorus::domain::BudgetLedger {
+    store.get_run(run_id).await.unwrap().expect("the run exists").budget
+}
+
+pub async fn reservations_fit_the_budget_and_replace_what_the_step_held(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let store = store.as_ref();
+    assert_eq!(ledger(store, &run_id).await, Default::default(), "a new run has spent and reserved nothing");
+    assert_eq!(reserved(store, &run_id, "a", reserve(0.5, None)).await, Reserved::Held);
+    assert_eq!(reserved(store, &run_id, "b", reserve(0.375, None)).await, Reserved::Held);
+    let over = reserved(store, &run_id, "c", reserve(0.25, None)).await;
+    assert_eq!(over, Reserved::OverBudget { committed_usd: 0.875 });
+    // A reservation that names what the step no longer holds changes nothing.
+    let stale = reserved(store, &run_id, "a", reserve(0.25, None)).await;
+    assert_eq!(stale, Reserved::Changed { current: Some(0.5) });
+    // Lowering a step's reservation gives budget back; then exactly the budget fits.
+    assert_eq!(reserved(store, &run_id, "a", reserve(0.125, Some(0.5))).await, Reserved::Held);
+    assert_eq!(reserved(store, &run_id, "c", reserve(0.5, None)).await, Reserved::Held);
+    let after = ledger(store, &run_id).await;
+    assert_eq!(after.committed_usd, 1.0);
+    assert_eq!(after.reservations, BTreeMap::from([(id("a"), 0.125), (id("b"), 0.375), (id("c"), 0.5)]));
+}
+
+pub async fn a_settlement_trades_the_reservation_for_the_cost_once(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let store = store.as_ref();
+    assert_eq!(reserved(store, &run_id, "a", reserve(0.5, None)).await, Reserved::Held);
+    let stale = settled(store, &run_id, "a", None, 0.125).await;
+    assert_eq!(stale, Settled::Changed { current: Some(0.5) }, "a settlement names what the step holds");
+    assert_eq!(settled(store, &run_id, "a", Some(0.5), 0.125).await, Settled::Done);
+    assert_eq!(settled(store, &run_id, "a", Some(0.5), 0.125).await, Settled::Already, "once per step");
+    assert_eq!(reserved(store, &run_id, "a", reserve(0.25, None)).await, Reserved::Settled, "an ended step");
+    // A step that spent without holding anything counts its cost all the same.
+    assert_eq!(settled(store, &run_id, "b", None, 0.25).await, Settled::Done);
+    let after = ledger(store, &run_id).await;
+    assert_eq!((after.committed_usd, after.reservations.len()), (0.375, 0));
+    assert_eq!(after.settled, [id("a"), id("b")]);
+}
+
+pub async fn concurrent_reservations_take_exactly_what_fits(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    // Eight steps reserve a quarter each against a budget that fits three of them.
+    let tries = (0..8).map(|i| {
+        let (store, run_id) = (store.clone(), run_id.clone());
+        let reservation = Reservation { budget_usd: 0.875, replaces: None, usd: 0.25 };
+        tokio::spawn(async move { store.reserve_budget(&run_id, &id(&format!("p{i}")), reservation).await })
+    });
+    let mut outcomes = Vec::new();
+    for handle in tries {
+        outcomes.push(handle.await.unwrap().unwrap());
+    }
+    let held = outcomes.iter().filter(|outcome| **outcome == Reserved::Held).count();
+    let over = outcomes.iter().filter(|outcome| matches!(outcome, Reserved::OverBudget { .. })).count();
+    assert_eq!((held, over), (3, 5), "{outcomes:?}");
+    let after = ledger(store.as_ref(), &run_id).await;
+    assert_eq!((after.committed_usd, after.reservations.len()), (0.75, 3));
+}
+
+pub async fn a_crashed_workers_reservation_is_replaced_by_the_next_claim_or_settled_away(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let store = store.as_ref();
+    // A worker reserves for `a` and dies: only a quarter is left for the others.
+    assert_eq!(reserved(store, &run_id, "a", reserve(0.75, None)).await, Reserved::Held);
+    assert!(matches!(reserved(store, &run_id, "b", reserve(0.5, None)).await, Reserved::OverBudget { .. }));
+    // The step's next claim reads the reservation with the run and replaces it in one write.
+    let left = ledger(store, &run_id).await.reservations.get(&id("a")).copied();
+    assert_eq!(left, Some(0.75));
+    assert_eq!(reserved(store, &run_id, "a", reserve(0.25, left)).await, Reserved::Held);
+    assert_eq!(reserved(store, &run_id, "b", reserve(0.5, None)).await, Reserved::Held);
+    // A step that ends without another call has its reservation settled away.
+    assert_eq!(settled(store, &run_id, "a", Some(0.25), 0.0).await, Settled::Done);
+    let after = ledger(store, &run_id).await;
+    assert_eq!((after.committed_usd, after.reservations), (0.5, BTreeMap::from([(id("b"), 0.5)])));
 }

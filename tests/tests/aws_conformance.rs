@@ -164,6 +164,7 @@ async fn dynamo_run_store_fails_a_run_whose_payload_is_gone_and_reads_it_again()
         updated_at: now,
         finished_at: None,
         due: None,
+        budget: Default::default(),
     };
     let run_id = run.id.clone();
     let steps = vec![StepState::new(StepId::parse("a").unwrap(), 0, Vec::new())];

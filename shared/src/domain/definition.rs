@@ -31,12 +31,20 @@ pub struct WorkflowDefinition {
     pub input_schema: Option<Value>,
     #[schema(min_items = 1, max_items = 100)]
     pub steps: Vec<StepDefinition>,
-    /// The most the run may spend on model calls, in USD. A call whose estimated cost (its
-    /// text in, `max_tokens` out, at the model's price) would exceed what is left is not
-    /// made: the step moves to its next fallback, or fails with `budget_exceeded`.
+    /// The most the run may spend on model calls, in USD. Before each priced call its
+    /// estimated cost (its text in, `max_tokens` or 1024 tokens out, at the model's price) is
+    /// reserved against what the run has spent and reserved, steps running in parallel
+    /// included; a call that does not fit is not made: the step moves to its next fallback,
+    /// or fails with `budget_exceeded`. A model with no price in the price table is not
+    /// called either (`price_unknown`), unless `allow_unpriced_models` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(exclusive_minimum = 0)]
     pub budget_usd: Option<f64>,
+    /// With a `budget_usd`: call models that have no price in the price table anyway. Their
+    /// cost is unknown, counts as nothing against the budget, and shows as `cost_usd: null`.
+    /// Only with a `budget_usd` (without one every model may be called).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unpriced_models: bool,
     /// The run's output: any JSON whose strings are templates over `input` and `steps`.
     /// A string that is exactly one `{{ expression }}` keeps the expression's JSON type.
     #[serde(default, skip_serializing_if = "Option::is_none")]

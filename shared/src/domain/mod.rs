@@ -1,6 +1,8 @@
 //! The workflow domain: definitions, validation, the DAG, templates and run state.
 //! No I/O and no AWS here; the engine brings the world in through ports.
 
+pub mod budget;
+pub mod cost;
 pub mod dag;
 pub mod definition;
 pub mod event;
@@ -14,6 +16,8 @@ pub mod template;
 pub mod transition;
 pub mod validation;
 
+pub use budget::{BudgetLedger, Reservation, Reserved, Settled, Settlement};
+pub use cost::Cost;
 pub use dag::Plan;
 pub use definition::{StepDefinition, Task, WorkflowDefinition};
 pub use event::{EventKind, RunEvent};

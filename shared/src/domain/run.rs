@@ -5,6 +5,7 @@ use serde_json::Value;
 use strum::{Display, IntoStaticStr};
 use utoipa::ToSchema;
 
+use super::budget::BudgetLedger;
 use super::definition::WorkflowDefinition;
 use super::ids::{RunId, TenantId};
 use super::step::StepError;
@@ -66,6 +67,9 @@ pub struct Run {
     /// this time on.
     #[serde(default)]
     pub due: Option<jiff::Timestamp>,
+    /// What the run has spent and reserved against its `budget_usd` (untouched without one).
+    #[serde(default)]
+    pub budget: BudgetLedger,
 }
 
 impl Run {

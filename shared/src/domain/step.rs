@@ -8,6 +8,7 @@ use serde_json::Value;
 use strum::{Display, IntoStaticStr};
 use utoipa::ToSchema;
 
+use super::cost::Cost;
 use super::ids::StepId;
 
 /// Where a step stands: `pending → queued → running → (waiting_*) → terminal`.
@@ -112,8 +113,12 @@ pub struct StepProgress {
     pub attempts: Vec<Attempt>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What the call that answered cost in USD, at the price table's price (0 for the
+    /// `local` models, and until a call answers). `null` when its model has no price there:
+    /// the call was made and its cost is unknown, not zero.
     #[serde(default)]
-    pub cost_usd: f64,
+    #[schema(value_type = Option<f64>, required = true)]
+    pub cost_usd: Cost,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
     /// The normalized task output (`{text, finish_reason}`, `{label, confidence, scores}`, …);
@@ -260,6 +265,10 @@ pub enum ErrorKind {
     InvalidOutput,
     /// The call's estimated cost would exceed the run's `budget_usd`; it was not made.
     BudgetExceeded,
+    /// The run has a `budget_usd` and the model has no price in the price table, so its cost
+    /// cannot be held to the budget; it was not called (unless the workflow sets
+    /// `allow_unpriced_models`).
+    PriceUnknown,
     /// The provider failed repeatedly and was skipped while it cools down.
     CircuitOpen,
     /// A template or `when` condition of the step could not be rendered.

@@ -7,6 +7,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::cost::Cost;
 use super::event::RunEvent;
 use super::step::{Attempt, JobRef, Lease, StepError, StepState, StepStatus, Usage};
 
@@ -66,8 +67,9 @@ pub struct StepUpdate {
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// `Some(Cost::Unknown)` sets the cost to `null`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost_usd: Option<f64>,
+    pub cost_usd: Option<Cost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,7 +168,7 @@ mod tests {
             provider: Some("p".into()),
             model: Some("m".into()),
             usage: Some(Usage::default()),
-            cost_usd: Some(0.5),
+            cost_usd: Some(Cost::Known(0.5)),
             latency_ms: Some(3),
             output: Some(serde_json::json!({"text": "x"})),
             error: Some(StepError::new(ErrorKind::Timeout, "slow")),
@@ -186,7 +188,18 @@ mod tests {
         assert_eq!(full.status, StepStatus::Succeeded);
         assert_eq!(full.control.attempt, 1);
         assert_eq!(full.progress.attempts.len(), 1);
-        assert_eq!(full.progress.cost_usd, 0.5);
+        assert_eq!(full.progress.cost_usd, Cost::Known(0.5));
+    }
+
+    #[test]
+    fn an_unknown_cost_is_written_as_null_and_read_back_unknown() {
+        let update = StepUpdate { cost_usd: Some(Cost::Unknown), ..StepUpdate::default() };
+        let set = Change::Set { field: "cost_usd".to_owned(), value: Value::Null };
+        assert!(update.changes().unwrap().contains(&set));
+        let mut state = step();
+        update.apply(&mut state).unwrap();
+        assert_eq!(state.progress.cost_usd, Cost::Unknown);
+        assert_eq!(step().progress.cost_usd, Cost::ZERO, "no call, no cost");
     }
 
     #[test]

@@ -168,6 +168,12 @@ impl Checker<'_> {
         if definition.budget_usd.is_some_and(|budget| !(budget.is_finite() && budget > 0.0)) {
             self.problem("/workflow/budget_usd", "must be a positive number of US dollars");
         }
+        if definition.allow_unpriced_models && definition.budget_usd.is_none() {
+            self.problem(
+                "/workflow/allow_unpriced_models",
+                "only applies with a `budget_usd`: without one, every model may be called already",
+            );
+        }
         if definition.name.as_ref().is_some_and(|name| name.chars().count() > MAX_NAME_CHARS) {
             self.problem("/workflow/name", format!("a name is at most {MAX_NAME_CHARS} characters"));
         }
@@ -468,6 +474,18 @@ mod tests {
         assert!(text.contains("cannot depend on itself"), "{text}");
         assert!(text.contains("unknown step `nobody`"), "{text}");
         assert!(text.contains("unknown step `phantom`"), "{text}");
+    }
+
+    #[test]
+    fn unpriced_models_are_allowed_only_beside_a_budget() {
+        let step = json!({"id": "a", "task": "generate", "model": "local:echo", "prompt": "x"});
+        let alone = validate(json!({"allow_unpriced_models": true, "steps": [step]}), json!({}));
+        assert_eq!(pointers(alone), ["/workflow/allow_unpriced_models"]);
+        let with_budget = json!({"budget_usd": 0.5, "allow_unpriced_models": true, "steps": [step]});
+        assert!(validate(with_budget, json!({})).unwrap().definition.allow_unpriced_models);
+        let not_a_flag =
+            validate(json!({"budget_usd": 0.5, "allow_unpriced_models": "yes", "steps": [step]}), json!({}));
+        assert_eq!(pointers(not_a_flag), ["/workflow/allow_unpriced_models"]);
     }
 
     #[test]

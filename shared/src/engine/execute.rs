@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::budget::StepBudget;
 use super::jobs::CallbackToken;
 use super::progress::context_for;
 use super::transitions::{QUEUED_GRACE, ending, follow_up_due, provider_events};
@@ -15,7 +16,7 @@ use crate::domain::{
 };
 use crate::ports::{RunTransition, StepMessage};
 use crate::providers::TaskRequest;
-use crate::routing::{JobCallback, RouteContext, RouteOutcome, RoutedCompletion};
+use crate::routing::{JobCallback, RouteContext, RouteOutcome, RoutedCompletion, RunBudget};
 
 /// Time a claimed step keeps its lease beyond what its attempts may take: with the
 /// invocation budget, longer than the worker function may run, so a live worker never loses
@@ -29,7 +30,7 @@ impl Engine {
     /// Executes the step named by `message`. An `Err` means "not done, deliver again".
     pub async fn execute_step(&self, message: &StepMessage) -> Result<(), EngineError> {
         let StepMessage { run_id, step_id } = message;
-        let Some(run) = self.store.get_run(run_id).await? else {
+        let Some(mut run) = self.store.get_run(run_id).await? else {
             tracing::warn!(%run_id, "step message for an unknown run; dropping it");
             return Ok(());
         };
@@ -164,16 +165,24 @@ impl Engine {
         let callback_base = self.public_url.as_ref().map(|url| format!("{url}/v1/callbacks"));
         let started_at = state.progress.started_at.unwrap_or(now);
         let used = Duration::try_from(now.duration_since(started_at)).unwrap_or_default();
+        let budget = StepBudget::new(self.store.as_ref(), &run, step_id);
         let context = RouteContext {
             prior: &state.progress.attempts,
-            // Other steps' spending; this step has spent nothing until it succeeds.
-            spent_usd: steps.iter().filter(|s| &s.step_id != step_id).map(|s| s.progress.cost_usd).sum(),
-            budget_usd: run.definition.budget_usd,
+            budget: budget
+                .as_ref()
+                .map(|holder| RunBudget { holder, allow_unpriced: run.definition.allow_unpriced_models }),
             job_callback: callback_base.as_deref().map(|base| JobCallback { base, token: &token_text }),
             step_time_left: Some(step.step_timeout().saturating_sub(used)),
             invocation_budget: self.invocation_budget,
         };
         let routed = self.router.run(step, &request, &context).await;
+        if let Some(budget) = &budget {
+            // What the step holds now, for the settlement that follows its end.
+            match budget.held() {
+                Some(usd) => run.budget.reservations.insert(step_id.clone(), usd),
+                None => run.budget.reservations.remove(step_id),
+            };
+        }
         match routed.outcome {
             RouteOutcome::Completed(done) => self.complete_claimed(&run, step, routed.attempts, Ok(done)).await,
             RouteOutcome::Failed(error) => self.complete_claimed(&run, step, routed.attempts, Err(error.into())).await,

@@ -236,7 +236,7 @@ impl Engine {
         let status = match result {
             Ok(Completion { output, usage }) => {
                 update.output = Some(output.to_json());
-                update.cost_usd = Some(self.router.prices().cost(&format!("{}:{}", job.provider, job.model), &usage));
+                update.cost_usd = Some(self.router.cost(&job.provider, &job.model, &usage));
                 update.usage = Some(usage);
                 StepStatus::Succeeded
             }

@@ -2,6 +2,7 @@
 //! deliver the result ("Execution" in docs/architecture.md). The engine reaches the world
 //! only through `ports` and the provider router, so the same code runs embedded and on Lambda.
 
+mod budget;
 mod control;
 mod error;
 mod execute;

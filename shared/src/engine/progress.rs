@@ -1,6 +1,7 @@
-//! What happens after a step ends: release its dependants (queueing or skipping those now
-//! free to go), fail the run on a required step's failure, and finish the run when its last
-//! sink ends; and after a run ends: cancel what has not started and queue the notification.
+//! What happens after a step ends: settle what it spent on the run's budget, release its
+//! dependants (queueing or skipping those now free to go), fail the run on a required step's
+//! failure, and finish the run when its last sink ends; and after a run ends: cancel what has
+//! not started and queue the notification.
 //! Shared by the worker, approvals, provider callbacks, the dead-letter handler and the
 //! reconciler.
 //!
@@ -55,6 +56,8 @@ impl Engine {
         state: &StepState,
         finished: &mut VecDeque<StepState>,
     ) -> Result<(), EngineError> {
+        // First: whatever follows, the budget the step held is free for the others.
+        self.settle_budget(run, state).await?;
         let optional = run.definition.steps.iter().any(|s| s.id == state.step_id && s.optional);
         match state.status {
             StepStatus::Failed if !optional => return self.fail_run(run, state).await,

@@ -99,6 +99,7 @@ impl Engine {
             finished_at: None,
             due: None,
             definition: validated.definition,
+            budget: Default::default(),
         };
         let steps: Vec<StepState> = run
             .definition

@@ -46,14 +46,27 @@ pub struct StepView {
     pub status: StepStatus,
     #[serde(flatten)]
     pub progress: StepProgress,
+    /// False when the model that answered has no price in the price table: `cost_usd` is
+    /// then `null`, as its cost is unknown.
+    pub cost_known: bool,
 }
 
 /// Usage and cost summed over every step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Totals {
     pub usage: Usage,
+    /// The known costs summed, in USD: with `cost_known` false, a lower bound.
     pub cost_usd: f64,
+    /// False when some step's cost is unknown (its model has no price in the price table).
+    pub cost_known: bool,
     pub model_calls: usize,
+}
+
+impl Default for Totals {
+    /// Nothing spent, and that is known.
+    fn default() -> Self {
+        Self { usage: Usage::default(), cost_usd: 0.0, cost_known: true, model_calls: 0 }
+    }
 }
 
 impl RunView {
@@ -67,13 +80,16 @@ impl RunView {
             if let Some(usage) = progress.usage {
                 totals.usage += usage;
             }
-            totals.cost_usd += progress.cost_usd;
+            let cost_known = progress.cost_usd.is_known();
+            totals.cost_usd += progress.cost_usd.usd().unwrap_or(0.0);
+            totals.cost_known &= cost_known;
             totals.model_calls += progress.attempts.len();
             views.push(StepView {
                 id: state.step_id.to_string(),
                 task: definition.task,
                 status: state.status,
                 progress,
+                cost_known,
             });
         }
         // Nothing queued or running, and something waiting: only a person or a callback can

@@ -18,8 +18,9 @@ const WORKFLOW_CHECKS: &str = "\n\nChecked on submission beyond what this schema
 the definition is at most 256 KiB as JSON; step ids are unique; `needs` and the templates in \
 `prompt`, `input`, `when` and `output` parse and name only other steps of this workflow, with no \
 cycle; `model` and `fallbacks` name a model or route (see `GET /v1/models`) that can do the \
-step's task; `input_schema` and an `extract` step's `schema` are valid JSON Schemas. Each \
-failure is a 422 whose `errors` point at the member.";
+step's task; `input_schema` and an `extract` step's `schema` are valid JSON Schemas; \
+`allow_unpriced_models` is true only beside a `budget_usd`. Each failure is a 422 whose \
+`errors` point at the member.";
 
 const STEP_CHECKS: &str = " The variant is chosen by `task`; the rules that depend on anything \
 but `task` (templates, references to other steps, the model catalog) are listed on \

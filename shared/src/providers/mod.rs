@@ -119,6 +119,9 @@ pub enum ProviderError {
     /// The call's estimated cost would take the run past its `budget_usd`; never sent.
     #[error("the call would exceed the run's budget: {0}")]
     BudgetExceeded(String),
+    /// The run has a budget and the model no price to hold it to; never sent.
+    #[error("the model's cost cannot be held to the run's budget: {0}")]
+    PriceUnknown(String),
     /// The router skipped the model: it failed repeatedly and is cooling down.
     #[error("skipped: {0}")]
     CircuitOpen(String),
@@ -153,6 +156,7 @@ impl ProviderError {
             ProviderError::InvalidOutput(_) => ErrorKind::InvalidOutput,
             ProviderError::OutputTooLarge(_) => ErrorKind::OutputTooLarge,
             ProviderError::BudgetExceeded(_) => ErrorKind::BudgetExceeded,
+            ProviderError::PriceUnknown(_) => ErrorKind::PriceUnknown,
             ProviderError::CircuitOpen(_) => ErrorKind::CircuitOpen,
         }
     }
@@ -234,6 +238,13 @@ pub trait Provider: Send + Sync {
     }
 
     async fn call(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError>;
+
+    /// Whether its calls cost nothing: the models run in this process (`local`). Any other
+    /// model costs what the price table says, and when the table has no price for it, an
+    /// unknown amount (never zero).
+    fn is_free(&self) -> bool {
+        false
+    }
 
     /// Providers that can also run a call as a job finishing later through a webhook
     /// (Replicate) return `Some`; the router then submits instead of calling whenever the

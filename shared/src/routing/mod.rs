@@ -1,14 +1,15 @@
 //! Routing a step to models: picks candidates (routes expanded), retries and falls back
-//! between them, with a circuit breaker (`breaker`), prices and budgets (`pricing`), named
-//! routes (`routes`) and shared rate limits.
+//! between them, with a circuit breaker (`breaker`), prices (`pricing`), budgets (`budget`),
+//! named routes (`routes`) and shared rate limits.
 //!
 //! A step names a model (`provider:model` or a route name) and fallbacks. The router expands
-//! routes, skips models whose circuit is open or whose estimated cost would break the run's
-//! budget, and tries each candidate up to `1 + retries` times with a per-attempt timeout.
-//! Between retryable failures it backs off with full jitter (or waits the provider's
-//! `Retry-After`): short waits in process, long ones handed back to the engine as
-//! [`RouteOutcome::RetryLater`] so the step is re-enqueued with a delay instead of a Lambda
-//! being billed for sleeping. A later invocation resumes where this one stopped, from the
+//! routes, skips models whose circuit is open, whose estimated cost does not fit the run's
+//! budget (reserved before the call, so parallel steps cannot overshoot it together) or whose
+//! cost cannot be estimated under a budget, and tries each candidate up to `1 + retries`
+//! times with a per-attempt timeout. Between retryable failures it backs off with full
+//! jitter (or waits the provider's `Retry-After`): short waits in process, long ones handed
+//! back to the engine as [`RouteOutcome::RetryLater`] so the step is re-enqueued with a delay
+//! instead of a Lambda being billed for sleeping. A later invocation resumes where this one stopped, from the
 //! step's recorded attempts. Non-retryable failures move on to the next candidate at once.
 
 use std::collections::BTreeMap;
@@ -19,16 +20,18 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub mod breaker;
+pub mod budget;
 pub mod pricing;
 mod retry;
 pub mod routes;
 
 use self::breaker::CircuitBreaker;
+pub use self::budget::{BudgetHolder, Refusal, RunBudget};
 pub use self::pricing::{Price, PriceTable};
 pub use self::retry::RetryPolicy;
 use self::retry::{Move, next_move};
 pub use self::routes::Route;
-use crate::domain::{Attempt, ModelCatalog, RateLimit, StepDefinition, StepError, Task};
+use crate::domain::{Attempt, Cost, ModelCatalog, RateLimit, StepDefinition, StepError, Task, Usage};
 use crate::ports::{Acquired, RateLimiter};
 use crate::providers::{Completion, ModelInfo, Provider, ProviderError, TaskRequest};
 
@@ -37,9 +40,8 @@ use crate::providers::{Completion, ModelInfo, Provider, ProviderError, TaskReque
 pub struct RouteContext<'a> {
     /// Attempts earlier invocations made; they count against each model's retries.
     pub prior: &'a [Attempt],
-    /// What the run's other steps have cost so far, and the run's budget.
-    pub spent_usd: f64,
-    pub budget_usd: Option<f64>,
+    /// The run's budget, when it has one.
+    pub budget: Option<RunBudget<'a>>,
     /// Where an async provider should report a job; without it, async providers are
     /// called synchronously.
     pub job_callback: Option<JobCallback<'a>>,
@@ -92,7 +94,7 @@ pub struct RoutedCompletion {
     /// The model id without the provider prefix.
     pub model: String,
     pub completion: Completion,
-    pub cost_usd: f64,
+    pub cost_usd: Cost,
     /// Of the successful call alone; retries and backoff are in `attempts` and the step's times.
     pub latency_ms: u64,
 }
@@ -181,6 +183,12 @@ impl ProviderRouter {
         self
     }
 
+    /// The same router with another price table.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
+    }
+
     /// The same router with another circuit breaker.
     pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
         self.breaker = breaker;
@@ -201,6 +209,28 @@ impl ProviderRouter {
 
     pub fn prices(&self) -> &PriceTable {
         &self.prices
+    }
+
+    /// What `usage` on `provider:model` cost: nothing on a free provider (`local`), the price
+    /// table's price otherwise, unknown when the table has none.
+    pub fn cost(&self, provider: &str, model: &str, usage: &Usage) -> Cost {
+        if self.is_free(provider) {
+            return Cost::ZERO;
+        }
+        self.prices.cost(&format!("{provider}:{model}"), usage).into()
+    }
+
+    fn is_free(&self, provider: &str) -> bool {
+        self.providers.get(provider).is_some_and(|p| p.is_free())
+    }
+
+    /// A route entry's price for `cheapest`: free models first, then by price, then the ones
+    /// without a price (unknown is not free).
+    fn rank(&self, entry: &str) -> f64 {
+        match entry.split_once(':') {
+            Some((provider, _)) if self.is_free(provider) => 0.0,
+            _ => self.prices.rank(entry).unwrap_or(f64::INFINITY),
+        }
     }
 
     /// The provider named `name`, if configured.
@@ -229,10 +259,22 @@ impl ProviderRouter {
                 }
             };
             let Some(first) = resume_at(context.prior, provider.name(), model, step.retries()) else { continue };
-            if let Err(error) = self.admit(provider.name(), model, request, context) {
+            if let Err(error) = self.admit(provider.name()) {
                 attempts.push(failed_attempt(provider.name(), model, 0, &error));
                 last_error = Some(error);
                 continue;
+            }
+            match self.reserve(provider.name(), model, request, context).await {
+                Ok(()) => {}
+                Err(Refusal::Refused(error)) => {
+                    attempts.push(failed_attempt(provider.name(), model, 0, &error));
+                    last_error = Some(error);
+                    continue;
+                }
+                Err(Refusal::Unavailable(reason)) => {
+                    tracing::warn!(step = %step.id, reason, "could not reserve the run's budget; trying the step later");
+                    return Routed { attempts, outcome: RouteOutcome::RetryLater(BUDGET_UNAVAILABLE_WAIT) };
+                }
             }
             let candidate = Candidate { provider, model, step, request, context, step_until, yield_at };
             match self.attempt_candidate(&candidate, first, &mut attempts, &mut last_error).await {
@@ -316,7 +358,7 @@ impl ProviderRouter {
     fn answered(&self, provider: String, model: String, reply: Reply, latency_ms: u64) -> RouteOutcome {
         match reply {
             Reply::Completed(completion) => {
-                let cost_usd = self.prices.cost(&format!("{provider}:{model}"), &completion.usage);
+                let cost_usd = self.cost(&provider, &model, &completion.usage);
                 RouteOutcome::Completed(RoutedCompletion { provider, model, completion, cost_usd, latency_ms })
             }
             Reply::Submitted(job_id) => RouteOutcome::Submitted(SubmittedJob { provider, model, job_id }),
@@ -347,33 +389,46 @@ impl ProviderRouter {
         }
     }
 
-    /// Whether `model` may be called now: its circuit is closed and its estimated cost fits
-    /// the run's remaining budget.
-    fn admit(
+    /// Whether `provider` may be called now: its circuit is closed.
+    fn admit(&self, provider: &str) -> Result<(), ProviderError> {
+        self.breaker.check(provider).map_err(|remaining| {
+            ProviderError::CircuitOpen(format!(
+                "`{provider}` failed repeatedly and is skipped for another {} s",
+                remaining.as_secs().max(1)
+            ))
+        })
+    }
+
+    /// Under a budget, reserves the call's estimated cost before it is made: a free model
+    /// needs nothing, a priced one its estimate (which must fit beside what the run has spent
+    /// and reserved), and one without a price is refused unless the workflow allows it (its
+    /// cost then counts as nothing). The reservation stands for every attempt on this model.
+    async fn reserve(
         &self,
         provider: &str,
         model: &str,
         request: &TaskRequest,
         context: &RouteContext<'_>,
-    ) -> Result<(), ProviderError> {
-        if let Err(remaining) = self.breaker.check(provider) {
-            return Err(ProviderError::CircuitOpen(format!(
-                "`{provider}` failed repeatedly and is skipped for another {} s",
-                remaining.as_secs().max(1)
-            )));
+    ) -> Result<(), Refusal> {
+        let Some(budget) = context.budget else { return Ok(()) };
+        if self.is_free(provider) {
+            return Ok(());
         }
-        if let Some(budget) = context.budget_usd {
-            let id = format!("{provider}:{model}");
-            let estimate = self.prices.estimate(&id, request);
-            let remaining = budget - context.spent_usd;
-            if estimate > remaining {
-                return Err(ProviderError::BudgetExceeded(format!(
-                    "`{id}` may cost up to ${estimate:.6} but only ${:.6} of the run's ${budget:.6} budget is left",
-                    remaining.max(0.0)
-                )));
+        let id = format!("{provider}:{model}");
+        match self.prices.estimate(&id, request) {
+            Some(estimate) if estimate > 0.0 => budget.holder.reserve(&id, estimate).await,
+            Some(_) => Ok(()),
+            None if budget.allow_unpriced => Ok(()),
+            None => {
+                let version = &self.prices.version;
+                let table =
+                    if version.is_empty() { "the price table".to_owned() } else { format!("price table {version}") };
+                Err(Refusal::Refused(ProviderError::PriceUnknown(format!(
+                    "`{id}` has no price in {table}, so what it costs is unknown and cannot be held to the run's \
+                     `budget_usd`; set `\"allow_unpriced_models\": true` on the workflow to call it anyway"
+                ))))
             }
         }
-        Ok(())
     }
 
     /// The provider and model id of `target`, or why it cannot be called: it names no
@@ -403,7 +458,8 @@ impl ProviderRouter {
         for candidate in step.candidates() {
             let entries: Vec<&str> = match self.routes.get(candidate) {
                 Some(route) if !candidate.contains(':') => {
-                    route.order(&self.prices, fastrand::f64()).into_iter().filter(|e| self.usable(e, task)).collect()
+                    let order = route.order(|entry| self.rank(entry), fastrand::f64());
+                    order.into_iter().filter(|e| self.usable(e, task)).collect()
                 }
                 _ => vec![candidate],
             };
@@ -516,6 +572,10 @@ impl Candidate<'_> {
         self.yield_at.is_some_and(|at| Instant::now() + wait >= at)
     }
 }
+
+/// How long a step waits before trying again when its budget could not be reserved (the
+/// run store did not answer).
+const BUDGET_UNAVAILABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// The least time worth starting an attempt with when an invocation is nearly over (unless
 /// the step's own timeout is shorter): less, and the step is handed back instead.

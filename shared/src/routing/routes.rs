@@ -6,8 +6,6 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::PriceTable;
-
 /// A configured route, as written in `providers.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
@@ -16,7 +14,8 @@ pub enum Route {
     Fallback { models: Vec<String> },
     /// One model drawn by weight for each step, then the others, heaviest first.
     Weighted { models: Vec<WeightedModel> },
-    /// Cheapest first by the price table; unpriced models count as free.
+    /// Cheapest first: free models (`local`), then by the price table, then models the
+    /// table has no price for (their cost is unknown, not free).
     Cheapest { models: Vec<String> },
 }
 
@@ -42,14 +41,15 @@ impl Route {
         }
     }
 
-    /// The entries in the order to try them. `draw` in `[0, 1)` picks the weighted entry.
-    pub fn order(&self, prices: &PriceTable, draw: f64) -> Vec<&str> {
+    /// The entries in the order to try them. `rank` prices an entry for `cheapest` (lower
+    /// first); `draw` in `[0, 1)` picks the weighted entry.
+    pub fn order(&self, rank: impl Fn(&str) -> f64, draw: f64) -> Vec<&str> {
         match self {
             Route::Fallback { models } => models.iter().map(String::as_str).collect(),
             Route::Cheapest { models } => {
                 let mut sorted: Vec<&str> = models.iter().map(String::as_str).collect();
                 // Stable: equally priced models keep their written order.
-                sorted.sort_by(|a, b| prices.rank(a).total_cmp(&prices.rank(b)));
+                sorted.sort_by(|a, b| rank(a).total_cmp(&rank(b)));
                 sorted
             }
             Route::Weighted { models } => {
@@ -78,7 +78,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::routing::Price;
+    use crate::routing::{Price, PriceTable};
+
+    /// Prices nothing: the order of every strategy but `cheapest` ignores it.
+    fn unranked(_: &str) -> f64 {
+        0.0
+    }
 
     fn weighted() -> Route {
         Route::Weighted {
@@ -91,11 +96,10 @@ mod tests {
 
     #[test]
     fn given_a_weighted_route_when_drawn_then_the_share_follows_the_weights_and_the_rest_follow() {
-        let prices = PriceTable::default();
-        assert_eq!(weighted().order(&prices, 0.1), ["a:1", "b:1"]);
-        assert_eq!(weighted().order(&prices, 0.3), ["b:1", "a:1"]);
-        assert_eq!(weighted().order(&prices, 0.99), ["b:1", "a:1"]);
-        let drawn_a = (0..1000).filter(|i| weighted().order(&prices, f64::from(*i) / 1000.0)[0] == "a:1").count();
+        assert_eq!(weighted().order(unranked, 0.1), ["a:1", "b:1"]);
+        assert_eq!(weighted().order(unranked, 0.3), ["b:1", "a:1"]);
+        assert_eq!(weighted().order(unranked, 0.99), ["b:1", "a:1"]);
+        let drawn_a = (0..1000).filter(|i| weighted().order(unranked, f64::from(*i) / 1000.0)[0] == "a:1").count();
         assert_eq!(drawn_a, 250);
     }
 
@@ -104,9 +108,13 @@ mod tests {
         let prices = PriceTable::default()
             .with("x:big", Price { input_per_million: 3.0, output_per_million: 15.0 })
             .with("x:small", Price { input_per_million: 0.1, output_per_million: 0.4 });
-        let route =
-            Route::Cheapest { models: vec!["x:big".into(), "local:echo".into(), "x:small".into(), "local:b".into()] };
-        assert_eq!(route.order(&prices, 0.5), ["local:echo", "local:b", "x:small", "x:big"]);
+        let models = ["x:unpriced", "x:big", "local:echo", "x:small", "local:b"];
+        let route = Route::Cheapest { models: models.iter().map(|m| (*m).to_owned()).collect() };
+        // As the router ranks: free, then by price, then unpriced.
+        let rank = |model: &str| {
+            if model.starts_with("local:") { 0.0 } else { prices.rank(model).unwrap_or(f64::INFINITY) }
+        };
+        assert_eq!(route.order(rank, 0.5), ["local:echo", "local:b", "x:small", "x:big", "x:unpriced"]);
     }
 
     #[test]

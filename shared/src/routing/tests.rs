@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
-use crate::domain::{ErrorKind, FinishReason, TaskOutput, Usage};
+use crate::domain::{Cost, ErrorKind, FinishReason, TaskOutput, Usage};
 use crate::providers::local::LocalProvider;
 use crate::routing::Price;
 
@@ -321,7 +321,7 @@ async fn given_a_priced_model_when_it_answers_then_cost_follows_its_usage() {
     let router = ProviderRouter::new(vec![alpha], BTreeMap::new(), RetryPolicy::default(), prices);
     let routed = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &RouteContext::default()).await;
     // 1,000 × $2/M + 500 × $8/M.
-    assert!((winner(&routed).cost_usd - 0.006).abs() < 1e-12);
+    assert!((winner(&routed).cost_usd.usd().unwrap() - 0.006).abs() < 1e-12);
 }
 
 #[tokio::test(start_paused = true)]
@@ -339,7 +339,7 @@ async fn given_local_outage_with_an_extractive_fallback_when_run_then_the_fallba
     assert_eq!(trail(&routed), ["local:outage transient", "local:outage transient", "local:extractive -"]);
     let won = winner(&routed);
     assert!(matches!(&won.completion.output, TaskOutput::Summarize { text } if !text.is_empty()));
-    assert_eq!(won.cost_usd, 0.0);
+    assert_eq!(won.cost_usd, Cost::ZERO, "local models are free");
 }
 
 #[tokio::test(start_paused = true)]
@@ -403,6 +403,38 @@ async fn given_repeated_failures_when_the_circuit_opens_then_the_provider_is_ski
     assert_eq!(alpha.calls(), 3, "one trial call after the cool-down");
 }
 
+/// A run's budget in this process: what the run store's ledger does, for one step.
+struct Ledger {
+    budget_usd: f64,
+    /// What other steps spent or hold.
+    others_usd: f64,
+    held: Mutex<Vec<(String, f64)>>,
+}
+
+impl Ledger {
+    fn new(budget_usd: f64, others_usd: f64) -> Self {
+        Self { budget_usd, others_usd, held: Mutex::new(Vec::new()) }
+    }
+
+    fn context(&self, allow_unpriced: bool) -> RouteContext<'_> {
+        RouteContext { budget: Some(RunBudget { holder: self, allow_unpriced }), ..RouteContext::default() }
+    }
+}
+
+#[async_trait]
+impl BudgetHolder for Ledger {
+    async fn reserve(&self, model: &str, estimate_usd: f64) -> Result<(), Refusal> {
+        if self.others_usd + estimate_usd > self.budget_usd {
+            return Err(Refusal::Refused(ProviderError::BudgetExceeded(format!(
+                "`{model}` may cost up to ${estimate_usd:.6} but the budget is ${:.6}",
+                self.budget_usd
+            ))));
+        }
+        self.held.lock().unwrap().push((model.to_owned(), estimate_usd));
+        Ok(())
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn given_a_budget_when_a_model_would_exceed_it_then_a_cheaper_fallback_runs() {
     let alpha = Scripted::new("alpha", vec![], ok("pricey"));
@@ -414,13 +446,60 @@ async fn given_a_budget_when_a_model_would_exceed_it_then_a_cheaper_fallback_run
     let mut step = step(Task::Generate, "alpha:m", &["beta:m"]);
     step.max_tokens = Some(1_000);
     let request = TaskRequest { max_tokens: Some(1_000), ..generate_request() };
-    // alpha may cost 1,000 × $30/M = $0.03; $0.02 of the $0.05 budget is spent.
-    let context = RouteContext { spent_usd: 0.03, budget_usd: Some(0.05), ..RouteContext::default() };
-    let routed = router.run(&step, &request, &context).await;
+    // alpha may cost 1,000 × $30/M = $0.03; $0.03 of the $0.05 budget is spent.
+    let ledger = Ledger::new(0.05, 0.03);
+    let routed = router.run(&step, &request, &ledger.context(false)).await;
     assert_eq!(trail(&routed), ["alpha:m budget_exceeded", "beta:m -"]);
     assert_eq!(alpha.calls(), 0, "a refused call is never sent");
     let message = &routed.attempts[0].error.as_ref().unwrap().message;
     assert!(message.contains("$0.030") && message.contains("budget"), "{message}");
+    let held = ledger.held.lock().unwrap().clone();
+    assert_eq!(held.len(), 1, "only the call made was reserved: {held:?}");
+    assert_eq!(held[0].0, "beta:m");
+}
+
+#[tokio::test(start_paused = true)]
+async fn given_a_budget_when_a_model_has_no_price_then_it_is_refused_unless_the_workflow_allows_it() {
+    let alpha = Scripted::new("alpha", vec![], ok("unpriced"));
+    let router = router(vec![alpha.clone(), Arc::new(LocalProvider)], &[]);
+    let ledger = Ledger::new(1.0, 0.0);
+    let routed = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &ledger.context(false)).await;
+    assert_eq!(trail(&routed), ["alpha:m price_unknown"]);
+    assert_eq!(alpha.calls(), 0, "an unpriced call is never sent under a budget");
+    let message = &routed.attempts[0].error.as_ref().unwrap().message;
+    assert!(message.contains("no price") && message.contains("allow_unpriced_models"), "{message}");
+    assert!(matches!(routed.outcome, RouteOutcome::Failed(ProviderError::PriceUnknown(_))));
+
+    // A free local fallback is called without reserving anything.
+    let step_with_local = step(Task::Generate, "alpha:m", &["local:echo"]);
+    let routed = router.run(&step_with_local, &generate_request(), &ledger.context(false)).await;
+    assert_eq!(trail(&routed), ["alpha:m price_unknown", "local:echo -"]);
+    assert_eq!(winner(&routed).cost_usd, Cost::ZERO);
+
+    // Allowed: it is called, nothing is reserved, and its cost is unknown, not zero.
+    let routed = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &ledger.context(true)).await;
+    assert_eq!(trail(&routed), ["alpha:m -"]);
+    assert_eq!(winner(&routed).cost_usd, Cost::Unknown);
+    assert!(ledger.held.lock().unwrap().is_empty());
+    // Without a budget it is called too, its cost as unknown.
+    let routed = router.run(&step(Task::Generate, "alpha:m", &[]), &generate_request(), &RouteContext::default()).await;
+    assert_eq!(winner(&routed).cost_usd, Cost::Unknown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn given_a_cheapest_route_when_ordered_then_unpriced_models_come_after_priced_ones() {
+    let alpha = Scripted::new("alpha", vec![], ok("unpriced"));
+    let beta = Scripted::new("beta", vec![], ok("priced"));
+    let prices = PriceTable::default().with("beta:m", Price { input_per_million: 50.0, output_per_million: 50.0 });
+    let routes = BTreeMap::from([(
+        "cheap".to_owned(),
+        Route::Cheapest { models: vec!["alpha:m".into(), "beta:m".into(), "local:echo".into()] },
+    )]);
+    let providers: Vec<Arc<dyn Provider>> = vec![alpha, beta, Arc::new(LocalProvider)];
+    let router = ProviderRouter::new(providers, routes, RetryPolicy::default(), prices);
+    let step = step(Task::Generate, "cheap", &[]);
+    let order: Vec<(&str, &str)> = router.targets(&step, Task::Generate).iter().map(Target::names).collect();
+    assert_eq!(order, [("local", "echo"), ("beta", "m"), ("alpha", "m")], "free, then priced, then unknown");
 }
 
 #[tokio::test(start_paused = true)]

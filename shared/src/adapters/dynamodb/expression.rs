@@ -66,6 +66,11 @@ impl Expression {
         self.removes.push(name);
     }
 
+    /// `REMOVE path`, for a path written by the caller (a map entry: `#map.#key`).
+    pub(super) fn remove_raw(&mut self, path: String) {
+        self.removes.push(path);
+    }
+
     /// Adds a clause that must hold (clauses are joined with AND). DynamoDB rejects
     /// redundant parentheses, so only a clause with an OR gets them.
     pub(super) fn require(&mut self, condition: String) {

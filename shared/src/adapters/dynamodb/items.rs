@@ -2,10 +2,14 @@
 //! serde_dynamo, with their keys. Big JSON payloads are stored as text inline, or in the blob store with
 //! only the key kept here (see [`Payload`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId};
+use crate::domain::{
+    BudgetLedger, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId,
+};
 
 pub(super) const RUN_SK: &str = "RUN";
 pub(super) const STEP_SK_PREFIX: &str = "STEP#";
@@ -15,6 +19,10 @@ pub(super) const STEP_SK_PREFIX: &str = "STEP#";
 pub(super) const DUE_BUCKET: &str = "DUE";
 pub(super) const RUNS_BY_TENANT: &str = "runs_by_tenant";
 pub(super) const RECONCILE_BY_DUE: &str = "reconcile_by_due";
+/// The run item's budget ledger attributes (see [`LedgerItem`]).
+pub(super) const BUDGET_COMMITTED: &str = "budget_committed_usd";
+pub(super) const BUDGET_RESERVATIONS: &str = "budget_reservations";
+pub(super) const BUDGET_SETTLED: &str = "budget_settled";
 
 /// The `reconcile_by_due` index keys for an item due at `due`: both absent when nothing is.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -87,6 +95,42 @@ pub(super) struct RunItem {
     /// The run-level history; step history lives on each step's item (written in the same
     /// request as the change it records).
     pub events: Vec<RunEvent>,
+    #[serde(flatten)]
+    pub budget: LedgerItem,
+}
+
+/// The run's [`BudgetLedger`] as run item attributes, written whole at creation (so the map
+/// and the list exist for the nested updates) and then only by `reserve_budget` and
+/// `settle_budget`. At most one reservation and one settled entry per step, so bounded by
+/// the step count like `released_sinks`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct LedgerItem {
+    #[serde(default)]
+    pub budget_committed_usd: f64,
+    #[serde(default)]
+    pub budget_reservations: BTreeMap<StepId, f64>,
+    #[serde(default)]
+    pub budget_settled: Vec<StepId>,
+}
+
+impl From<BudgetLedger> for LedgerItem {
+    fn from(ledger: BudgetLedger) -> Self {
+        Self {
+            budget_committed_usd: ledger.committed_usd,
+            budget_reservations: ledger.reservations,
+            budget_settled: ledger.settled,
+        }
+    }
+}
+
+impl From<LedgerItem> for BudgetLedger {
+    fn from(item: LedgerItem) -> Self {
+        Self {
+            committed_usd: item.budget_committed_usd,
+            reservations: item.budget_reservations,
+            settled: item.budget_settled,
+        }
+    }
 }
 
 /// `RUN#<id>` / `STEP#<step>`: the step's state, one attribute per field of [`StepState`]

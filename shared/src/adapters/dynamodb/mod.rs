@@ -2,7 +2,10 @@
 //! conditional `UpdateItem` that returns the item as written, with the history it records
 //! appended to the same item, so a step costs one request per transition. JSON payloads
 //! above [`INLINE_LIMIT`] go to the [`BlobStore`] (S3) and only their key stays in the item.
+//! A run's budget ledger lives on its run item (`budget`), where the reservations of steps
+//! running in parallel meet in one conditional write each.
 
+mod budget;
 mod expression;
 mod items;
 mod rate_limiter;
@@ -30,7 +33,8 @@ use self::items::{
     STEP_SK_PREFIX, StepItem, idempotency_pk, run_pk, step_sk,
 };
 use crate::domain::{
-    Change, Lease, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, StepTransition, TenantId,
+    Change, Lease, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId,
+    StepState, StepStatus, StepTransition, TenantId,
 };
 use crate::ports::{BlobStore, CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
 
@@ -125,6 +129,7 @@ impl DynamoRunStore {
             updated_at: item.updated_at,
             finished_at: item.finished_at,
             due: item.due,
+            budget: item.budget.into(),
         })
     }
 
@@ -423,6 +428,7 @@ impl RunStore for DynamoRunStore {
             due_keys: DueKeys::new(run.due),
             expires_at,
             events,
+            budget: run.budget.into(),
         };
         let Some(claim) = idempotency else {
             self.client
@@ -677,6 +683,31 @@ impl RunStore for DynamoRunStore {
         match self.update(Self::key(run_pk(run_id), RUN_SK), expression, false).await? {
             Updated::Applied(item) => Ok(Some(self.run_from_item(from_item("run item", item)?).await?)),
             Updated::Refused(_) => Ok(None),
+        }
+    }
+
+    async fn reserve_budget(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        reservation: Reservation,
+    ) -> Result<Reserved, PortError> {
+        let expression = budget::reserve_expression(step, reservation)?;
+        match self.update(Self::key(run_pk(run_id), RUN_SK), expression, true).await? {
+            Updated::Applied(_) => Ok(Reserved::Held),
+            Updated::Refused(Some(item)) => {
+                Ok(budget::why_not_reserved(from_item("run item", item)?, step, reservation))
+            }
+            Updated::Refused(None) => Err(missing("run", run_id)),
+        }
+    }
+
+    async fn settle_budget(&self, run_id: &RunId, step: &StepId, settlement: Settlement) -> Result<Settled, PortError> {
+        let expression = budget::settle_expression(step, settlement)?;
+        match self.update(Self::key(run_pk(run_id), RUN_SK), expression, true).await? {
+            Updated::Applied(_) => Ok(Settled::Done),
+            Updated::Refused(Some(item)) => Ok(budget::why_not_settled(from_item("run item", item)?, step, settlement)),
+            Updated::Refused(None) => Err(missing("run", run_id)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`RunStore`] in memory: every run under one mutex, each transition checked and applied
 //! with the domain's own [`StepTransition::admits`](crate::domain::StepTransition::admits)
-//! and [`StepUpdate::apply`](crate::domain::StepUpdate::apply).
+//! and [`StepUpdate::apply`](crate::domain::StepUpdate::apply), and the budget with the
+//! domain's [`BudgetLedger`](crate::domain::BudgetLedger) arithmetic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -8,8 +9,10 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::poisoned;
-use crate::domain::StepTransition;
-use crate::domain::{Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId};
+use crate::domain::{
+    Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId, StepState,
+    StepStatus, StepTransition, TenantId,
+};
 use crate::ports::{CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
 
 /// One run with its steps and history.
@@ -179,6 +182,23 @@ impl RunStore for MemoryRunStore {
         let after = run.clone();
         entry.events.extend(transition.events);
         Ok(Some(after))
+    }
+
+    async fn reserve_budget(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        reservation: Reservation,
+    ) -> Result<Reserved, PortError> {
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        Ok(entry.run.budget.reserve(step, reservation))
+    }
+
+    async fn settle_budget(&self, run_id: &RunId, step: &StepId, settlement: Settlement) -> Result<Settled, PortError> {
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        Ok(entry.run.budget.settle(step, settlement))
     }
 
     async fn append_events(&self, run_id: &RunId, events: Vec<RunEvent>) -> Result<(), PortError> {

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{Run, RunEvent, RunId, StepError, StepId, StepState, StepTransition, TenantId};
+use crate::domain::{
+    Reservation, Reserved, Run, RunEvent, RunId, Settled, Settlement, StepError, StepId, StepState, StepTransition,
+    TenantId,
+};
 use crate::ports::{CreateOutcome, DueRef, NewRun, PortError, Queue, RunPage, RunStore, RunTransition};
 
 /// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …).
@@ -94,6 +97,21 @@ impl RunStore for FaultyStore {
     async fn transition_run(&self, run_id: &RunId, transition: RunTransition) -> Result<Option<Run>, PortError> {
         self.faults.check("transition_run")?;
         self.inner.transition_run(run_id, transition).await
+    }
+
+    async fn reserve_budget(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        reservation: Reservation,
+    ) -> Result<Reserved, PortError> {
+        self.faults.check("reserve_budget")?;
+        self.inner.reserve_budget(run_id, step, reservation).await
+    }
+
+    async fn settle_budget(&self, run_id: &RunId, step: &StepId, settlement: Settlement) -> Result<Settled, PortError> {
+        self.faults.check("settle_budget")?;
+        self.inner.settle_budget(run_id, step, settlement).await
     }
 
     async fn append_events(&self, run_id: &RunId, events: Vec<RunEvent>) -> Result<(), PortError> {

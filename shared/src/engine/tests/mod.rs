@@ -2,6 +2,7 @@
 //! cancellation and notifications, with every step message delivered twice, concurrently
 //! and in shuffled order. `durability` breaks the ports between any two writes.
 
+mod budget;
 mod durability;
 mod faults;
 mod limits;
@@ -24,17 +25,24 @@ use crate::testing::{ManualClock, TestKit};
 use crate::webhooks::{WebhookHeaders, WebhookSecret, verify};
 use faults::{Faults, FaultyQueue, FaultyStore};
 
-/// A provider that answers every task and records each call's text. Text containing
-/// `FAIL` is rejected as an invalid request; text containing `LIMITED` is rate limited for
-/// two minutes the first time it is seen; text containing `HUGE` is answered with 2 MiB.
+/// A provider with two models, `count:any` and `count:cheap`, that answer every task and
+/// record each call's text and model. Text containing `FAIL` is rejected as an invalid
+/// request; text containing `LIMITED` is rate limited for two minutes the first time it is
+/// seen; text containing `HUGE` is answered with 2 MiB.
 #[derive(Default)]
 struct CountingProvider {
     calls: Mutex<Vec<String>>,
+    models: Mutex<Vec<String>>,
 }
 
 impl CountingProvider {
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The model of each call, in order.
+    fn models_called(&self) -> Vec<String> {
+        self.models.lock().unwrap().clone()
     }
 }
 
@@ -45,17 +53,14 @@ impl Provider for CountingProvider {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        vec![ModelInfo {
-            id: "count:any".into(),
-            provider: "count".into(),
-            tasks: Task::ALL.into_iter().filter(|t| t.uses_model()).collect(),
-            description: "test double".into(),
-        }]
+        let tasks: Vec<Task> = Task::ALL.into_iter().filter(|t| t.uses_model()).collect();
+        ["any", "cheap"].map(|model| ModelInfo::new("count", model, &tasks, "test double")).to_vec()
     }
 
-    async fn call(&self, _model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
+    async fn call(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
         let text = request.text().to_owned();
         self.calls.lock().unwrap().push(text.clone());
+        self.models.lock().unwrap().push(model.to_owned());
         // Yield so concurrent duplicate deliveries really interleave.
         tokio::task::yield_now().await;
         if text.contains("FAIL") {

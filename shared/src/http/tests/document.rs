@@ -108,7 +108,8 @@ fn the_document_states_the_limits_validation_enforces() {
     assert_eq!(workflow["properties"]["budget_usd"]["exclusiveMinimum"], 0);
     assert_eq!(workflow["properties"]["input_schema"]["type"], json!(["object", "boolean", "null"]));
     let beyond = workflow["description"].as_str().unwrap();
-    for unstated in ["256 KiB", "unique", "no \ncycle", "GET /v1/models", "valid JSON Schemas"] {
+    for unstated in ["256 KiB", "unique", "no \ncycle", "GET /v1/models", "valid JSON Schemas", "beside a `budget_usd`"]
+    {
         assert!(beyond.replace(" \n", " ").contains(&unstated.replace(" \n", " ")), "{unstated}: {beyond}");
     }
     assert_eq!(schemas["Submission"]["additionalProperties"], false);
@@ -322,6 +323,17 @@ fn stated_limits() -> Vec<(String, Value, bool)> {
         ("a budget".into(), workflow("budget_usd", json!(0.01)), true),
         ("a zero budget".into(), workflow("budget_usd", json!(0)), false),
         ("a negative budget".into(), workflow("budget_usd", json!(-1)), false),
+        (
+            "unpriced models allowed beside a budget".into(),
+            {
+                let mut case = workflow("budget_usd", json!(0.01));
+                case["workflow"]["allow_unpriced_models"] = json!(true);
+                case
+            },
+            true,
+        ),
+        ("unpriced models not allowed".into(), workflow("allow_unpriced_models", json!(false)), true),
+        ("a string for allow_unpriced_models".into(), workflow("allow_unpriced_models", json!("yes")), false),
         ("a boolean input schema".into(), workflow("input_schema", json!(true)), true),
         ("a number for input schema".into(), workflow("input_schema", json!(5)), false),
         ("output of any JSON".into(), workflow("output", json!(["{{ steps.a.text }}", 5, null])), true),
@@ -381,6 +393,10 @@ async fn what_the_schema_cannot_state_is_left_to_validation() {
     let unknown_model = with(Task::Generate, "model", Some(json!("nope:model")));
     let bad_template = with(Task::Generate, "prompt", Some(json!("{{ input.x ")));
     let bad_schema = with(Task::Extract, "schema", Some(json!({"type": 5})));
+    let mut unpriced_without_budget = submission(vec![sound_step(Task::Generate)]);
+    unpriced_without_budget["workflow"]["allow_unpriced_models"] = json!(true);
+    assert!(schema.is_valid(&unpriced_without_budget));
+    api.submit(KEY_A, &unpriced_without_budget).await.problem(StatusCode::UNPROCESSABLE_ENTITY);
     for (name, steps) in [
         ("duplicate ids", duplicate),
         ("a cycle", cycle),
@@ -523,4 +539,20 @@ async fn responses_match_their_documented_schemas() {
     conforms("ModelList", &api.get("/v1/models", KEY_A).await.body);
     conforms("ProblemDetails", &api.get("/v1/runs?limit=0", KEY_A).await.body);
     conforms("ProblemDetails", &api.submit(KEY_A, &json!({"workflow": {"steps": []}})).await.body);
+}
+
+#[test]
+fn a_cost_is_a_number_or_null_and_totals_say_whether_every_cost_is_known() {
+    let document = document();
+    let schemas = &document["components"]["schemas"];
+    let progress = &schemas["StepProgress"];
+    assert_eq!(progress["properties"]["cost_usd"]["type"], json!(["number", "null"]));
+    assert!(progress["required"].as_array().unwrap().contains(&json!("cost_usd")), "always sent: {progress}");
+    let view = &schemas["StepView"]["allOf"][1];
+    assert_eq!(view["properties"]["cost_known"]["type"], "boolean");
+    let totals = &schemas["Totals"];
+    assert_eq!(totals["properties"]["cost_usd"]["type"], "number");
+    for required in ["cost_usd", "cost_known"] {
+        assert!(totals["required"].as_array().unwrap().contains(&json!(required)), "{required}");
+    }
 }

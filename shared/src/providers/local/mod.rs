@@ -117,6 +117,11 @@ impl Provider for LocalProvider {
         MODELS.iter().map(|spec| ModelInfo::new(PROVIDER, spec.name, spec.tasks, spec.description)).collect()
     }
 
+    /// The local models run in the worker itself.
+    fn is_free(&self) -> bool {
+        true
+    }
+
     async fn call(&self, model: &str, request: &TaskRequest) -> Result<Completion, ProviderError> {
         self.supports(model, request.task).map_err(ProviderError::InvalidRequest)?;
         let Some(spec) = MODELS.iter().find(|spec| spec.name == model) else {
