@@ -280,6 +280,14 @@ pub fn generate_api_key() -> SecretString {
     SecretString::from(format!("ck_{}", hex::encode(bytes)))
 }
 
+/// The public id of an API key: `key_` and the first 16 hex digits of its stored hash. It
+/// names the key in records (who approved a step) without revealing it, and matches the
+/// stored item's hash prefix for operators.
+pub fn api_key_id(api_key: &SecretString) -> String {
+    let hash = hash_api_key(api_key);
+    format!("key_{}", hash.get(..16).unwrap_or(&hash))
+}
+
 /// The stored form of an API key: hex SHA-256 (keys are random, so no salt is needed).
 pub fn hash_api_key(api_key: &SecretString) -> String {
     hex::encode(Sha256::digest(api_key.expose_secret().as_bytes()))

@@ -58,6 +58,9 @@ pub enum EventKind {
     ApprovalDecided {
         approved: bool,
         by: String,
+        /// The id of the API key that decided (absent on events recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
     },
     NotificationDelivered {
         attempt: u32,

@@ -22,12 +22,34 @@ pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum TaskOutput {
-    Generate { text: String, finish_reason: FinishReason },
-    Summarize { text: String },
-    Classify { label: String, confidence: f64, scores: BTreeMap<String, f64> },
-    Extract { data: Value },
-    Embed { vector: Vec<f32>, dims: usize },
-    Approval { approved: bool, by: String, comment: Option<String> },
+    Generate {
+        text: String,
+        finish_reason: FinishReason,
+    },
+    Summarize {
+        text: String,
+    },
+    Classify {
+        label: String,
+        confidence: f64,
+        scores: BTreeMap<String, f64>,
+    },
+    Extract {
+        data: Value,
+    },
+    Embed {
+        vector: Vec<f32>,
+        dims: usize,
+    },
+    Approval {
+        approved: bool,
+        /// Who decided, in the caller's words.
+        by: String,
+        comment: Option<String>,
+        /// The id of the API key that decided: `by` is what the caller says, this is who it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
+    },
 }
 
 impl TaskOutput {

@@ -6,19 +6,43 @@ use utoipa::ToSchema;
 use super::transitions::follow_up_due;
 use super::{Engine, EngineError};
 use crate::domain::{
-    ErrorKind, EventKind, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, StepTransition,
-    StepUpdate, TaskOutput, TenantId,
+    ErrorKind, EventKind, Problem, Run, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus,
+    StepTransition, StepUpdate, TaskOutput, TenantId,
 };
 
 /// A person's answer to an approval step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalDecision {
-    /// Who decided; defaults to the tenant.
+    /// Who decided, in the caller's words (at most 256 characters); defaults to the
+    /// tenant. The approving API key's id is recorded beside it whatever it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
     pub by: Option<String>,
+    /// At most 4,096 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
     pub comment: Option<String>,
+}
+
+/// The longest `by` an approval may carry, in characters.
+pub const MAX_APPROVER_CHARS: usize = 256;
+/// The longest approval `comment`, in characters.
+pub const MAX_COMMENT_CHARS: usize = 4096;
+
+impl ApprovalDecision {
+    /// The problems with this decision's sizes, located in the request body.
+    fn problems(&self) -> Vec<Problem> {
+        let too_long = |text: &Option<String>, max: usize| text.as_ref().is_some_and(|text| text.chars().count() > max);
+        let mut problems = Vec::new();
+        if too_long(&self.by, MAX_APPROVER_CHARS) {
+            problems.push(Problem::new("/by", format!("at most {MAX_APPROVER_CHARS} characters")));
+        }
+        if too_long(&self.comment, MAX_COMMENT_CHARS) {
+            problems.push(Problem::new("/comment", format!("at most {MAX_COMMENT_CHARS} characters")));
+        }
+        problems
+    }
 }
 
 impl Engine {
@@ -43,8 +67,9 @@ impl Engine {
         self.end_run(&run, RunStatus::Cancelled, None, None).await
     }
 
-    /// Approves (`approved`) or rejects a step waiting for approval. A rejection fails the
-    /// step, and with it the run unless the step is optional.
+    /// Approves (`approved`) or rejects a step waiting for approval, as the API key
+    /// `key_id`. A rejection fails the step, and with it the run unless the step is optional.
+    /// A run that has ended takes no decisions (but the same decision repeated is taken).
     pub async fn decide_approval(
         &self,
         tenant: &TenantId,
@@ -52,7 +77,12 @@ impl Engine {
         step_id: &StepId,
         approved: bool,
         decision: ApprovalDecision,
+        key_id: &str,
     ) -> Result<(), EngineError> {
+        let problems = decision.problems();
+        if !problems.is_empty() {
+            return Err(EngineError::Invalid(problems));
+        }
         let run = self.owned_run(tenant, run_id).await?;
         let steps = self.store.get_steps(run_id).await?;
         let Some(state) = steps.iter().find(|s| &s.step_id == step_id) else {
@@ -66,6 +96,9 @@ impl Engine {
             }
             return Ok(());
         }
+        if run.status.is_terminal() {
+            return Err(EngineError::Conflict(format!("run {run_id} already ended ({})", run.status)));
+        }
         if state.status != StepStatus::WaitingApproval {
             return Err(EngineError::Conflict(format!(
                 "step {step_id} is not waiting for approval (it is {})",
@@ -75,7 +108,9 @@ impl Engine {
 
         let now = self.clock.now();
         let by = decision.by.unwrap_or_else(|| tenant.to_string());
-        let output = TaskOutput::Approval { approved, by: by.clone(), comment: decision.comment };
+        let key_id = Some(key_id.to_owned());
+        let output =
+            TaskOutput::Approval { approved, by: by.clone(), comment: decision.comment, key_id: key_id.clone() };
         let (status, error) = if approved {
             (StepStatus::Succeeded, None)
         } else {
@@ -92,7 +127,7 @@ impl Engine {
                 ..StepUpdate::default()
             },
             events: vec![
-                RunEvent::step(now, step_id, EventKind::ApprovalDecided { approved, by }),
+                RunEvent::step(now, step_id, EventKind::ApprovalDecided { approved, by, key_id }),
                 RunEvent::step_status(now, step_id, status, None),
             ],
             ..StepTransition::default()

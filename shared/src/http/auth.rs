@@ -9,13 +9,18 @@ use secrecy::{ExposeSecret, SecretString};
 use super::AppState;
 use super::problem::ApiError;
 use crate::domain::TenantId;
+use crate::ports::api_key_id;
 
 /// The header carrying a bare API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// The tenant whose API key authenticated the request.
+/// The tenant whose API key authenticated the request, and that key's public id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthedTenant(pub TenantId);
+pub struct AuthedTenant {
+    pub tenant: TenantId,
+    /// [`api_key_id`] of the key presented: recorded beside an approval's `by`.
+    pub key_id: String,
+}
 
 impl FromRequestParts<AppState> for AuthedTenant {
     type Rejection = ApiError;
@@ -28,7 +33,7 @@ impl FromRequestParts<AppState> for AuthedTenant {
                 if let Some(quota) = state.engine.quota() {
                     quota.admit_request(&tenant.id, None).await.map_err(ApiError::TooManyRequests)?;
                 }
-                Ok(AuthedTenant(tenant.id))
+                Ok(AuthedTenant { tenant: tenant.id, key_id: api_key_id(&key) })
             }
             // Same answer for every unknown key, so responses do not help anyone guess.
             Ok(None) => Err(ApiError::Unauthorized("the API key is not valid".to_owned())),

@@ -201,7 +201,7 @@ fn run_not_found() -> ApiError {
 )]
 pub async fn create_run(
     State(state): State<AppState>,
-    AuthedTenant(tenant): AuthedTenant,
+    AuthedTenant { tenant, .. }: AuthedTenant,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(submission): ApiJson<Submission>,
 ) -> Result<Response, ApiError> {
@@ -243,7 +243,7 @@ pub async fn create_run(
 )]
 pub async fn list_runs(
     State(state): State<AppState>,
-    AuthedTenant(tenant): AuthedTenant,
+    AuthedTenant { tenant, .. }: AuthedTenant,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<RunList>, ApiError> {
     let Query(params) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
@@ -297,7 +297,7 @@ fn decode_cursor(opaque: &str) -> Result<RunId, ApiError> {
 )]
 pub async fn get_run(
     State(state): State<AppState>,
-    AuthedTenant(tenant): AuthedTenant,
+    AuthedTenant { tenant, .. }: AuthedTenant,
     RunPath(run_id): RunPath,
 ) -> Result<Json<RunView>, ApiError> {
     Ok(Json(state.engine.run_view(&tenant, &run_id).await?))
@@ -319,7 +319,7 @@ pub async fn get_run(
 )]
 pub async fn cancel_run(
     State(state): State<AppState>,
-    AuthedTenant(tenant): AuthedTenant,
+    AuthedTenant { tenant, .. }: AuthedTenant,
     RunPath(run_id): RunPath,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     state.engine.cancel(&tenant, &run_id).await?;
@@ -350,11 +350,11 @@ pub async fn cancel_run(
 )]
 pub async fn approve_step(
     State(state): State<AppState>,
-    AuthedTenant(tenant): AuthedTenant,
+    AuthedTenant { tenant, key_id }: AuthedTenant,
     StepPath(run_id, step_id): StepPath,
     OptionalJson(decision): OptionalJson<ApprovalDecision>,
 ) -> Result<Json<RunView>, ApiError> {
-    decide(&state, &tenant, &run_id, &step_id, true, decision).await
+    decide(&state, &tenant, &key_id, &run_id, &step_id, true, decision).await
 }
 
 /// Rejects a step waiting for approval; the step fails, and the run with it unless the
@@ -381,23 +381,24 @@ pub async fn approve_step(
 )]
 pub async fn reject_step(
     State(state): State<AppState>,
-    AuthedTenant(tenant): AuthedTenant,
+    AuthedTenant { tenant, key_id }: AuthedTenant,
     StepPath(run_id, step_id): StepPath,
     OptionalJson(decision): OptionalJson<ApprovalDecision>,
 ) -> Result<Json<RunView>, ApiError> {
-    decide(&state, &tenant, &run_id, &step_id, false, decision).await
+    decide(&state, &tenant, &key_id, &run_id, &step_id, false, decision).await
 }
 
 async fn decide(
     state: &AppState,
     tenant: &crate::domain::TenantId,
+    key_id: &str,
     run_id: &RunId,
     step_id: &StepId,
     approved: bool,
     decision: Option<ApprovalDecision>,
 ) -> Result<Json<RunView>, ApiError> {
     let decision = decision.unwrap_or_default();
-    state.engine.decide_approval(tenant, run_id, step_id, approved, decision).await?;
+    state.engine.decide_approval(tenant, run_id, step_id, approved, decision, key_id).await?;
     Ok(Json(state.engine.run_view(tenant, run_id).await?))
 }
 
@@ -416,7 +417,7 @@ async fn decide(
 )]
 pub async fn run_events(
     State(state): State<AppState>,
-    AuthedTenant(tenant): AuthedTenant,
+    AuthedTenant { tenant, .. }: AuthedTenant,
     RunPath(run_id): RunPath,
 ) -> Result<Json<EventList>, ApiError> {
     let events = state.engine.run_events(&tenant, &run_id).await?;
@@ -433,7 +434,7 @@ pub async fn run_events(
         (status = 401, response = inline(Unauthorized)),
     )
 )]
-pub async fn list_models(State(state): State<AppState>, AuthedTenant(_tenant): AuthedTenant) -> Json<ModelList> {
+pub async fn list_models(State(state): State<AppState>, _: AuthedTenant) -> Json<ModelList> {
     let router = state.engine.router();
     Json(ModelList { models: router.models(), routes: router.routes().clone() })
 }

@@ -550,6 +550,10 @@ async fn approval_steps_are_approved_or_rejected_through_the_api() {
     assert_eq!(review["status"], "succeeded");
     assert_eq!(review["output"]["approved"], true);
     assert_eq!(review["output"]["by"], "acme");
+    // Whatever `by` says, the key that decided is on record: its id, never the key.
+    let key_id = review["output"]["key_id"].as_str().unwrap();
+    assert_eq!(key_id, crate::ports::api_key_id(&SecretString::from(KEY_A)));
+    assert!(key_id.starts_with("key_") && !key_id.contains(KEY_A), "{key_id}");
     // The same decision again (a client's retry) is taken; the other one is refused.
     let again = api.post_empty(&format!("/v1/runs/{id}/steps/review/approve"), KEY_A).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
@@ -577,6 +581,27 @@ async fn approval_steps_are_approved_or_rejected_through_the_api() {
     let history = api.get(&format!("/v1/runs/{other}/events"), KEY_A).await;
     let decided = history.body["events"].as_array().unwrap().iter().find(|e| e["type"] == "approval_decided");
     assert_eq!(decided.map(|e| e["approved"].clone()), Some(json!(false)));
+    assert_eq!(decided.map(|e| e["key_id"].clone()), Some(json!(crate::ports::api_key_id(&SecretString::from(KEY_A)))));
+}
+
+#[tokio::test]
+async fn approvals_have_bounded_words_and_an_ended_run_takes_no_decisions() {
+    let mut api = api();
+    let id = api.start(KEY_A, &approval_workflow()).await;
+    api.drive().await;
+    let approve = format!("/v1/runs/{id}/steps/review/approve");
+    let long = json!({"by": "b".repeat(257), "comment": "c".repeat(4097)});
+    let reply = api.send(json_request(Method::POST, &approve, KEY_A, &long)).await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.pointers(), ["/by", "/comment"]);
+
+    api.post_empty(&format!("/v1/runs/{id}/cancel"), KEY_A).await;
+    let reply = api.post_empty(&approve, KEY_A).await;
+    assert!(
+        reply.problem(StatusCode::CONFLICT)["detail"].as_str().unwrap().contains("already ended"),
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]

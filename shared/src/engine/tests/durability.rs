@@ -49,13 +49,13 @@ async fn an_approval_whose_follow_up_failed_is_finished_by_the_clients_retry() {
     let run_id = h.submit(approval_workflow(), json!({"text": "hi"})).await;
     h.drive(1).await;
     h.faults.fail_next("release_step");
-    assert!(h.engine.decide_approval(&h.tenant, &run_id, &id("review"), true, decision()).await.is_err());
+    assert!(h.engine.decide_approval(&h.tenant, &run_id, &id("review"), true, decision(), "key_test").await.is_err());
 
     // The same decision again is taken (not "not waiting for approval"), and finishes the job.
-    h.engine.decide_approval(&h.tenant, &run_id, &id("review"), true, decision()).await.unwrap();
+    h.engine.decide_approval(&h.tenant, &run_id, &id("review"), true, decision(), "key_test").await.unwrap();
     h.drive(2).await;
     assert_eq!(h.view(&run_id).await.status, RunStatus::Succeeded);
-    let opposite = h.engine.decide_approval(&h.tenant, &run_id, &id("review"), false, decision()).await;
+    let opposite = h.engine.decide_approval(&h.tenant, &run_id, &id("review"), false, decision(), "key_test").await;
     assert!(matches!(opposite, Err(EngineError::Conflict(_))), "{opposite:?}");
 }
 
@@ -65,7 +65,7 @@ async fn an_approval_whose_follow_up_failed_is_finished_by_the_reconciler() {
     let run_id = h.submit(approval_workflow(), json!({"text": "hi"})).await;
     h.drive(3).await;
     h.faults.fail_next("send steps");
-    assert!(h.engine.decide_approval(&h.tenant, &run_id, &id("review"), true, decision()).await.is_err());
+    assert!(h.engine.decide_approval(&h.tenant, &run_id, &id("review"), true, decision(), "key_test").await.is_err());
     assert!(h.steps.try_recv().is_err(), "the release was counted but its message never sent");
 
     assert_eq!(h.engine.sweep().await.unwrap().followed_up, 0, "not before the grace");

@@ -335,16 +335,19 @@ async fn approval_steps_wait_for_a_person_then_release_their_dependants() {
 
     let review = StepId::parse("review").unwrap();
     let decision = ApprovalDecision { by: Some("alice".into()), comment: Some("ship it".into()) };
-    h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision.clone()).await.unwrap();
+    h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision.clone(), "key_test").await.unwrap();
     // A client's retry of the same decision is taken; the other decision is refused.
-    h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision.clone()).await.unwrap();
-    let other = h.engine.decide_approval(&h.tenant, &run_id, &review, false, decision).await;
+    h.engine.decide_approval(&h.tenant, &run_id, &review, true, decision.clone(), "key_test").await.unwrap();
+    let other = h.engine.decide_approval(&h.tenant, &run_id, &review, false, decision, "key_test").await;
     assert!(matches!(other, Err(EngineError::Conflict(_))));
     h.drive(6).await;
 
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Succeeded);
-    assert_eq!(view.steps[1].progress.output, Some(json!({"approved": true, "by": "alice", "comment": "ship it"})));
+    assert_eq!(
+        view.steps[1].progress.output,
+        Some(json!({"approved": true, "by": "alice", "comment": "ship it", "key_id": "key_test"}))
+    );
     assert_eq!(h.provider.calls().last().unwrap(), "<hi> approved by alice");
 }
 
@@ -354,7 +357,10 @@ async fn a_rejection_fails_the_run() {
     let run_id = h.submit(approval_workflow(), json!({"text": "hi"})).await;
     h.drive(7).await;
     let review = StepId::parse("review").unwrap();
-    h.engine.decide_approval(&h.tenant, &run_id, &review, false, ApprovalDecision::default()).await.unwrap();
+    h.engine
+        .decide_approval(&h.tenant, &run_id, &review, false, ApprovalDecision::default(), "key_test")
+        .await
+        .unwrap();
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Failed);
     assert_eq!(view.steps[1].progress.error.as_ref().unwrap().kind, ErrorKind::Rejected);
