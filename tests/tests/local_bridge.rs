@@ -537,7 +537,10 @@ async fn the_real_templates_resources_are_created_with_their_keys_indexes_and_re
         pairs,
         [("notifier", "notifications-queue"), ("notifier", "steps-dead-letter-queue"), ("worker", "steps-queue")]
     );
-    assert!(routes.queues.iter().all(|r| r.batch_size == 10 && r.concurrency == 2 && r.report_batch_item_failures));
+    // The worker takes one step per invocation (its blast radius is that step); the notifier ten.
+    let batch = |function: &str| routes.queues.iter().filter(|r| r.function == function).map(|r| r.batch_size).max();
+    assert_eq!((batch("worker"), batch("notifier")), (Some(1), Some(10)));
+    assert!(routes.queues.iter().all(|r| r.concurrency == 2 && r.report_batch_item_failures));
     // Each invocation's deadline is its function's Timeout, nothing added.
     let deadline = |function: &str| routes.queues.iter().find(|r| r.function == function).unwrap().invoke_timeout;
     assert_eq!((deadline("worker"), deadline("notifier")), (Duration::from_secs(120), Duration::from_secs(60)));
