@@ -79,7 +79,8 @@ impl Engine {
             invocation_budget: parts.invocation_budget,
             templates: Templates::default(),
             limits: parts.limits,
-            worker_id: format!("worker-{:016x}", fastrand::u64(..)),
+            // From the OS-seeded CSPRNG: a lease names its holder, so the id must not be guessable.
+            worker_id: format!("worker-{:016x}", rand::random::<u64>()),
         }
     }
 

@@ -84,8 +84,9 @@ impl DynamoRunStore {
             None => self.tenant_of(run_id).await?,
         };
         // A fresh key per write: a payload is never overwritten in place, so a reader never
-        // sees a key whose object changed under it.
-        let key = format!("tenants/{tenant}/runs/{run_id}/{name}-{:016x}.json", fastrand::u64(..));
+        // sees a key whose object changed under it. Its suffix comes from the OS-seeded
+        // CSPRNG, so a key cannot be guessed from another.
+        let key = format!("tenants/{tenant}/runs/{run_id}/{name}-{:016x}.json", rand::random::<u64>());
         self.blobs.put(&key, Bytes::from(text)).await?;
         Ok(Payload::Blob(key))
     }
