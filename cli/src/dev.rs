@@ -17,7 +17,7 @@ use chorus::adapters::{MemoryQueue, MemoryRateLimiter, MemoryTenantDirectory};
 use chorus::domain::{InvalidId, TenantId};
 use chorus::engine::{Engine, EngineError, SweepReport};
 use chorus::http::{AppState, app, callbacks_routes};
-use chorus::ports::{NotificationMessage, Queue, StepMessage, SystemClock, Tenant, generate_api_key};
+use chorus::ports::{NotificationMessage, Queue, SigningSecrets, StepMessage, SystemClock, Tenant, generate_api_key};
 use chorus::startup::{CatalogError, CredentialLoading, Embedded, EmbeddedOptions, router_from_env};
 use chorus::webhooks::{ClientBuildError, DestinationPolicy, HttpWebhookSender, WebhookSecret};
 use secrecy::{ExposeSecret, SecretString};
@@ -67,6 +67,18 @@ pub struct DevArgs {
         value_parser = WebhookSecret::parse
     )]
     webhook_secret: Option<WebhookSecret>,
+
+    /// A second secret notifications are also signed with, as during a key rotation: each
+    /// notification then carries one signature per secret (newest, then this one), so a
+    /// receiver still checking with this one keeps accepting them.
+    #[arg(
+        long,
+        value_name = "whsec_...",
+        env = "CHORUS_PREVIOUS_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_parser = WebhookSecret::parse
+    )]
+    previous_webhook_secret: Option<WebhookSecret>,
 
     /// Also allow notification URLs on private networks (10/8, 172.16/12, 192.168/16, ...).
     /// Loopback is always allowed in dev; link-local and metadata addresses never are.
@@ -133,9 +145,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
 
     let policy =
         DestinationPolicy { allow_private: args.allow_private_notify_urls, ..DestinationPolicy::local_development() };
+    let secrets =
+        SigningSecrets::with_previous(secret.to_whsec(), args.previous_webhook_secret.as_ref().map(|s| s.to_whsec()));
     let tenants = Arc::new(keys.iter().fold(MemoryTenantDirectory::new(), |tenants, api_key| {
-        let tenant = Tenant { id: api_key.tenant.clone(), webhook_secret: secret.to_whsec() };
-        tenants.with_key(tenant, &api_key.key)
+        tenants.with_key(Tenant { id: api_key.tenant.clone() }, secrets.clone(), &api_key.key)
     }));
     let clock = Arc::new(SystemClock);
     let lookup = |name: &str| std::env::var(name).ok();
@@ -158,7 +171,8 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let notifier = Arc::new(embedded.notifier(tenants.clone(), Arc::new(HttpWebhookSender::new(policy)?), clock));
     let Embedded { steps, step_messages, notifications, notification_messages, .. } = embedded;
 
-    print_banner(addr, &keys, generated, &secret, secret_generated, &providers);
+    let rotating = secrets.previous().is_some();
+    print_banner(addr, &keys, generated, &secret, secret_generated, rotating, &providers);
 
     let (stop, stopped) = watch::channel(false);
     let worker = {
@@ -347,6 +361,7 @@ fn print_banner(
     generated: bool,
     secret: &WebhookSecret,
     secret_generated: bool,
+    rotating: bool,
     providers: &[String],
 ) {
     let base = format!("http://{addr}");
@@ -368,6 +383,9 @@ fn print_banner(
         banner.push_str(&format!("  webhook secret:  {}\n", secret.to_whsec().expose_secret()));
     } else {
         banner.push_str("  webhook secret:  from --webhook-secret\n");
+    }
+    if rotating {
+        banner.push_str("                   and from --previous-webhook-secret (two signatures per notification)\n");
     }
     let key = if generated {
         keys.iter().map(|k| k.key.expose_secret().to_owned()).next().unwrap_or_default()

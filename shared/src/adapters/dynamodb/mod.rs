@@ -6,6 +6,7 @@
 mod expression;
 mod items;
 mod rate_limiter;
+mod signing_secrets;
 mod tenant_directory;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use crate::domain::{
 use crate::ports::{BlobStore, CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
 
 pub use rate_limiter::DynamoRateLimiter;
+pub use signing_secrets::{DynamoSigningSecrets, SEAL_PURPOSE};
 pub use tenant_directory::DynamoTenantDirectory;
 
 /// JSON payloads up to this size stay in the item; bigger ones go to S3. Three
