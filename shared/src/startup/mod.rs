@@ -18,7 +18,7 @@ pub use self::aws::{
     tenant_secrets_key,
 };
 pub use self::embedded::{Embedded, EmbeddedOptions};
-pub use self::providers::{CatalogError, CredentialLoading, ProviderConfig, default_router, router_from_env};
+pub use self::providers::{CatalogError, CredentialLoading, ProviderConfig, WITHHELD, default_router, router_from_env};
 pub use self::settings::{DEFAULT_INVOCATION_BUDGET, Settings};
 use crate::webhooks::ClientBuildError;
 
