@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use chorus::http::{AppState, app, callbacks_routes};
 use chorus::ports::{NotificationMessage, Queue, SigningSecrets, StepMessage, SystemClock, Tenant, generate_api_key};
 use chorus::startup::{CatalogError, CredentialLoading, Embedded, EmbeddedOptions, router_from_env};
 use chorus::webhooks::{ClientBuildError, DestinationPolicy, HttpWebhookSender, WebhookSecret};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -28,7 +28,10 @@ use tokio::task::JoinSet;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use self::keys::{ApiKey, ApiKeysError, parse_api_key};
 use crate::shutdown_signal;
+
+mod keys;
 
 /// Steps (and notifications) handled at once. Local models are instant; the bound matters
 /// for the day `dev` routes to real providers with rate limits.
@@ -52,10 +55,16 @@ pub struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:3000", env = "CHORUS_ADDR")]
     addr: SocketAddr,
 
-    /// An API key for a tenant (repeatable). Without any, one key for tenant `dev` is
-    /// generated and printed.
+    /// An API key for a tenant (repeatable). Keys may also come from the environment,
+    /// `CHORUS_API_KEYS=TENANT:KEY,TENANT:KEY`, and from --api-keys-file, which keep them out
+    /// of the command line (`ps` shows it to every user). Without any key from any of them,
+    /// one for tenant `dev` is generated and printed.
     #[arg(long = "api-key", value_name = "TENANT:KEY", value_parser = parse_api_key)]
     api_keys: Vec<ApiKey>,
+
+    /// A file of API keys: one `TENANT:KEY` per line; blank lines and `#` comments are skipped.
+    #[arg(long, value_name = "PATH", env = "CHORUS_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
 
     /// The Standard Webhooks secret notifications are signed with (every tenant shares it
     /// here). Generated and printed when absent.
@@ -90,33 +99,13 @@ pub struct DevArgs {
     concurrency: u16,
 }
 
-/// `TENANT:KEY` from the command line. `Debug` never shows the key.
-#[derive(Clone)]
-struct ApiKey {
-    tenant: TenantId,
-    key: SecretString,
-}
-
-impl Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey").field("tenant", &self.tenant).finish_non_exhaustive()
-    }
-}
-
-fn parse_api_key(raw: &str) -> Result<ApiKey, String> {
-    let (tenant, key) = raw.split_once(':').ok_or("expected TENANT:KEY")?;
-    let tenant = TenantId::parse(tenant).map_err(|err: InvalidId| err.to_string())?;
-    if key.trim().is_empty() {
-        return Err("the key after `:` is empty".to_owned());
-    }
-    Ok(ApiKey { tenant, key: SecretString::from(key.to_owned()) })
-}
-
 /// Why `chorus dev` could not start or keep running.
 #[derive(Debug, Error)]
 pub enum DevError {
     #[error("the built-in tenant name is invalid")]
     Tenant(#[from] InvalidId),
+    #[error(transparent)]
+    ApiKeys(#[from] ApiKeysError),
     #[error(transparent)]
     WebhookClient(#[from] ClientBuildError),
     #[error(transparent)]
@@ -134,13 +123,14 @@ pub enum DevError {
 /// Starts everything, prints how to use it, and runs until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let concurrency = usize::from(args.concurrency);
+    let given = api_keys(&args, std::env::var(keys::ENV_VARIABLE).ok().as_deref())?;
     let secret_generated = args.webhook_secret.is_none();
     let secret = args.webhook_secret.unwrap_or_else(WebhookSecret::generate);
-    let (keys, generated) = if args.api_keys.is_empty() {
+    let (keys, generated) = if given.is_empty() {
         let key = ApiKey { tenant: TenantId::parse(DEV_TENANT)?, key: generate_api_key() };
         (vec![key], true)
     } else {
-        (args.api_keys.clone(), false)
+        (given, false)
     };
 
     let policy =
@@ -222,6 +212,18 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     }
     served.map_err(DevError::Serve)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The keys given: flags, then `CHORUS_API_KEYS` (`env`), then the keys file.
+fn api_keys(args: &DevArgs, env: Option<&str>) -> Result<Vec<ApiKey>, ApiKeysError> {
+    let mut all = args.api_keys.clone();
+    if let Some(value) = env {
+        all.extend(keys::from_env_value(value)?);
+    }
+    if let Some(path) = &args.api_keys_file {
+        all.extend(keys::from_file(path)?);
+    }
+    Ok(all)
 }
 
 /// Runs the sweep every `interval` until `stop`, as the scheduled rule does on AWS.
@@ -377,7 +379,11 @@ fn print_banner(
         ));
     } else {
         let tenants: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
-        banner.push_str(&format!("  tenants:         {} (keys from --api-key)\n", tenants.join(", ")));
+        banner.push_str(&format!(
+            "  tenants:         {} (keys from --api-key, {} or --api-keys-file)\n",
+            tenants.join(", "),
+            keys::ENV_VARIABLE
+        ));
     }
     if secret_generated {
         banner.push_str(&format!("  webhook secret:  {}\n", secret.to_whsec().expose_secret()));
@@ -419,18 +425,33 @@ fn example_path() -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
     #[test]
-    fn api_keys_parse_as_tenant_and_key() {
-        let key = parse_api_key("t1:secret-key").unwrap();
-        assert_eq!(key.tenant.as_str(), "t1");
-        assert_eq!(key.key.expose_secret(), "secret-key");
-        assert!(!format!("{key:?}").contains("secret-key"));
-        // Only the first colon separates: keys may contain colons.
-        assert_eq!(parse_api_key("t1:a:b").unwrap().key.expose_secret(), "a:b");
-        for bad in ["nokey", "t1:", ":key", "bad tenant:key"] {
-            assert!(parse_api_key(bad).is_err(), "{bad} should be refused");
-        }
+    fn keys_come_from_flags_the_environment_and_a_file_together() {
+        let path = std::env::temp_dir().join(format!("chorus-dev-keys-{}", std::process::id()));
+        std::fs::write(&path, "# keys\nglobex:ck_file\n").unwrap();
+        let cli = Cli::parse_from(["chorus", "--api-key", "acme:ck_flag", "--api-keys-file", path.to_str().unwrap()]);
+        let keys = api_keys(&cli.dev, Some("initech:ck_env")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let found: Vec<(&str, &str)> = keys.iter().map(|k| (k.tenant.as_str(), k.key.expose_secret())).collect();
+        assert_eq!(found, [("acme", "ck_flag"), ("initech", "ck_env"), ("globex", "ck_file")]);
+
+        let none = Cli::parse_from(["chorus"]);
+        assert!(api_keys(&none.dev, None).unwrap().is_empty(), "then a key is generated");
+    }
+
+    #[test]
+    fn a_malformed_flag_is_refused_saying_what_is_expected() {
+        let err = Cli::try_parse_from(["chorus", "--api-key", "ck_secret"]).unwrap_err().to_string();
+        assert!(err.contains("expected TENANT:KEY"), "{err}");
     }
 }
