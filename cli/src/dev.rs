@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use self::keys::{ApiKey, ApiKeysError, parse_api_key};
@@ -195,9 +195,12 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
         tokio::spawn(drain(consumer, notification_messages, notifications, concurrency, stopped))
     };
 
-    // One line per request: in dev the person watching the log is the one sending them.
+    // One line per request: in dev the person watching the log is the one sending them. The
+    // path only, a callback's token (a credential) masked; never headers (API keys).
     let trace = TraceLayer::new_for_http()
-        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+        .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+            tracing::info_span!("request", method = %request.method(), path = %loggable_path(request.uri().path()))
+        })
         .on_response(DefaultOnResponse::new().level(Level::INFO));
     let sweeper = tokio::spawn(sweep_every(SWEEP_INTERVAL, engine.clone(), stop.subscribe()));
     let app = app(AppState { engine: engine.clone(), tenants }).merge(callbacks_routes(engine)).layer(trace);
@@ -212,6 +215,16 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     }
     served.map_err(DevError::Serve)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` as logged: a provider callback's token, which lets its holder complete the step,
+/// masked (`/v1/callbacks/replicate/[token]`).
+fn loggable_path(path: &str) -> String {
+    const CALLBACKS: &str = "/v1/callbacks/";
+    match path.strip_prefix(CALLBACKS).and_then(|rest| rest.split_once('/')) {
+        Some((provider, _token)) => format!("{CALLBACKS}{provider}/[token]"),
+        None => path.to_owned(),
+    }
 }
 
 /// The keys given: flags, then `CHORUS_API_KEYS` (`env`), then the keys file.
@@ -447,6 +460,12 @@ mod tests {
 
         let none = Cli::parse_from(["chorus"]);
         assert!(api_keys(&none.dev, None).unwrap().is_empty(), "then a key is generated");
+    }
+
+    #[test]
+    fn a_callback_token_is_not_logged() {
+        assert_eq!(loggable_path("/v1/callbacks/replicate/run_x.a.5e3cret"), "/v1/callbacks/replicate/[token]");
+        assert_eq!(loggable_path("/v1/runs/run_x/events"), "/v1/runs/run_x/events");
     }
 
     #[test]
