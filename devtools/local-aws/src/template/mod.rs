@@ -307,6 +307,17 @@ mod tests {
         resources
     }
 
+    /// The notifier may decrypt only what was sealed for this purpose: the key policy's
+    /// condition and the code's encryption context must name the same one.
+    #[test]
+    fn the_notifiers_kms_condition_names_the_purpose_secrets_are_sealed_for() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let condition = format!("kms:EncryptionContext:purpose: {}", chorus::adapters::dynamodb::SEAL_PURPOSE);
+        assert!(text.contains(&condition), "the template's kms:Decrypt condition is not `{condition}`");
+        assert_eq!(real_template().kms_keys, ["TenantSecretsKey"]);
+    }
+
     #[test]
     fn local_names_are_kebab_case_logical_ids() {
         assert_eq!(local_name("chorus", "Table"), "chorus-table");
