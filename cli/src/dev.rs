@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,18 +17,21 @@ use chorus::adapters::{MemoryQueue, MemoryRateLimiter, MemoryTenantDirectory};
 use chorus::domain::{InvalidId, RateLimit, TenantId};
 use chorus::engine::{Engine, EngineError, SweepReport, TenantQuota, parse_limit};
 use chorus::http::{AppState, app, callbacks_routes};
-use chorus::ports::{NotificationMessage, Queue, StepMessage, SystemClock, Tenant, generate_api_key};
+use chorus::ports::{NotificationMessage, Queue, SigningSecrets, StepMessage, SystemClock, Tenant, generate_api_key};
 use chorus::startup::{CatalogError, CredentialLoading, Embedded, EmbeddedOptions, router_from_env};
 use chorus::webhooks::{ClientBuildError, DestinationPolicy, HttpWebhookSender, WebhookSecret};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use self::keys::{ApiKey, ApiKeysError, parse_api_key};
 use crate::shutdown_signal;
+
+mod keys;
 
 /// Steps (and notifications) handled at once. Local models are instant; the bound matters
 /// for the day `dev` routes to real providers with rate limits.
@@ -60,10 +63,16 @@ pub struct DevArgs {
     #[arg(long, value_name = "PER_MINUTE/BURST", env = "CHORUS_TENANT_STEP_LIMIT", default_value = "1200/200", value_parser = parse_limit)]
     tenant_steps: RateLimit,
 
-    /// An API key for a tenant (repeatable). Without any, one key for tenant `dev` is
-    /// generated and printed.
+    /// An API key for a tenant (repeatable). Keys may also come from the environment,
+    /// `CHORUS_API_KEYS=TENANT:KEY,TENANT:KEY`, and from --api-keys-file, which keep them out
+    /// of the command line (`ps` shows it to every user). Without any key from any of them,
+    /// one for tenant `dev` is generated and printed.
     #[arg(long = "api-key", value_name = "TENANT:KEY", value_parser = parse_api_key)]
     api_keys: Vec<ApiKey>,
+
+    /// A file of API keys: one `TENANT:KEY` per line; blank lines and `#` comments are skipped.
+    #[arg(long, value_name = "PATH", env = "CHORUS_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
 
     /// The Standard Webhooks secret notifications are signed with (every tenant shares it
     /// here). Generated and printed when absent.
@@ -76,6 +85,18 @@ pub struct DevArgs {
     )]
     webhook_secret: Option<WebhookSecret>,
 
+    /// A second secret notifications are also signed with, as during a key rotation: each
+    /// notification then carries one signature per secret (newest, then this one), so a
+    /// receiver still checking with this one keeps accepting them.
+    #[arg(
+        long,
+        value_name = "whsec_...",
+        env = "CHORUS_PREVIOUS_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_parser = WebhookSecret::parse
+    )]
+    previous_webhook_secret: Option<WebhookSecret>,
+
     /// Also allow notification URLs on private networks (10/8, 172.16/12, 192.168/16, ...).
     /// Loopback is always allowed in dev; link-local and metadata addresses never are.
     #[arg(long)]
@@ -86,33 +107,13 @@ pub struct DevArgs {
     concurrency: u16,
 }
 
-/// `TENANT:KEY` from the command line. `Debug` never shows the key.
-#[derive(Clone)]
-struct ApiKey {
-    tenant: TenantId,
-    key: SecretString,
-}
-
-impl Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey").field("tenant", &self.tenant).finish_non_exhaustive()
-    }
-}
-
-fn parse_api_key(raw: &str) -> Result<ApiKey, String> {
-    let (tenant, key) = raw.split_once(':').ok_or("expected TENANT:KEY")?;
-    let tenant = TenantId::parse(tenant).map_err(|err: InvalidId| err.to_string())?;
-    if key.trim().is_empty() {
-        return Err("the key after `:` is empty".to_owned());
-    }
-    Ok(ApiKey { tenant, key: SecretString::from(key.to_owned()) })
-}
-
 /// Why `chorus dev` could not start or keep running.
 #[derive(Debug, Error)]
 pub enum DevError {
     #[error("the built-in tenant name is invalid")]
     Tenant(#[from] InvalidId),
+    #[error(transparent)]
+    ApiKeys(#[from] ApiKeysError),
     #[error(transparent)]
     WebhookClient(#[from] ClientBuildError),
     #[error(transparent)]
@@ -130,20 +131,22 @@ pub enum DevError {
 /// Starts everything, prints how to use it, and runs until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let concurrency = usize::from(args.concurrency);
+    let given = api_keys(&args, std::env::var(keys::ENV_VARIABLE).ok().as_deref())?;
     let secret_generated = args.webhook_secret.is_none();
     let secret = args.webhook_secret.unwrap_or_else(WebhookSecret::generate);
-    let (keys, generated) = if args.api_keys.is_empty() {
+    let (keys, generated) = if given.is_empty() {
         let key = ApiKey { tenant: TenantId::parse(DEV_TENANT)?, key: generate_api_key() };
         (vec![key], true)
     } else {
-        (args.api_keys.clone(), false)
+        (given, false)
     };
 
     let policy =
         DestinationPolicy { allow_private: args.allow_private_notify_urls, ..DestinationPolicy::local_development() };
+    let secrets =
+        SigningSecrets::with_previous(secret.to_whsec(), args.previous_webhook_secret.as_ref().map(|s| s.to_whsec()));
     let tenants = Arc::new(keys.iter().fold(MemoryTenantDirectory::new(), |tenants, api_key| {
-        let tenant = Tenant { id: api_key.tenant.clone(), webhook_secret: secret.to_whsec() };
-        tenants.with_key(tenant, &api_key.key)
+        tenants.with_key(Tenant { id: api_key.tenant.clone() }, secrets.clone(), &api_key.key)
     }));
     let clock = Arc::new(SystemClock);
     let lookup = |name: &str| std::env::var(name).ok();
@@ -169,7 +172,8 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let notifier = Arc::new(embedded.notifier(tenants.clone(), Arc::new(HttpWebhookSender::new(policy)?), clock));
     let Embedded { steps, step_messages, notifications, notification_messages, .. } = embedded;
 
-    print_banner(addr, &keys, generated, &secret, secret_generated, &providers);
+    let rotating = secrets.previous().is_some();
+    print_banner(addr, &keys, generated, &secret, secret_generated, rotating, &providers);
 
     let (stop, stopped) = watch::channel(false);
     let worker = {
@@ -202,9 +206,12 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
         tokio::spawn(drain(consumer, notification_messages, notifications, concurrency, stopped))
     };
 
-    // One line per request: in dev the person watching the log is the one sending them.
+    // One line per request: in dev the person watching the log is the one sending them. The
+    // path only, a callback's token (a credential) masked; never headers (API keys).
     let trace = TraceLayer::new_for_http()
-        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+        .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+            tracing::info_span!("request", method = %request.method(), path = %loggable_path(request.uri().path()))
+        })
         .on_response(DefaultOnResponse::new().level(Level::INFO));
     let sweeper = tokio::spawn(sweep_every(SWEEP_INTERVAL, engine.clone(), stop.subscribe()));
     let app = app(AppState { engine: engine.clone(), tenants }).merge(callbacks_routes(engine)).layer(trace);
@@ -219,6 +226,28 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     }
     served.map_err(DevError::Serve)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` as logged: a provider callback's token, which lets its holder complete the step,
+/// masked (`/v1/callbacks/replicate/[token]`).
+fn loggable_path(path: &str) -> String {
+    const CALLBACKS: &str = "/v1/callbacks/";
+    match path.strip_prefix(CALLBACKS).and_then(|rest| rest.split_once('/')) {
+        Some((provider, _token)) => format!("{CALLBACKS}{provider}/[token]"),
+        None => path.to_owned(),
+    }
+}
+
+/// The keys given: flags, then `CHORUS_API_KEYS` (`env`), then the keys file.
+fn api_keys(args: &DevArgs, env: Option<&str>) -> Result<Vec<ApiKey>, ApiKeysError> {
+    let mut all = args.api_keys.clone();
+    if let Some(value) = env {
+        all.extend(keys::from_env_value(value)?);
+    }
+    if let Some(path) = &args.api_keys_file {
+        all.extend(keys::from_file(path)?);
+    }
+    Ok(all)
 }
 
 /// Runs the sweep every `interval` until `stop`, as the scheduled rule does on AWS.
@@ -358,6 +387,7 @@ fn print_banner(
     generated: bool,
     secret: &WebhookSecret,
     secret_generated: bool,
+    rotating: bool,
     providers: &[String],
 ) {
     let base = format!("http://{addr}");
@@ -373,12 +403,19 @@ fn print_banner(
         ));
     } else {
         let tenants: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
-        banner.push_str(&format!("  tenants:         {} (keys from --api-key)\n", tenants.join(", ")));
+        banner.push_str(&format!(
+            "  tenants:         {} (keys from --api-key, {} or --api-keys-file)\n",
+            tenants.join(", "),
+            keys::ENV_VARIABLE
+        ));
     }
     if secret_generated {
         banner.push_str(&format!("  webhook secret:  {}\n", secret.to_whsec().expose_secret()));
     } else {
         banner.push_str("  webhook secret:  from --webhook-secret\n");
+    }
+    if rotating {
+        banner.push_str("                   and from --previous-webhook-secret (two signatures per notification)\n");
     }
     let key = if generated {
         keys.iter().map(|k| k.key.expose_secret().to_owned()).next().unwrap_or_default()
@@ -412,18 +449,39 @@ fn example_path() -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
     #[test]
-    fn api_keys_parse_as_tenant_and_key() {
-        let key = parse_api_key("t1:secret-key").unwrap();
-        assert_eq!(key.tenant.as_str(), "t1");
-        assert_eq!(key.key.expose_secret(), "secret-key");
-        assert!(!format!("{key:?}").contains("secret-key"));
-        // Only the first colon separates: keys may contain colons.
-        assert_eq!(parse_api_key("t1:a:b").unwrap().key.expose_secret(), "a:b");
-        for bad in ["nokey", "t1:", ":key", "bad tenant:key"] {
-            assert!(parse_api_key(bad).is_err(), "{bad} should be refused");
-        }
+    fn keys_come_from_flags_the_environment_and_a_file_together() {
+        let path = std::env::temp_dir().join(format!("chorus-dev-keys-{}", std::process::id()));
+        std::fs::write(&path, "# keys\nglobex:ck_file\n").unwrap();
+        let cli = Cli::parse_from(["chorus", "--api-key", "acme:ck_flag", "--api-keys-file", path.to_str().unwrap()]);
+        let keys = api_keys(&cli.dev, Some("initech:ck_env")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let found: Vec<(&str, &str)> = keys.iter().map(|k| (k.tenant.as_str(), k.key.expose_secret())).collect();
+        assert_eq!(found, [("acme", "ck_flag"), ("initech", "ck_env"), ("globex", "ck_file")]);
+
+        let none = Cli::parse_from(["chorus"]);
+        assert!(api_keys(&none.dev, None).unwrap().is_empty(), "then a key is generated");
+    }
+
+    #[test]
+    fn a_callback_token_is_not_logged() {
+        assert_eq!(loggable_path("/v1/callbacks/replicate/run_x.a.5e3cret"), "/v1/callbacks/replicate/[token]");
+        assert_eq!(loggable_path("/v1/runs/run_x/events"), "/v1/runs/run_x/events");
+    }
+
+    #[test]
+    fn a_malformed_flag_is_refused_saying_what_is_expected() {
+        let err = Cli::try_parse_from(["chorus", "--api-key", "ck_secret"]).unwrap_err().to_string();
+        assert!(err.contains("expected TENANT:KEY"), "{err}");
     }
 }

@@ -25,7 +25,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP API, worker and notifier in this process: no AWS, no provider keys.
-    Dev(dev::DevArgs),
+    // Boxed: its options (two parsed signing secrets among them) dwarf the other commands'.
+    Dev(Box<dev::DevArgs>),
     /// Check a workflow file (a `POST /v1/runs` body or a bare workflow) and list every problem.
     Validate(validate::ValidateArgs),
     /// The Lambda functions on a local AWS emulator: `up`, `down`, and the SQS → Lambda `bridge`.
@@ -69,7 +70,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Dev(args) => dev::run(args).await.map_err(CliError::from),
+        Command::Dev(args) => dev::run(*args).await.map_err(CliError::from),
         Command::Validate(args) => validate::run(&args).await.map_err(CliError::from),
         #[cfg(feature = "aws")]
         Command::Local(args) => chorus_local_aws::run(args, shutdown_signal()).await.map_err(CliError::from),

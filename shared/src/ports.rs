@@ -251,18 +251,12 @@ pub trait Queue<M: Send + Sync + 'static>: Send + Sync {
     async fn send(&self, messages: Vec<M>, delay: Duration) -> Result<(), PortError>;
 }
 
-/// A tenant: who owns runs, and the secret their notifications are signed with.
-#[derive(Clone)]
+/// A tenant: who owns runs. Its webhook signing secrets are not part of it: only the notifier
+/// reads them, through a [`SigningSecretStore`], so what authenticates requests and serves the
+/// API never holds one (and cannot return or log one).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub id: TenantId,
-    /// Standard Webhooks signing secret, `whsec_` + base64.
-    pub webhook_secret: SecretString,
-}
-
-impl std::fmt::Debug for Tenant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tenant").field("id", &self.id).finish_non_exhaustive()
-    }
 }
 
 /// API keys and tenants. Keys are stored hashed ([`hash_api_key`]); the plaintext never is.
@@ -270,6 +264,65 @@ impl std::fmt::Debug for Tenant {
 pub trait TenantDirectory: Send + Sync {
     async fn tenant_for_key(&self, api_key: &SecretString) -> Result<Option<Tenant>, PortError>;
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, PortError>;
+}
+
+/// A tenant's Standard Webhooks signing secrets (`whsec_` + base64), newest first: one, or two
+/// while the tenant rotates, when each notification carries one signature per secret so that
+/// the receiver may verify with either. Never printed: `Debug` shows only how many there are.
+#[derive(Clone)]
+pub struct SigningSecrets {
+    newest: SecretString,
+    previous: Option<SecretString>,
+}
+
+impl SigningSecrets {
+    /// One secret.
+    pub fn new(secret: SecretString) -> Self {
+        Self { newest: secret, previous: None }
+    }
+
+    /// `newest`, and the secret it replaces while receivers switch over.
+    pub fn with_previous(newest: SecretString, previous: Option<SecretString>) -> Self {
+        Self { newest, previous }
+    }
+
+    /// Starts a rotation: `secret` becomes the newest and the newest so far stays valid
+    /// beside it; a secret older than that is dropped (at most two are ever active).
+    pub fn rotate(self, secret: SecretString) -> Self {
+        Self { newest: secret, previous: Some(self.newest) }
+    }
+
+    /// Ends a rotation: only the newest secret remains.
+    pub fn retire_previous(self) -> Self {
+        Self { newest: self.newest, previous: None }
+    }
+
+    pub fn newest(&self) -> &SecretString {
+        &self.newest
+    }
+
+    pub fn previous(&self) -> Option<&SecretString> {
+        self.previous.as_ref()
+    }
+
+    /// The active secrets, newest first.
+    pub fn iter(&self) -> impl Iterator<Item = &SecretString> {
+        std::iter::once(&self.newest).chain(self.previous.as_ref())
+    }
+}
+
+impl std::fmt::Debug for SigningSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningSecrets({} active, [REDACTED])", self.iter().count())
+    }
+}
+
+/// Tenants' webhook signing secrets, for the notifier alone: apart from the
+/// [`TenantDirectory`] so that authenticating a request never reads (or decrypts) one.
+#[async_trait]
+pub trait SigningSecretStore: Send + Sync {
+    /// The tenant's active secrets, newest first; `None` for a tenant it does not know.
+    async fn signing_secrets(&self, tenant: &TenantId) -> Result<Option<SigningSecrets>, PortError>;
 }
 
 /// A new random API key (`ck_` + 32 hex digits, 128 bits) from the operating system's CSPRNG,
@@ -377,5 +430,20 @@ mod tests {
         assert_ne!(text, generate_api_key().expose_secret());
         assert_eq!(hash_api_key(&key).len(), 64);
         assert!(!hash_api_key(&key).contains(&text[3..]));
+    }
+
+    #[test]
+    fn a_rotation_keeps_two_secrets_newest_first_and_never_prints_them() {
+        let secret = |text: &str| SecretString::from(text.to_owned());
+        let listed =
+            |secrets: &SigningSecrets| secrets.iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>();
+        let one = SigningSecrets::new(secret("whsec_one"));
+        assert_eq!(listed(&one), ["whsec_one"]);
+        let two = one.rotate(secret("whsec_two"));
+        assert_eq!(listed(&two), ["whsec_two", "whsec_one"]);
+        let three = two.clone().rotate(secret("whsec_three"));
+        assert_eq!(listed(&three), ["whsec_three", "whsec_two"], "at most two are active");
+        assert_eq!(listed(&three.retire_previous()), ["whsec_three"]);
+        assert_eq!(format!("{two:?}"), "SigningSecrets(2 active, [REDACTED])");
     }
 }

@@ -4,13 +4,31 @@
 //! runs them with the stack up. Run without it, [`emulator`] fails the test: a test that
 //! needs the stack never passes without having used it.
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
+use chorus::adapters::DynamoSigningSecrets;
+use chorus::adapters::sealing::{LOCAL_STAND_IN_KEY, Sealer, SealingKey};
 
 /// Where the emulator's resources are.
 pub struct Emulator {
     pub config: SdkConfig,
     pub table: String,
     pub bucket: String,
+    /// What seals tenants' signing secrets, as the notifier opens them:
+    /// `CHORUS_TENANT_SECRETS_KEY`, by default the stand-in key `chorus local up` gives the
+    /// functions (the emulators run no KMS).
+    pub tenant_secrets_key: String,
+}
+
+impl Emulator {
+    /// Tenants' signing secrets in the table, sealed as the notifier expects: where tests
+    /// register the tenants they use.
+    pub fn signing_secrets(&self) -> DynamoSigningSecrets {
+        let key = SealingKey::parse(&self.tenant_secrets_key).expect("CHORUS_TENANT_SECRETS_KEY names a key");
+        let sealer = Arc::new(Sealer::new(key, &self.config));
+        DynamoSigningSecrets::new(aws_sdk_dynamodb::Client::new(&self.config), &self.table, sealer)
+    }
 }
 
 /// The emulator from the environment; fails the test, saying how to start one, when there is
@@ -27,5 +45,6 @@ pub async fn emulator() -> Emulator {
         config: chorus::startup::sdk_config().await,
         table: var("CHORUS_TABLE", "chorus-table"),
         bucket: var("CHORUS_BUCKET", "chorus-bucket"),
+        tenant_secrets_key: var("CHORUS_TENANT_SECRETS_KEY", LOCAL_STAND_IN_KEY),
     }
 }

@@ -1,8 +1,10 @@
-//! The `TenantDirectory` contract, for the memory and DynamoDB adapters alike.
+//! The `TenantDirectory` and `SigningSecretStore` contract, for the memory and DynamoDB
+//! adapters alike.
 
 use std::sync::Arc;
 
-use chorus::ports::{Tenant, TenantDirectory};
+use chorus::domain::TenantId;
+use chorus::ports::{SigningSecretStore, SigningSecrets, Tenant, TenantDirectory};
 use secrecy::{ExposeSecret, SecretString};
 
 /// One test per clause against the directories `$make` returns (an `async fn() ->
@@ -15,22 +17,34 @@ macro_rules! tenant_directory_contract {
             a_registered_key_finds_its_tenant,
             an_unknown_key_finds_nobody,
             the_tenant_is_known_by_id,
+            the_signing_secrets_read_back_newest_first,
+            an_unknown_tenant_has_no_secrets,
         ]);
     };
 }
 
-/// A directory that knows `tenant` with `api_key`, and nothing about any other key.
+/// A directory that knows `tenant` with `api_key` and `secrets` (two: it is rotating), and
+/// nothing about any other key or tenant.
 pub struct KnownTenant {
     pub directory: Arc<dyn TenantDirectory>,
+    pub secrets_store: Arc<dyn SigningSecretStore>,
     pub tenant: Tenant,
+    pub secrets: SigningSecrets,
     pub api_key: SecretString,
+}
+
+/// Two secrets, newest first, as a tenant has while rotating.
+pub fn rotating_secrets() -> SigningSecrets {
+    SigningSecrets::new(SecretString::from("whsec_b2xkZXI=")).rotate(SecretString::from("whsec_bmV3ZXI="))
+}
+
+fn listed(secrets: &SigningSecrets) -> Vec<String> {
+    secrets.iter().map(|secret| secret.expose_secret().to_owned()).collect()
 }
 
 pub async fn a_registered_key_finds_its_tenant(known: KnownTenant) {
     let found = known.directory.tenant_for_key(&known.api_key).await.unwrap();
-    let found = found.expect("a registered key finds its tenant");
-    assert_eq!(found.id, known.tenant.id);
-    assert_eq!(found.webhook_secret.expose_secret(), known.tenant.webhook_secret.expose_secret());
+    assert_eq!(found.expect("a registered key finds its tenant"), known.tenant);
 }
 
 pub async fn an_unknown_key_finds_nobody(known: KnownTenant) {
@@ -40,5 +54,17 @@ pub async fn an_unknown_key_finds_nobody(known: KnownTenant) {
 
 pub async fn the_tenant_is_known_by_id(known: KnownTenant) {
     let by_id = known.directory.tenant(&known.tenant.id).await.unwrap().expect("the tenant is known by id");
-    assert_eq!(by_id.webhook_secret.expose_secret(), known.tenant.webhook_secret.expose_secret());
+    assert_eq!(by_id, known.tenant);
+}
+
+pub async fn the_signing_secrets_read_back_newest_first(known: KnownTenant) {
+    let secrets = known.secrets_store.signing_secrets(&known.tenant.id).await.unwrap().expect("the tenant's secrets");
+    assert_eq!(listed(&secrets), listed(&known.secrets));
+    assert_eq!(listed(&secrets).len(), 2, "both secrets of a rotation are kept");
+}
+
+pub async fn an_unknown_tenant_has_no_secrets(known: KnownTenant) {
+    let stranger = TenantId::parse(&format!("{}-not", known.tenant.id)).unwrap();
+    assert!(known.secrets_store.signing_secrets(&stranger).await.unwrap().is_none());
+    assert!(known.directory.tenant(&stranger).await.unwrap().is_none());
 }

@@ -10,16 +10,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use chorus::adapters::dynamodb::DynamoRateLimiter;
-use chorus::adapters::{DynamoRunStore, DynamoTenantDirectory, S3BlobStore, SqsQueue};
+use chorus::adapters::{DynamoRunStore, S3BlobStore, SqsQueue};
 use chorus::domain::TenantId;
-use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, StepMessage, Tenant};
+use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, SigningSecretStore, SigningSecrets, StepMessage, Tenant};
 use chorus::startup::s3_client;
 use chorus_tests::aws::emulator;
 use chorus_tests::queue_contract::QueueUnderTest;
 use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
-use chorus_tests::tenant_directory_contract::KnownTenant;
-use secrecy::SecretString;
+use chorus_tests::tenant_directory_contract::{KnownTenant, rotating_secrets};
+use secrecy::{ExposeSecret, SecretString};
 
 chorus_tests::run_store_contract!(
     dynamo_run_store,
@@ -112,14 +113,65 @@ impl QueueUnderTest for SqsQueueUnderTest {
 
 async fn make_dynamo_tenant_directory() -> KnownTenant {
     let emulator = emulator().await;
-    let directory = DynamoTenantDirectory::new(aws_sdk_dynamodb::Client::new(&emulator.config), &emulator.table);
-    let tenant = Tenant {
-        id: TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap(),
-        webhook_secret: SecretString::from("whsec_c2VjcmV0"),
-    };
+    let store = emulator.signing_secrets();
+    let tenant = Tenant { id: TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap() };
     let api_key = SecretString::from(format!("chorus_{:032x}", fastrand::u128(..)));
-    directory.register(&tenant, &api_key).await.unwrap();
-    KnownTenant { directory: Arc::new(directory), tenant, api_key }
+    let secrets = rotating_secrets();
+    store.register(&tenant, &secrets, &api_key).await.unwrap();
+    KnownTenant {
+        directory: Arc::new(store.directory().clone()),
+        secrets_store: Arc::new(store),
+        tenant,
+        secrets,
+        api_key,
+    }
+}
+
+/// The secrets are sealed in the item: neither secret, nor its base64 key, is in it.
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn dynamo_signing_secrets_are_stored_sealed() {
+    let emulator = emulator().await;
+    let known = make_dynamo_tenant_directory().await;
+    let item = aws_sdk_dynamodb::Client::new(&emulator.config)
+        .get_item()
+        .table_name(&emulator.table)
+        .key("pk", AttributeValue::S(format!("TENANT#{}", known.tenant.id)))
+        .key("sk", AttributeValue::S("TENANT".to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the tenant item");
+    let stored = format!("{item:?}");
+    for secret in known.secrets.iter() {
+        let secret = secret.expose_secret();
+        assert!(!stored.contains(secret) && !stored.contains(&secret["whsec_".len()..]), "{stored}");
+    }
+    assert!(item.contains_key("webhook_secrets") && !item.contains_key("webhook_secret"));
+}
+
+/// A rotation adds a secret in front and keeps the newest so far; retiring drops the older.
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn dynamo_signing_secrets_rotate_and_retire() {
+    let emulator = emulator().await;
+    let store = emulator.signing_secrets();
+    let tenant = Tenant { id: TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap() };
+    let first = SigningSecrets::new(SecretString::from("whsec_Zmlyc3Q="));
+    store.register(&tenant, &first, &SecretString::from(format!("ck_{:032x}", fastrand::u128(..)))).await.unwrap();
+    let listed = |secrets: SigningSecrets| secrets.iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>();
+
+    assert!(store.rotate(&tenant.id, SecretString::from("whsec_c2Vjb25k")).await.unwrap());
+    let rotating = store.signing_secrets(&tenant.id).await.unwrap().unwrap();
+    assert_eq!(listed(rotating), ["whsec_c2Vjb25k", "whsec_Zmlyc3Q="]);
+    assert!(store.retire_previous(&tenant.id).await.unwrap());
+    let rotated = store.signing_secrets(&tenant.id).await.unwrap().unwrap();
+    assert_eq!(listed(rotated), ["whsec_c2Vjb25k"]);
+
+    let stranger = TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap();
+    assert!(!store.rotate(&stranger, SecretString::from("whsec_eA==")).await.unwrap(), "no such tenant");
 }
 
 async fn make_dynamo_rate_limiter() -> LimiterUnderTest {

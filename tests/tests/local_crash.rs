@@ -15,8 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use chorus::adapters::DynamoTenantDirectory;
-use chorus::ports::Tenant;
+use chorus::ports::{SigningSecrets, Tenant};
 use chorus::webhooks::WebhookSecret;
 use chorus_local_aws::runtimes::function_pids;
 use chorus_tests::aws::emulator;
@@ -55,8 +54,9 @@ impl Api {
         let tenant = chorus::domain::TenantId::parse(&format!("crash{:016x}", fastrand::u64(..))).unwrap();
         let key = SecretString::from(format!("ck_{:032x}", fastrand::u128(..)));
         let secret = WebhookSecret::generate();
-        DynamoTenantDirectory::new(aws_sdk_dynamodb::Client::new(&emulator.config), &emulator.table)
-            .register(&Tenant { id: tenant, webhook_secret: secret.to_whsec() }, &key)
+        emulator
+            .signing_secrets()
+            .register(&Tenant { id: tenant }, &SigningSecrets::new(secret.to_whsec()), &key)
             .await
             .unwrap();
         Self { url, http, key }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chorus::adapters::{DynamoRunStore, DynamoTenantDirectory, S3BlobStore};
+use chorus::adapters::{DynamoRunStore, S3BlobStore};
 use chorus::domain::{ErrorKind, EventKind, Run, RunId, RunStatus, StepState, StepStatus, TenantId};
-use chorus::ports::{RunStore, StepMessage, Tenant};
+use chorus::ports::{RunStore, SigningSecrets, StepMessage, Tenant};
 use chorus::startup::s3_client;
 use chorus::webhooks::WebhookSecret;
 use chorus_tests::aws::{Emulator, emulator};
@@ -38,6 +38,8 @@ struct Stack {
     http: reqwest::Client,
     key: SecretString,
     secret: WebhookSecret,
+    /// The secret the tenant is rotating away from: notifications are signed with both.
+    previous: WebhookSecret,
     emulator: Emulator,
     store: DynamoRunStore,
     hook: String,
@@ -58,15 +60,14 @@ async fn stack() -> Stack {
     let dynamodb = aws_sdk_dynamodb::Client::new(&emulator.config);
     let tenant = TenantId::parse(&format!("e2e{:016x}", fastrand::u64(..))).unwrap();
     let key = SecretString::from(format!("ck_{:032x}", fastrand::u128(..)));
-    let secret = WebhookSecret::generate();
-    DynamoTenantDirectory::new(dynamodb.clone(), &emulator.table)
-        .register(&Tenant { id: tenant, webhook_secret: secret.to_whsec() }, &key)
-        .await
-        .unwrap();
+    let (secret, previous) = (WebhookSecret::generate(), WebhookSecret::generate());
+    // Registered mid-rotation, through the sealed store the notifier opens.
+    let secrets = SigningSecrets::new(previous.to_whsec()).rotate(secret.to_whsec());
+    emulator.signing_secrets().register(&Tenant { id: tenant }, &secrets, &key).await.unwrap();
     let blobs = Arc::new(S3BlobStore::new(s3_client(&emulator.config), &emulator.bucket));
     let store = DynamoRunStore::new(dynamodb, &emulator.table, blobs, Duration::from_secs(3600));
     let (hook, deliveries) = start_receiver().await;
-    Stack { api, http, key, secret, emulator, store, hook, deliveries }
+    Stack { api, http, key, secret, previous, emulator, store, hook, deliveries }
 }
 
 impl Stack {
@@ -117,10 +118,14 @@ impl Stack {
         (run, self.store.get_steps(run_id).await.unwrap())
     }
 
-    /// The run's signed notification, checked.
+    /// The run's signed notification, checked: one signature per secret of the rotation,
+    /// each verifiable on its own.
     async fn notification(&mut self, run_id: &RunId) -> Value {
         let delivery = tokio::time::timeout(RUN_TIMEOUT, self.deliveries.recv()).await;
         let delivery = delivery.expect("a notification arrives").expect("the receiver runs");
+        let signatures = delivery.headers.get("webhook-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert_eq!(signatures.split(' ').count(), 2, "one signature per active secret: {signatures}");
+        delivery.verified(&self.previous);
         let body = delivery.verified(&self.secret);
         assert_eq!(body["data"]["id"], run_id.as_str());
         body

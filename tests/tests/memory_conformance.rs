@@ -15,7 +15,7 @@ use chorus::domain::TenantId;
 use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, StepMessage, Tenant};
 use chorus_tests::queue_contract::QueueUnderTest;
 use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
-use chorus_tests::tenant_directory_contract::KnownTenant;
+use chorus_tests::tenant_directory_contract::{KnownTenant, rotating_secrets};
 use secrecy::SecretString;
 use tokio::sync::{Mutex, mpsc};
 
@@ -65,10 +65,11 @@ impl QueueUnderTest for MemoryQueueUnderTest {
 }
 
 async fn make_memory_tenant_directory() -> KnownTenant {
-    let tenant = Tenant { id: TenantId::parse("acme").unwrap(), webhook_secret: SecretString::from("whsec_c2VjcmV0") };
+    let tenant = Tenant { id: TenantId::parse("acme").unwrap() };
     let api_key = SecretString::from("chorus_test_key");
-    let directory = Arc::new(MemoryTenantDirectory::new().with_key(tenant.clone(), &api_key));
-    KnownTenant { directory, tenant, api_key }
+    let secrets = rotating_secrets();
+    let directory = Arc::new(MemoryTenantDirectory::new().with_key(tenant.clone(), secrets.clone(), &api_key));
+    KnownTenant { directory: directory.clone(), secrets_store: directory, tenant, secrets, api_key }
 }
 
 async fn make_memory_rate_limiter() -> LimiterUnderTest {

@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
+use chorus::adapters::sealing::LOCAL_STAND_IN_KEY;
 use thiserror::Error;
 
 use crate::template::{self, LocalResources, QueueSpec, TableSpec, Template, local_name};
@@ -418,8 +419,11 @@ fn record_bucket(template: &Template, name: &str, resources: &mut LocalResources
 }
 
 /// `AWS::Region` and friends, plus the functions themselves (`!Ref WorkerFunction` is the
-/// function's name, which locally is its binary). The account comes from a queue ARN, so it is
-/// whatever the endpoint uses (`123456789012` for moto, `000000000000` for LocalStack).
+/// function's name, which locally is its binary), and the KMS keys. The account comes from a
+/// queue ARN, so it is whatever the endpoint uses (`123456789012` for moto, `000000000000` for
+/// LocalStack). The emulators run no KMS here: a key is the public stand-in
+/// ([`LOCAL_STAND_IN_KEY`]), which the functions take, as `!Ref`/`!GetAtt Key.Arn`, for
+/// `local:<key>` rather than a KMS key's id (see `chorus::adapters::sealing`).
 fn add_pseudo_parameters(template: &Template, prefix: &str, region: &str, resources: &mut LocalResources) {
     let account = template
         .queues
@@ -436,6 +440,10 @@ fn add_pseudo_parameters(template: &Template, prefix: &str, region: &str, resour
     // No API Gateway locally: `chorus local up` replaces CHORUS_PUBLIC_URL, the one variable
     // built from it, with the webhook function's `cargo lambda watch` URL.
     resources.insert_ref("HttpApi", "local");
+    for key in &template.kms_keys {
+        resources.insert_ref(key, LOCAL_STAND_IN_KEY);
+        resources.insert_attribute(key, "Arn", LOCAL_STAND_IN_KEY);
+    }
     for function in &template.functions {
         resources.insert_ref(&function.logical_id, &function.binary);
         resources.insert_attribute(

@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use chorus::adapters::sealing::LOCAL_STAND_IN_KEY;
 use chorus::error::error_chain;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -34,6 +35,8 @@ const EMULATOR_ENV_MARKER: &str = "CHORUS_LOCAL_EMULATOR_ENV";
 const COMPILE_ALLOWANCE: Duration = Duration::from_secs(15 * 60);
 /// How often `up` says what it is still waiting for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+/// The functions' setting naming the key that seals tenants' signing secrets.
+const TENANT_SECRETS_KEY_VARIABLE: &str = "CHORUS_TENANT_SECRETS_KEY";
 /// Where tools.sh installs cargo-lambda (next to SAM, which needs it), relative to the repo.
 const TOOLS_BIN: &str = ".tools/sam/bin";
 
@@ -108,7 +111,9 @@ pub(crate) async fn up(repo: &Path, args: &UpArgs) -> Result<ExitCode, LocalErro
     state.save(repo)?;
 
     let table = local_name(&args.bridge.prefix, &template.table.logical_id);
-    let seeded = seed::seed_api_key(&config, &table).await?;
+    // The key the template gives the notifier (the stand-in, locally): what it opens with.
+    let secrets_key = state.function_env.get(TENANT_SECRETS_KEY_VARIABLE).map_or(LOCAL_STAND_IN_KEY, String::as_str);
+    let seeded = seed::seed_api_key(&config, &table, secrets_key).await?;
     print_banner(repo, &state, &lambda, &bridge, &lambda_url, &api_url, &seeded);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,14 @@
 //! of its own (registered in the table, with a fresh API key and webhook signing secret, as
 //! the end-to-end tests do), and the steps queue for duplicate messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chorus::adapters::DynamoTenantDirectory;
+use chorus::adapters::DynamoSigningSecrets;
+use chorus::adapters::sealing::{LOCAL_STAND_IN_KEY, Sealer, SealingKey};
 use chorus::domain::{RunEvent, RunId, RunStatus, TenantId};
 use chorus::error::error_chain;
-use chorus::ports::{StepMessage, Tenant};
+use chorus::ports::{SigningSecrets, StepMessage, Tenant};
 use chorus::webhooks::WebhookSecret;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -86,8 +88,14 @@ impl Stack {
             .map_err(|err| SoakError::Settings(format!("tenant id: {err}")))?;
         let key = SecretString::from(format!("ck_{:032x}", fastrand::u128(..)));
         let secret = WebhookSecret::generate();
-        DynamoTenantDirectory::new(aws_sdk_dynamodb::Client::new(&config), table)
-            .register(&Tenant { id: tenant.clone(), webhook_secret: secret.to_whsec() }, &key)
+        // Sealed as the notifier opens it: the stand-in key `chorus local up` gives the functions,
+        // unless CHORUS_TENANT_SECRETS_KEY says otherwise.
+        let sealing_key = std::env::var("CHORUS_TENANT_SECRETS_KEY").unwrap_or_else(|_| LOCAL_STAND_IN_KEY.to_owned());
+        let sealing_key = SealingKey::parse(&sealing_key)
+            .map_err(|err| SoakError::Settings(format!("CHORUS_TENANT_SECRETS_KEY {err}")))?;
+        let sealer = Arc::new(Sealer::new(sealing_key, &config));
+        DynamoSigningSecrets::new(aws_sdk_dynamodb::Client::new(&config), table, sealer)
+            .register(&Tenant { id: tenant.clone() }, &SigningSecrets::new(secret.to_whsec()), &key)
             .await
             .map_err(|err| {
                 SoakError::NoStack(format!("registering the soak's tenant in {table}: {}", error_chain(&err)))

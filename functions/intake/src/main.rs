@@ -20,7 +20,7 @@ mod tests {
     use chorus::adapters::MemoryTenantDirectory;
     use chorus::domain::TenantId;
     use chorus::http::{AppState, app};
-    use chorus::ports::Tenant;
+    use chorus::ports::{SigningSecrets, Tenant};
     use chorus::testing::TestKit;
     use http_body_util::BodyExt;
     use secrecy::SecretString;
@@ -49,8 +49,9 @@ mod tests {
     async fn an_api_gateway_event_submits_a_run() {
         let mut kit = TestKit::new();
         let engine = Arc::new(kit.engine());
-        let tenant = Tenant { id: TenantId::parse("acme").unwrap(), webhook_secret: SecretString::from("whsec_eA==") };
-        let tenants = Arc::new(MemoryTenantDirectory::new().with_key(tenant, &SecretString::from("key-1")));
+        let tenant = Tenant { id: TenantId::parse("acme").unwrap() };
+        let secrets = SigningSecrets::new(SecretString::from("whsec_eA=="));
+        let tenants = Arc::new(MemoryTenantDirectory::new().with_key(tenant, secrets, &SecretString::from("key-1")));
         let workflow =
             r#"{"workflow": {"steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": "hi"}]}}"#;
 

@@ -19,10 +19,12 @@ pub struct RunId(String);
 impl RunId {
     const PREFIX: &'static str = "run_";
 
-    /// A fresh id for a run created at `at`.
+    /// A fresh id for a run created at `at`. Its 80 random bits come from the OS-seeded
+    /// CSPRNG (rand's thread RNG): ids appear in URLs and blob keys, so knowing one run's id
+    /// must not help guess another's.
     pub fn generate(at: jiff::Timestamp) -> Self {
         let millis = u64::try_from(at.as_millisecond()).unwrap_or_default();
-        let ulid = ulid::Ulid::from_parts(millis, fastrand::u128(..));
+        let ulid = ulid::Ulid::from_parts(millis, rand::random::<u128>());
         Self(format!("{}{}", Self::PREFIX, ulid.to_string().to_ascii_lowercase()))
     }
 

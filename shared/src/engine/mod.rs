@@ -86,7 +86,8 @@ impl Engine {
             templates: Arc::new(Templates::default()),
             limits: parts.limits,
             quota: parts.quota,
-            worker_id: format!("worker-{:016x}", fastrand::u64(..)),
+            // From the OS-seeded CSPRNG: a lease names its holder, so the id must not be guessable.
+            worker_id: format!("worker-{:016x}", rand::random::<u64>()),
         }
     }
 

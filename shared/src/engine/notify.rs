@@ -1,5 +1,6 @@
-//! Delivering a finished run to the client's notification URL, signed per Standard Webhooks,
-//! retried on a bounded schedule through the notifications queue (so no one sleeps).
+//! Delivering a finished run to the client's notification URL, signed per Standard Webhooks
+//! (once with each of the tenant's active secrets while it rotates them), retried on a bounded
+//! schedule through the notifications queue (so no one sleeps).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,10 @@ use super::EngineError;
 use super::views::RunView;
 use crate::domain::{EventKind, RunEvent};
 use crate::ports::{
-    Clock, DeliveryError, NotificationMessage, OutgoingWebhook, PortError, Queue, RunStore, TenantDirectory,
-    WebhookSender,
+    Clock, DeliveryError, NotificationMessage, OutgoingWebhook, PortError, Queue, RunStore, SigningSecretStore,
+    SigningSecrets, WebhookSender,
 };
-use crate::webhooks::{WebhookSecret, signed_headers};
+use crate::webhooks::{InvalidSecret, WebhookSecret, signed_headers_with_each};
 
 /// Delays before each retry of a failed delivery; its length bounds the retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,8 @@ struct Envelope<'a> {
 /// Delivers run results; one per process, like the engine.
 pub struct Notifier {
     pub store: Arc<dyn RunStore>,
-    pub tenants: Arc<dyn TenantDirectory>,
+    /// The tenants' signing secrets: the only part of the system that reads them.
+    pub secrets: Arc<dyn SigningSecretStore>,
     pub sender: Arc<dyn WebhookSender>,
     pub queue: Arc<dyn Queue<NotificationMessage>>,
     pub clock: Arc<dyn Clock>,
@@ -55,7 +57,7 @@ impl Notifier {
             return Ok(());
         };
         let Some(target) = run.notify.clone() else { return Ok(()) };
-        let Some(tenant) = self.tenants.tenant(&run.tenant).await? else {
+        let Some(secrets) = self.secrets.signing_secrets(&run.tenant).await? else {
             tracing::warn!(%run_id, tenant = %run.tenant, "notification for an unknown tenant; dropping it");
             return Ok(());
         };
@@ -66,10 +68,10 @@ impl Notifier {
         let view = RunView::new(run, steps);
         let body = serde_json::to_vec(&Envelope { r#type: "run.finished", timestamp: now, data: &view })
             .map_err(|err| PortError::Corrupt { what: "stored run", detail: err.to_string() })?;
-        let outcome = match WebhookSecret::parse(tenant.webhook_secret.expose_secret()) {
-            Ok(secret) => {
+        let outcome = match parse_each(&secrets) {
+            Ok(secrets) => {
                 // The id is stable across retries so receivers can de-duplicate.
-                let headers = signed_headers(&secret, &format!("msg_{run_id}"), now.as_second(), &body);
+                let headers = signed_headers_with_each(&secrets, &format!("msg_{run_id}"), now.as_second(), &body);
                 self.sender.send(&OutgoingWebhook { url: target.url, headers, body }).await
             }
             Err(err) => Err(DeliveryError::Refused(format!("the tenant's signing secret is unusable: {err}"))),
@@ -97,4 +99,10 @@ impl Notifier {
         self.store.append_events(run_id, vec![RunEvent::run(now, event)]).await?;
         Ok(())
     }
+}
+
+/// The tenant's secrets ready to sign with, newest first; any malformed one makes the
+/// delivery impossible (a signature the receiver cannot check is no better than none).
+fn parse_each(secrets: &SigningSecrets) -> Result<Vec<WebhookSecret>, InvalidSecret> {
+    secrets.iter().map(|secret| WebhookSecret::parse(secret.expose_secret())).collect()
 }

@@ -17,7 +17,7 @@ use super::*;
 use crate::adapters::memory::MemoryTenantDirectory;
 use crate::domain::TenantId;
 use crate::engine::EngineParts;
-use crate::ports::{NotificationMessage, StepMessage, Tenant};
+use crate::ports::{NotificationMessage, SigningSecrets, StepMessage, Tenant};
 use crate::providers::{LocalProvider, Provider};
 use crate::routing::{PriceTable, ProviderRouter, RetryPolicy, Route};
 use crate::testing::TestKit;
@@ -67,11 +67,15 @@ impl Reply {
     }
 }
 
+/// A tenant's signing secret: registered, and never to appear in any response.
+const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 fn tenant(name: &str) -> Tenant {
-    Tenant {
-        id: TenantId::parse(name).unwrap(),
-        webhook_secret: SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-    }
+    Tenant { id: TenantId::parse(name).unwrap() }
+}
+
+fn secrets() -> SigningSecrets {
+    SigningSecrets::new(SecretString::from(SIGNING_SECRET))
 }
 
 fn api() -> Api {
@@ -94,8 +98,8 @@ fn api_with(quota: impl FnOnce(Arc<crate::testing::ManualClock>) -> Option<crate
         ..kit.engine_parts()
     }));
     let tenants = MemoryTenantDirectory::new()
-        .with_key(tenant("acme"), &SecretString::from(KEY_A))
-        .with_key(tenant("globex"), &SecretString::from(KEY_B));
+        .with_key(tenant("acme"), secrets(), &SecretString::from(KEY_A))
+        .with_key(tenant("globex"), secrets(), &SecretString::from(KEY_B));
     let app = app(AppState { engine: engine.clone(), tenants: Arc::new(tenants) });
     Api { app, engine, steps: kit.backends.step_messages, _notifications: kit.backends.notification_messages }
 }
@@ -277,6 +281,30 @@ async fn a_submitted_run_is_accepted_then_runs_to_success() {
     assert_eq!(kinds.first(), Some(&"run_submitted"));
     assert_eq!(kinds.last(), Some(&"run_finished"));
     assert!(kinds.contains(&"provider_called"));
+}
+
+/// No read API returns a tenant's signing secret: not a run, a list, the history, the
+/// models, the OpenAPI document nor a refusal. (The API never holds one: a [`Tenant`] has
+/// none, and the secrets' store is the notifier's.)
+#[tokio::test]
+async fn no_response_carries_the_tenants_signing_secret() {
+    let mut api = api();
+    let id = api.start(KEY_A, &echo_workflow()).await;
+    api.drive().await;
+    let unsigned = SIGNING_SECRET.trim_start_matches("whsec_");
+    let mut replies = Vec::new();
+    for uri in
+        [format!("/v1/runs/{id}"), format!("/v1/runs/{id}/events"), "/v1/runs".to_owned(), "/v1/models".to_owned()]
+    {
+        replies.push(api.get(&uri, KEY_A).await);
+    }
+    replies.push(api.send(request(Method::GET, "/openapi.json", None).body(Body::empty()).unwrap()).await);
+    replies.push(api.get(&format!("/v1/runs/{id}"), "not-a-key").await);
+    for reply in replies {
+        let headers: Vec<String> = reply.headers.values().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
+        let text = format!("{} {}", reply.body, headers.join(" "));
+        assert!(!text.contains(unsigned), "a response carries the signing secret: {text}");
+    }
 }
 
 #[tokio::test]

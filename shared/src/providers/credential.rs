@@ -1,8 +1,10 @@
 //! A provider's credential (API key, token, webhook secret): the value itself, or a reference
 //! to a [`SecretStore`] read the first time a call needs it and kept for the life of the
-//! process. A process that never calls a provider (the intake function) never reads its
-//! secrets; the others read them all at start-up, so a wrong reference fails the cold start
-//! rather than the first step.
+//! process, or withheld: the process offers the provider (validates its models, knows it
+//! takes async jobs) but is not given the credential, because it never uses it (the intake
+//! function and every credential; the webhook function and Replicate's API token). Processes
+//! that call providers read their stored credentials at start-up, so a wrong reference fails
+//! the cold start rather than the first step.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +26,10 @@ struct Inner {
 
 enum Source {
     Value,
+    /// Not given to this process; `variable` is the setting that said so.
+    Withheld {
+        variable: &'static str,
+    },
     Stored {
         /// The setting that referenced it, for error messages.
         variable: &'static str,
@@ -33,19 +39,34 @@ enum Source {
     },
 }
 
-/// A stored credential could not be read; names the setting, never a value.
+/// A credential is not available; names the setting, never a value.
 #[derive(Debug, Error)]
-#[error("{variable}: the secret could not be read from the secret store")]
-pub struct CredentialError {
-    pub variable: &'static str,
-    #[source]
-    pub source: PortError,
+pub enum CredentialError {
+    #[error("{variable}: the secret could not be read from the secret store")]
+    Unreadable {
+        variable: &'static str,
+        #[source]
+        source: PortError,
+    },
+    #[error("{variable}: this process is not given the credential (`withheld`): it must not call the provider")]
+    Withheld { variable: &'static str },
 }
 
 impl Credential {
     /// A credential whose value is known.
     pub fn value(secret: SecretString) -> Self {
         Self(Arc::new(Inner { source: Source::Value, value: OnceCell::new_with(Some(secret)) }))
+    }
+
+    /// A credential this process does not get: using it is an error. `variable` is the
+    /// setting that withholds it.
+    pub fn withheld(variable: &'static str) -> Self {
+        Self(Arc::new(Inner { source: Source::Withheld { variable }, value: OnceCell::new() }))
+    }
+
+    /// Whether this process was not given the credential.
+    pub fn is_withheld(&self) -> bool {
+        matches!(self.0.source, Source::Withheld { .. })
     }
 
     /// A credential read from `store` under `parameter` on first use; `variable` is the
@@ -62,12 +83,13 @@ impl Credential {
             .get_or_try_init(|| async {
                 match &self.0.source {
                     // Unreachable in practice: a known value is set at construction.
-                    Source::Value => Err(CredentialError {
+                    Source::Value => Err(CredentialError::Unreadable {
                         variable: "credential",
                         source: PortError::Corrupt { what: "credential", detail: "no value".to_owned() },
                     }),
+                    Source::Withheld { variable } => Err(CredentialError::Withheld { variable }),
                     Source::Stored { variable, parameter, store } => {
-                        store.read(parameter).await.map_err(|source| CredentialError { variable, source })
+                        store.read(parameter).await.map_err(|source| CredentialError::Unreadable { variable, source })
                     }
                 }
             })
@@ -92,6 +114,7 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match &self.0.source {
             Source::Value => "value",
+            Source::Withheld { .. } => "withheld",
             Source::Stored { .. } => "secret store",
         };
         f.debug_struct("Credential").field("source", &source).finish_non_exhaustive()
@@ -132,5 +155,14 @@ mod tests {
         assert_eq!(credential.get().await.unwrap().expose_secret(), "/k-value");
         assert_eq!(store.0.load(Ordering::SeqCst), 2, "read once after the failure, for every clone");
         assert!(!format!("{credential:?}").contains("/k"));
+    }
+
+    #[tokio::test]
+    async fn a_withheld_credential_is_never_available() {
+        let credential = Credential::withheld("OPENAI_API_KEY");
+        assert!(credential.is_withheld());
+        let err = credential.get().await.unwrap_err();
+        assert!(matches!(err, CredentialError::Withheld { variable: "OPENAI_API_KEY" }), "{err}");
+        assert!(!crate::providers::ProviderError::from(err).is_retryable(), "no retry can bring it");
     }
 }

@@ -169,9 +169,13 @@ impl From<ProviderError> for StepError {
 }
 
 impl From<CredentialError> for ProviderError {
-    /// A secret store that cannot be read now may answer later: worth retrying.
+    /// A secret store that cannot be read now may answer later: worth retrying. A withheld
+    /// credential never arrives: as if the provider refused our credentials.
     fn from(error: CredentialError) -> Self {
-        ProviderError::Transient(error.to_string())
+        match error {
+            CredentialError::Unreadable { .. } => ProviderError::Transient(error.to_string()),
+            CredentialError::Withheld { .. } => ProviderError::Auth(error.to_string()),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The AWS composition: each Lambda function's services, built once per cold start from its
-//! [`Settings`], over DynamoDB, SQS, S3 and SSM.
+//! [`Settings`], over DynamoDB, SQS, S3, SSM and (the notifier's tenants' secrets) KMS.
 
 use crate::engine::TenantQuota;
 use std::sync::Arc;
@@ -9,8 +9,10 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use super::providers::{CredentialLoading, router_from_env};
 use super::{ConfigError, Settings};
 use crate::adapters::chaos::{self, AwsChaos};
+use crate::adapters::sealing::{Sealer, SealingKey};
 use crate::adapters::{
-    DynamoRateLimiter, DynamoRunStore, DynamoTenantDirectory, S3BlobStore, SqsQueue, SsmSecretStore,
+    DynamoRateLimiter, DynamoRunStore, DynamoSigningSecrets, DynamoTenantDirectory, S3BlobStore, SqsQueue,
+    SsmSecretStore,
 };
 use crate::domain::Limits;
 use crate::engine::{DeliverySchedule, Engine, EngineParts, Notifier};
@@ -63,18 +65,29 @@ pub async fn for_webhook() -> Result<Arc<Engine>, ConfigError> {
 }
 
 /// The notifier function: deliveries, dead letters and the sweep (which polls provider jobs).
+/// The only function that opens tenants' signing secrets, with the key
+/// `CHORUS_TENANT_SECRETS_KEY` names.
 pub async fn for_notifier() -> Result<NotifierServices, ConfigError> {
     let aws = Aws::from_env().await?;
     let engine = aws.engine(CredentialLoading::AtStart).await?;
+    let sealer = Arc::new(Sealer::new(tenant_secrets_key(&|name| std::env::var(name).ok())?, &aws.config));
     let notifier = Arc::new(Notifier {
         store: aws.store.clone(),
-        tenants: Arc::new(DynamoTenantDirectory::new(aws.dynamodb.clone(), &aws.settings.table)),
+        secrets: Arc::new(DynamoSigningSecrets::new(aws.dynamodb.clone(), &aws.settings.table, sealer)),
         sender: Arc::new(HttpWebhookSender::new(aws.settings.destinations)?),
         queue: Arc::new(SqsQueue::new(aws.sqs.clone(), &aws.settings.notifications_queue_url)),
         clock: aws.clock.clone(),
         schedule: DeliverySchedule::default(),
     });
     Ok(NotifierServices { engine, notifier, steps_dlq_arn: aws.settings.steps_dlq_arn })
+}
+
+/// `CHORUS_TENANT_SECRETS_KEY`: the KMS key that seals tenants' webhook signing secrets
+/// (the template's `TenantSecretsKey`), or `local:<base64>` on the local emulators.
+pub fn tenant_secrets_key(lookup: &dyn Fn(&str) -> Option<String>) -> Result<SealingKey, ConfigError> {
+    let name = "CHORUS_TENANT_SECRETS_KEY";
+    let setting = lookup(name).ok_or(ConfigError::Missing(name))?;
+    SealingKey::parse(&setting).map_err(|err| ConfigError::Invalid { name, detail: err.to_string() })
 }
 
 /// The clients every function shares.

@@ -9,7 +9,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::adapters::{MemoryBlobStore, MemoryQueue, MemoryRunStore};
 use crate::domain::Limits;
 use crate::engine::{DeliverySchedule, EngineParts, Notifier};
-use crate::ports::{Clock, NotificationMessage, StepMessage, TenantDirectory, WebhookSender};
+use crate::ports::{Clock, NotificationMessage, SigningSecretStore, StepMessage, WebhookSender};
 use crate::routing::ProviderRouter;
 use crate::webhooks::DestinationPolicy;
 
@@ -68,16 +68,16 @@ impl Embedded {
         }
     }
 
-    /// The notifier over these backends, sending through `sender`.
+    /// The notifier over these backends, signing with `secrets` and sending through `sender`.
     pub fn notifier(
         &self,
-        tenants: Arc<dyn TenantDirectory>,
+        secrets: Arc<dyn SigningSecretStore>,
         sender: Arc<dyn WebhookSender>,
         clock: Arc<dyn Clock>,
     ) -> Notifier {
         Notifier {
             store: self.store.clone(),
-            tenants,
+            secrets,
             sender,
             queue: Arc::new(self.notifications.clone()),
             clock,

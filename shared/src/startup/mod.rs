@@ -15,9 +15,10 @@ use thiserror::Error;
 #[cfg(feature = "aws")]
 pub use self::aws::{
     IntakeServices, NotifierServices, for_intake, for_notifier, for_webhook, for_worker, s3_client, sdk_config,
+    tenant_secrets_key,
 };
 pub use self::embedded::{Embedded, EmbeddedOptions};
-pub use self::providers::{CatalogError, CredentialLoading, ProviderConfig, default_router, router_from_env};
+pub use self::providers::{CatalogError, CredentialLoading, ProviderConfig, WITHHELD, default_router, router_from_env};
 pub use self::settings::{DEFAULT_INVOCATION_BUDGET, Settings};
 use crate::webhooks::ClientBuildError;
 

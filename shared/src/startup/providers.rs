@@ -5,8 +5,10 @@
 //! A credential is the value itself, or a reference read once through the [`SecretStore`]
 //! (AWS Systems Manager): `ssm:/chorus/openai-key` (a SecureString parameter) or
 //! `secretsmanager:chorus/openai-key` (a Secrets Manager secret, through SSM's
-//! `/aws/reference/secretsmanager/` bridge). When it is read is the caller's choice
-//! ([`CredentialLoading`]). Values never reach logs or errors.
+//! `/aws/reference/secretsmanager/` bridge), or `withheld`: the provider is on, but this
+//! process is not given its credential because it never uses it (the template gives the
+//! intake function every provider so, to validate models against). When a stored one is read
+//! is the caller's choice ([`CredentialLoading`]). Values never reach logs or errors.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +34,9 @@ use crate::webhooks::WebhookSecret;
 
 /// The built-in `providers.toml`.
 const BUILT_IN: &str = include_str!("../../providers.toml");
+/// A credential setting's value for "the provider is on, but this process does not get the
+/// credential".
+pub const WITHHELD: &str = "withheld";
 
 /// Reads one environment variable (a map in tests).
 pub type Lookup<'a> = &'a (dyn Fn(&str) -> Option<String> + Send + Sync);
@@ -208,6 +213,9 @@ impl Env<'_> {
         check: Option<ValueCheck>,
     ) -> Result<Option<Credential>, CatalogError> {
         let Some(value) = self.get(name) else { return Ok(None) };
+        if value == WITHHELD {
+            return Ok(Some(Credential::withheld(name)));
+        }
         let parameter = if let Some(path) = value.strip_prefix("ssm:") {
             path.to_owned()
         } else if let Some(id) = value.strip_prefix("secretsmanager:") {
@@ -279,6 +287,22 @@ mod tests {
         assert!(err.to_string().starts_with("CHORUS_PROVIDERS_FILE:"), "{err}");
         let err = ProviderConfig::load(&lookup(&[("CHORUS_PROVIDERS_FILE", "/nope.toml")])).unwrap_err();
         assert!(err.to_string().contains("cannot read `/nope.toml`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn given_withheld_credentials_when_built_then_the_providers_are_offered_and_nothing_is_read() {
+        let limiter = Arc::new(crate::adapters::MemoryRateLimiter::new(Arc::new(crate::ports::SystemClock)));
+        let env = lookup(&[
+            ("OPENAI_API_KEY", "withheld"),
+            ("REPLICATE_API_TOKEN", "withheld"),
+            // Checked as `whsec_…` when given; withheld, there is nothing to check.
+            ("REPLICATE_WEBHOOK_SECRET", "withheld"),
+        ]);
+        let router = router_from_env(&env, limiter, None, CredentialLoading::AtStart).await.unwrap();
+        let mut providers: Vec<String> = router.models().into_iter().map(|m| m.provider).collect();
+        providers.dedup();
+        assert!(providers.contains(&"openai".to_owned()) && providers.contains(&"replicate".to_owned()));
+        assert!(router.provider("replicate").and_then(|p| p.jobs()).is_some(), "async jobs stay on");
     }
 
     #[tokio::test]

@@ -9,4 +9,7 @@ pub mod signing;
 
 pub use destination::DestinationPolicy;
 pub use sender::{ClientBuildError, HttpWebhookSender};
-pub use signing::{InvalidSecret, VerifyError, WebhookHeaders, WebhookSecret, sign, signed_headers, verify};
+pub use signing::{
+    InvalidSecret, VerifyError, WebhookHeaders, WebhookSecret, sign, sign_with_each, signed_headers,
+    signed_headers_with_each, verify,
+};

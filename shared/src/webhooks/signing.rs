@@ -113,12 +113,30 @@ pub fn sign(secret: &WebhookSecret, msg_id: &str, timestamp_secs: i64, body: &[u
     format!("{SIGNATURE_VERSION},{}", STANDARD.encode(tag))
 }
 
+/// Signs a message with each secret, in order: the `webhook-signature` value during a key
+/// rotation, one space-separated `v1,<base64>` per secret, so a receiver that knows either
+/// the new or the old secret accepts the message.
+pub fn sign_with_each(secrets: &[WebhookSecret], msg_id: &str, timestamp_secs: i64, body: &[u8]) -> String {
+    let signatures: Vec<String> = secrets.iter().map(|secret| sign(secret, msg_id, timestamp_secs, body)).collect();
+    signatures.join(" ")
+}
+
 /// The headers of a signed webhook POST: id, timestamp, signature and JSON content type.
 pub fn signed_headers(secret: &WebhookSecret, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> Vec<(String, String)> {
+    signed_headers_with_each(std::slice::from_ref(secret), msg_id, timestamp_secs, body)
+}
+
+/// [`signed_headers`] with one signature per secret (see [`sign_with_each`]).
+pub fn signed_headers_with_each(
+    secrets: &[WebhookSecret],
+    msg_id: &str,
+    timestamp_secs: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
     vec![
         (HEADER_ID.to_owned(), msg_id.to_owned()),
         (HEADER_TIMESTAMP.to_owned(), timestamp_secs.to_string()),
-        (HEADER_SIGNATURE.to_owned(), sign(secret, msg_id, timestamp_secs, body)),
+        (HEADER_SIGNATURE.to_owned(), sign_with_each(secrets, msg_id, timestamp_secs, body)),
         ("content-type".to_owned(), "application/json".to_owned()),
     ]
 }
@@ -262,6 +280,29 @@ mod tests {
         let headers =
             WebhookHeaders { id: get(HEADER_ID), timestamp: get(HEADER_TIMESTAMP), signature: get(HEADER_SIGNATURE) };
         assert_eq!(verify(&secret, &headers, b"{}", at(TIMESTAMP), DEFAULT_TOLERANCE), Ok(()));
+    }
+
+    #[test]
+    fn two_secrets_give_two_signatures_each_verifiable_with_its_own_secret() {
+        let (new, old) = (WebhookSecret::generate(), secret());
+        let pairs = signed_headers_with_each(&[new.clone(), old.clone()], MSG_ID, TIMESTAMP, PAYLOAD);
+        let header = pairs.iter().find(|(name, _)| name == HEADER_SIGNATURE).map(|(_, v)| v.as_str()).unwrap();
+        let signatures: Vec<&str> = header.split(' ').collect();
+        assert_eq!(signatures.len(), 2, "{header}");
+        assert_eq!(signatures[1], EXPECTED, "newest first, then the previous secret's");
+        for (secret, signature) in [(&new, signatures[0]), (&old, signatures[1])] {
+            assert_eq!(check(secret, signature, PAYLOAD, TIMESTAMP), Ok(()));
+            assert_eq!(check(secret, header, PAYLOAD, TIMESTAMP), Ok(()), "the whole header verifies too");
+        }
+        assert_eq!(check(&new, signatures[1], PAYLOAD, TIMESTAMP), Err(VerifyError::NoMatchingSignature));
+        assert_eq!(check(&old, signatures[0], PAYLOAD, TIMESTAMP), Err(VerifyError::NoMatchingSignature));
+        let stranger = WebhookSecret::generate();
+        assert_eq!(check(&stranger, header, PAYLOAD, TIMESTAMP), Err(VerifyError::NoMatchingSignature));
+    }
+
+    #[test]
+    fn one_secret_gives_one_signature() {
+        assert_eq!(sign_with_each(&[secret()], MSG_ID, TIMESTAMP, PAYLOAD), EXPECTED);
     }
 
     #[test]

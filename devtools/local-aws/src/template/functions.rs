@@ -169,7 +169,62 @@ mod tests {
         assert_eq!(env["CHORUS_NOTIFY_URLS"], "local");
         // Provider credentials default to empty (off); `up` fills them from the shell.
         assert_eq!(env["OPENAI_API_KEY"], "");
+        assert_eq!(env["REPLICATE_WEBHOOK_SECRET"], "");
         assert_eq!(env["BEDROCK_ENABLED"], "false");
+        // No KMS on the emulators: the notifier opens tenants' secrets with the stand-in key.
+        assert_eq!(env["CHORUS_TENANT_SECRETS_KEY"], chorus::adapters::sealing::LOCAL_STAND_IN_KEY);
+    }
+
+    /// With credentials given (as defaults here), each function gets those it uses, `withheld`
+    /// for a provider it offers without calling, and nothing else; intake gets no credential.
+    #[test]
+    fn each_function_gets_only_the_credentials_it_uses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let mut text = std::fs::read_to_string(path).unwrap();
+        for (parameter, value) in
+            [("OpenAiApiKey", "sk-test"), ("ReplicateApiToken", "r8-test"), ("ReplicateWebhookSecret", "whsec-test")]
+        {
+            let empty = format!("  {parameter}:\n    Type: String\n    Default: \"\"");
+            assert!(text.contains(&empty), "{parameter} defaults to empty");
+            text = text.replace(&empty, &format!("  {parameter}:\n    Type: String\n    Default: {value}"));
+        }
+        let template = Template::parse(&text).unwrap();
+        let resources = fake_resources(&template);
+        let env = |binary: &str| {
+            let function = template.functions.iter().find(|f| f.binary == binary).unwrap();
+            template.function_environment(function, &resources).unwrap()
+        };
+        let (intake, worker, webhook, notifier) = (env("intake"), env("worker"), env("webhook"), env("notifier"));
+        let get = |env: &BTreeMap<String, String>, name: &str| env.get(name).cloned();
+        let withheld = Some("withheld".to_owned());
+
+        assert_eq!(
+            (get(&intake, "OPENAI_API_KEY"), get(&intake, "REPLICATE_API_TOKEN")),
+            (withheld.clone(), withheld.clone())
+        );
+        assert_eq!(get(&intake, "ANTHROPIC_API_KEY").as_deref(), Some(""), "a provider that is off stays off");
+        assert_eq!(get(&worker, "OPENAI_API_KEY").as_deref(), Some("sk-test"));
+        assert_eq!(get(&worker, "REPLICATE_API_TOKEN").as_deref(), Some("r8-test"));
+        assert_eq!(get(&worker, "REPLICATE_WEBHOOK_SECRET"), withheld);
+        assert_eq!(get(&webhook, "REPLICATE_WEBHOOK_SECRET").as_deref(), Some("whsec-test"));
+        assert_eq!(get(&webhook, "REPLICATE_API_TOKEN"), withheld);
+        assert_eq!(get(&notifier, "REPLICATE_API_TOKEN").as_deref(), Some("r8-test"));
+        assert_eq!(get(&notifier, "REPLICATE_WEBHOOK_SECRET"), withheld);
+        for (name, env) in [("intake", &intake), ("worker", &worker), ("webhook", &webhook), ("notifier", &notifier)] {
+            let values: Vec<&String> = env.values().collect();
+            let expected: &[&str] = match name {
+                "worker" => &["sk-test", "r8-test"],
+                "webhook" => &["whsec-test"],
+                "notifier" => &["r8-test"],
+                _ => &[],
+            };
+            for secret in ["sk-test", "r8-test", "whsec-test"] {
+                let has = values.iter().any(|value| value.as_str() == secret);
+                assert_eq!(has, expected.contains(&secret), "{name} and {secret}");
+            }
+            let opens_secrets = env.contains_key("CHORUS_TENANT_SECRETS_KEY");
+            assert_eq!(opens_secrets, name == "notifier", "only the notifier opens tenants' secrets");
+        }
     }
 
     #[test]

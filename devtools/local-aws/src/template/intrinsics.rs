@@ -1,6 +1,7 @@
 //! CloudFormation values as the template writes them: YAML scalars and the intrinsic functions
-//! the local stack understands (`!Ref`, `!GetAtt`, one-argument `!Sub`, in short and long form),
-//! and what they resolve to against the resources created locally.
+//! the local stack understands (`!Ref`, `!GetAtt`, one-argument `!Sub`, `!If` on a condition
+//! of the template, in short and long form), and what they resolve to against the resources
+//! created locally.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,12 @@ pub enum Expr {
     },
     /// `!Sub "...${X}...${X.Attr}..."` (the one-argument form).
     Sub(String),
+    /// `!If [Condition, then, otherwise]`.
+    If {
+        condition: String,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
 }
 
 /// What the template's references mean locally: `!Ref X` and `!GetAtt X.Attr` for each
@@ -62,6 +69,10 @@ impl Template {
                 .map(str::to_owned)
                 .ok_or_else(|| format!("!GetAtt {resource}.{attribute} has no local value")),
             Expr::Sub(text) => self.substitute(text, resources),
+            Expr::If { condition, then, otherwise } => {
+                let branch = if self.condition(condition, resources)? { then } else { otherwise };
+                self.resolve(branch, resources)
+            }
         }
     }
 
@@ -137,6 +148,14 @@ impl Expr {
                 _ => Err("!GetAtt takes [resource, attribute]".to_owned()),
             },
             ("Sub", Value::String(text)) => Ok(Expr::Sub(text.clone())),
+            ("If", Value::Sequence(items)) => match items.as_slice() {
+                [Value::String(condition), then, otherwise] => Ok(Expr::If {
+                    condition: condition.clone(),
+                    then: Box::new(Self::parse(then)?),
+                    otherwise: Box::new(Self::parse(otherwise)?),
+                }),
+                _ => Err("!If takes [condition, value if true, value if false]".to_owned()),
+            },
             _ => Err(format!("!{name} in this form is not supported by the local stack")),
         }
     }
@@ -168,7 +187,8 @@ mod tests {
             e: {"Fn::GetAtt": [Queue, Arn]}
             f: !Sub "${Bucket.Arn}/x/${Table}/${!Literal}"
             g: 42
-            h: !If [c, a, b]
+            h: !If [HasAlarmTopic, !Ref AlarmTopicArn, none]
+            i: !Join ["", [a, b]]
         "#;
         let values: BTreeMap<String, Value> = serde_norway::from_str(yaml).unwrap();
         let parse = |key: &str| Expr::parse(&values[key]);
@@ -179,7 +199,7 @@ mod tests {
         assert_eq!(parse("d").unwrap(), get_att);
         assert_eq!(parse("e").unwrap(), get_att);
         assert_eq!(parse("g").unwrap(), Expr::Literal("42".to_owned()));
-        assert!(parse("h").unwrap_err().contains("!If"));
+        assert!(parse("i").unwrap_err().contains("!Join"));
 
         let template = real_template();
         let resources = fake_resources(&template);
@@ -187,6 +207,8 @@ mod tests {
             template.resolve(&parse("f").unwrap(), &resources).unwrap(),
             "arn:aws:s3:::chorus-bucket/x/chorus-table/${Literal}"
         );
+        // The real template's HasAlarmTopic is false with the parameter's empty default.
+        assert_eq!(template.resolve(&parse("h").unwrap(), &resources).unwrap(), "none");
         let unknown = Expr::Ref("Nope".to_owned());
         assert!(template.resolve(&unknown, &resources).unwrap_err().contains("Nope"));
     }

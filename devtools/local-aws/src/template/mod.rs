@@ -3,9 +3,14 @@
 //! what `sam deploy` creates. Only the parts that matter locally are typed; the rest (IAM,
 //! alarms, encryption) is ignored. This module reads the template's outline; `storage` the
 //! table, queues and bucket, `functions` the functions and their environment, `events` their
-//! SQS and schedule events, and `intrinsics` the CloudFormation values (`!Ref`, `!GetAtt`,
-//! `!Sub`) in between.
+//! SQS and schedule events, `intrinsics` the CloudFormation values (`!Ref`, `!GetAtt`,
+//! `!Sub`, `!If`) in between, and `conditions` the conditions `!If` asks about.
+//!
+//! KMS keys (`AWS::KMS::Key`) are only listed: the emulators run no KMS here, so locally a
+//! key stands for the public stand-in key ([`chorus::adapters::sealing::LOCAL_STAND_IN_KEY`]),
+//! which is what a function's `!GetAtt Key.Arn` resolves to (see `resources`).
 
+mod conditions;
 mod events;
 mod functions;
 mod intrinsics;
@@ -73,8 +78,12 @@ pub struct Template {
     pub queues: Vec<QueueSpec>,
     /// In logical-id order.
     pub functions: Vec<FunctionSpec>,
+    /// The `AWS::KMS::Key` resources' logical ids, in order.
+    pub kms_keys: Vec<String>,
     /// Parameter defaults, which is what `!Ref <Parameter>` means locally.
     parameters: BTreeMap<String, String>,
+    /// `Conditions`, as written (evaluated when an `!If` asks).
+    conditions: BTreeMap<String, Value>,
     /// `Globals.Function.Environment.Variables`.
     global_environment: BTreeMap<String, Expr>,
 }
@@ -128,6 +137,7 @@ impl Template {
         let mut bucket: Option<BucketSpec> = None;
         let mut queues = Vec::new();
         let mut functions = Vec::new();
+        let mut kms_keys = Vec::new();
         for (logical_id, resource) in raw.resources {
             match resource.kind.as_str() {
                 "AWS::DynamoDB::Table" => {
@@ -144,6 +154,7 @@ impl Template {
                     bucket = Some(BucketSpec { logical_id });
                 }
                 "AWS::SQS::Queue" => queues.push(parse_queue(logical_id, resource.properties)?),
+                "AWS::KMS::Key" => kms_keys.push(logical_id),
                 "AWS::Serverless::Function" => {
                     functions.push(parse_function(
                         logical_id,
@@ -181,7 +192,9 @@ impl Template {
             bucket: bucket.ok_or(TemplateError::Missing("AWS::S3::Bucket"))?,
             queues,
             functions,
+            kms_keys,
             parameters,
+            conditions: raw.conditions,
             global_environment,
         })
     }
@@ -214,6 +227,8 @@ fn shape(logical_id: &str) -> impl FnOnce(serde_norway::Error) -> TemplateError 
 struct RawTemplate {
     #[serde(default)]
     parameters: BTreeMap<String, RawParameter>,
+    #[serde(default)]
+    conditions: BTreeMap<String, Value>,
     #[serde(default)]
     globals: RawGlobals,
     resources: BTreeMap<String, RawResource>,
@@ -286,7 +301,21 @@ mod tests {
         resources.insert_ref("AWS::Region", "us-east-1");
         resources.insert_ref("AWS::URLSuffix", "amazonaws.com");
         resources.insert_ref("HttpApi", "local");
+        for key in &template.kms_keys {
+            resources.insert_attribute(key, "Arn", chorus::adapters::sealing::LOCAL_STAND_IN_KEY);
+        }
         resources
+    }
+
+    /// The notifier may decrypt only what was sealed for this purpose: the key policy's
+    /// condition and the code's encryption context must name the same one.
+    #[test]
+    fn the_notifiers_kms_condition_names_the_purpose_secrets_are_sealed_for() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let condition = format!("kms:EncryptionContext:purpose: {}", chorus::adapters::dynamodb::SEAL_PURPOSE);
+        assert!(text.contains(&condition), "the template's kms:Decrypt condition is not `{condition}`");
+        assert_eq!(real_template().kms_keys, ["TenantSecretsKey"]);
     }
 
     #[test]

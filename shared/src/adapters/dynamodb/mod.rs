@@ -9,6 +9,7 @@ mod budget;
 mod expression;
 mod items;
 mod rate_limiter;
+mod signing_secrets;
 mod tenant_directory;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use crate::domain::{
 use crate::ports::{BlobStore, CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
 
 pub use rate_limiter::DynamoRateLimiter;
+pub use signing_secrets::{DynamoSigningSecrets, SEAL_PURPOSE};
 pub use tenant_directory::DynamoTenantDirectory;
 
 /// JSON payloads up to this size stay in the item; bigger ones go to S3. Three
@@ -88,8 +90,9 @@ impl DynamoRunStore {
             None => self.tenant_of(run_id).await?,
         };
         // A fresh key per write: a payload is never overwritten in place, so a reader never
-        // sees a key whose object changed under it.
-        let key = format!("tenants/{tenant}/runs/{run_id}/{name}-{:016x}.json", fastrand::u64(..));
+        // sees a key whose object changed under it. Its suffix comes from the OS-seeded
+        // CSPRNG, so a key cannot be guessed from another.
+        let key = format!("tenants/{tenant}/runs/{run_id}/{name}-{:016x}.json", rand::random::<u64>());
         self.blobs.put(&key, Bytes::from(text)).await?;
         Ok(Payload::Blob(key))
     }

@@ -18,7 +18,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::*;
 use crate::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenantDirectory};
 use crate::domain::{ErrorKind, FinishReason, RunId, RunStatus, StepId, StepStatus, Task, TaskOutput, TenantId, Usage};
-use crate::ports::{DeliveryError, NotificationMessage, OutgoingWebhook, RunStore, StepMessage, Tenant, WebhookSender};
+use crate::ports::{
+    DeliveryError, NotificationMessage, OutgoingWebhook, RunStore, SigningSecrets, StepMessage, Tenant, WebhookSender,
+};
 use crate::providers::{Completion, ModelInfo, Provider, ProviderError, TaskRequest};
 use crate::routing::{ProviderRouter, RetryPolicy};
 use crate::testing::{ManualClock, TestKit};
@@ -488,15 +490,26 @@ impl WebhookSender for Receiver {
 async fn notified_run(
     answer: Result<u16, u16>,
 ) -> (Harness, Arc<Receiver>, Notifier, RunId, WebhookSecret, UnboundedReceiver<NotificationMessage>) {
+    notified_run_signing_also_with(answer, None).await
+}
+
+/// [`notified_run`], the tenant rotating from `previous` (when given) to the returned secret.
+async fn notified_run_signing_also_with(
+    answer: Result<u16, u16>,
+    previous: Option<&WebhookSecret>,
+) -> (Harness, Arc<Receiver>, Notifier, RunId, WebhookSecret, UnboundedReceiver<NotificationMessage>) {
     let mut h = harness();
     let secret = WebhookSecret::generate();
-    let tenants = MemoryTenantDirectory::new()
-        .with_key(Tenant { id: h.tenant.clone(), webhook_secret: secret.to_whsec() }, &"key".to_owned().into());
+    let tenants = MemoryTenantDirectory::new().with_key(
+        Tenant { id: h.tenant.clone() },
+        SigningSecrets::with_previous(secret.to_whsec(), previous.map(WebhookSecret::to_whsec)),
+        &"key".to_owned().into(),
+    );
     let receiver = Arc::new(Receiver { answer, received: Mutex::new(Vec::new()) });
     let (retry_queue, retries) = MemoryQueue::channel();
     let notifier = Notifier {
         store: h.store.clone(),
-        tenants: Arc::new(tenants),
+        secrets: Arc::new(tenants),
         sender: receiver.clone(),
         queue: Arc::new(retry_queue),
         clock: h.clock.clone(),
@@ -537,6 +550,27 @@ async fn a_finished_run_is_notified_once_with_a_valid_signature() {
     .unwrap();
     let events = h.store.list_events(&run_id).await.unwrap();
     assert!(format!("{events:?}").contains("NotificationDelivered"));
+}
+
+#[tokio::test]
+async fn during_a_rotation_a_notification_carries_a_signature_for_each_secret() {
+    let old = WebhookSecret::generate();
+    let (mut h, receiver, notifier, _, new, _) = notified_run_signing_also_with(Ok(204), Some(&old)).await;
+    notifier.deliver(&h.notifications.try_recv().unwrap()).await.unwrap();
+
+    let webhook = receiver.received.lock().unwrap()[0].clone();
+    let header = |name: &str| webhook.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    let (id, timestamp, signature) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    let signatures: Vec<&str> = signature.split(' ').collect();
+    assert_eq!(signatures.len(), 2, "{signature}");
+    let check = |secret: &WebhookSecret, signature: &str| {
+        let headers = WebhookHeaders { id: &id, timestamp: &timestamp, signature };
+        verify(secret, &headers, &webhook.body, jiff::Timestamp::now(), Duration::from_secs(300))
+    };
+    // Newest first; a receiver holding either secret accepts the message.
+    assert!(check(&new, signatures[0]).is_ok() && check(&old, signatures[1]).is_ok());
+    assert!(check(&new, &signature).is_ok() && check(&old, &signature).is_ok());
+    assert!(check(&WebhookSecret::generate(), &signature).is_err());
 }
 
 #[tokio::test]
