@@ -146,7 +146,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, DevError> {
     let secrets =
         SigningSecrets::with_previous(secret.to_whsec(), args.previous_webhook_secret.as_ref().map(|s| s.to_whsec()));
     let tenants = Arc::new(keys.iter().fold(MemoryTenantDirectory::new(), |tenants, api_key| {
-        tenants.with_key(Tenant { id: api_key.tenant.clone() }, secrets.clone(), &api_key.key)
+        tenants.with_key(Tenant::new(api_key.tenant.clone()), secrets.clone(), &api_key.key)
     }));
     let clock = Arc::new(SystemClock);
     let lookup = |name: &str| std::env::var(name).ok();

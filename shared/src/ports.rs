@@ -257,6 +257,16 @@ pub trait Queue<M: Send + Sync + 'static>: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub id: TenantId,
+    /// The tenant's own API request rate, when it has one; otherwise the deployment's
+    /// default (`CHORUS_TENANT_REQUEST_LIMIT`) applies.
+    pub request_limit: Option<crate::domain::RateLimit>,
+}
+
+impl Tenant {
+    /// A tenant on the deployment's default limits.
+    pub fn new(id: TenantId) -> Self {
+        Self { id, request_limit: None }
+    }
 }
 
 /// API keys and tenants. Keys are stored hashed ([`hash_api_key`]); the plaintext never is.

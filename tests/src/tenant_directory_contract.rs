@@ -33,6 +33,12 @@ pub struct KnownTenant {
     pub api_key: SecretString,
 }
 
+/// A request rate of the tenant's own: the directory returns it with the tenant (the
+/// clauses below compare whole tenants).
+pub fn own_request_limit() -> chorus::domain::RateLimit {
+    chorus::domain::RateLimit { per_minute: 30, burst: 5 }
+}
+
 /// Two secrets, newest first, as a tenant has while rotating.
 pub fn rotating_secrets() -> SigningSecrets {
     SigningSecrets::new(SecretString::from("whsec_b2xkZXI=")).rotate(SecretString::from("whsec_bmV3ZXI="))

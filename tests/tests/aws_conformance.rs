@@ -19,7 +19,7 @@ use chorus::startup::s3_client;
 use chorus_tests::aws::emulator;
 use chorus_tests::queue_contract::QueueUnderTest;
 use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
-use chorus_tests::tenant_directory_contract::{KnownTenant, rotating_secrets};
+use chorus_tests::tenant_directory_contract::{KnownTenant, own_request_limit, rotating_secrets};
 use secrecy::{ExposeSecret, SecretString};
 
 chorus_tests::run_store_contract!(
@@ -114,7 +114,8 @@ impl QueueUnderTest for SqsQueueUnderTest {
 async fn make_dynamo_tenant_directory() -> KnownTenant {
     let emulator = emulator().await;
     let store = emulator.signing_secrets();
-    let tenant = Tenant { id: TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap() };
+    let id = TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap();
+    let tenant = Tenant { request_limit: Some(own_request_limit()), ..Tenant::new(id) };
     let api_key = SecretString::from(format!("chorus_{:032x}", fastrand::u128(..)));
     let secrets = rotating_secrets();
     store.register(&tenant, &secrets, &api_key).await.unwrap();
@@ -158,7 +159,7 @@ async fn dynamo_signing_secrets_are_stored_sealed() {
 async fn dynamo_signing_secrets_rotate_and_retire() {
     let emulator = emulator().await;
     let store = emulator.signing_secrets();
-    let tenant = Tenant { id: TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap() };
+    let tenant = Tenant::new(TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap());
     let first = SigningSecrets::new(SecretString::from("whsec_Zmlyc3Q="));
     store.register(&tenant, &first, &SecretString::from(format!("ck_{:032x}", fastrand::u128(..)))).await.unwrap();
     let listed = |secrets: SigningSecrets| secrets.iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>();

@@ -56,7 +56,7 @@ impl Api {
         let secret = WebhookSecret::generate();
         emulator
             .signing_secrets()
-            .register(&Tenant { id: tenant }, &SigningSecrets::new(secret.to_whsec()), &key)
+            .register(&Tenant::new(tenant), &SigningSecrets::new(secret.to_whsec()), &key)
             .await
             .unwrap();
         Self { url, http, key }

@@ -63,7 +63,7 @@ async fn stack() -> Stack {
     let (secret, previous) = (WebhookSecret::generate(), WebhookSecret::generate());
     // Registered mid-rotation, through the sealed store the notifier opens.
     let secrets = SigningSecrets::new(previous.to_whsec()).rotate(secret.to_whsec());
-    emulator.signing_secrets().register(&Tenant { id: tenant }, &secrets, &key).await.unwrap();
+    emulator.signing_secrets().register(&Tenant::new(tenant), &secrets, &key).await.unwrap();
     let blobs = Arc::new(S3BlobStore::new(s3_client(&emulator.config), &emulator.bucket));
     let store = DynamoRunStore::new(dynamodb, &emulator.table, blobs, Duration::from_secs(3600));
     let (hook, deliveries) = start_receiver().await;

@@ -15,7 +15,7 @@ use chorus::domain::TenantId;
 use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, StepMessage, Tenant};
 use chorus_tests::queue_contract::QueueUnderTest;
 use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
-use chorus_tests::tenant_directory_contract::{KnownTenant, rotating_secrets};
+use chorus_tests::tenant_directory_contract::{KnownTenant, own_request_limit, rotating_secrets};
 use secrecy::SecretString;
 use tokio::sync::{Mutex, mpsc};
 
@@ -65,7 +65,7 @@ impl QueueUnderTest for MemoryQueueUnderTest {
 }
 
 async fn make_memory_tenant_directory() -> KnownTenant {
-    let tenant = Tenant { id: TenantId::parse("acme").unwrap() };
+    let tenant = Tenant { request_limit: Some(own_request_limit()), ..Tenant::new(TenantId::parse("acme").unwrap()) };
     let api_key = SecretString::from("chorus_test_key");
     let secrets = rotating_secrets();
     let directory = Arc::new(MemoryTenantDirectory::new().with_key(tenant.clone(), secrets.clone(), &api_key));

@@ -50,7 +50,7 @@ pub async fn seed_api_key(config: &SdkConfig, table: &str, tenant_secrets_key: &
     let tenants = DynamoSigningSecrets::new(aws_sdk_dynamodb::Client::new(config), table, sealer);
     let secrets = SigningSecrets::new(webhook_secret.to_whsec());
     tenants
-        .register(&Tenant { id: tenant.clone() }, &secrets, &key)
+        .register(&Tenant::new(tenant.clone()), &secrets, &key)
         .await
         .map_err(|source| SeedError::Store { table: table.to_owned(), source })?;
     Ok(SeededKey { tenant, key, webhook_secret })

@@ -95,7 +95,7 @@ impl Stack {
             .map_err(|err| SoakError::Settings(format!("CHORUS_TENANT_SECRETS_KEY {err}")))?;
         let sealer = Arc::new(Sealer::new(sealing_key, &config));
         DynamoSigningSecrets::new(aws_sdk_dynamodb::Client::new(&config), table, sealer)
-            .register(&Tenant { id: tenant.clone() }, &SigningSecrets::new(secret.to_whsec()), &key)
+            .register(&Tenant::new(tenant.clone()), &SigningSecrets::new(secret.to_whsec()), &key)
             .await
             .map_err(|err| {
                 SoakError::NoStack(format!("registering the soak's tenant in {table}: {}", error_chain(&err)))

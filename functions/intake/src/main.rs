@@ -49,7 +49,7 @@ mod tests {
     async fn an_api_gateway_event_submits_a_run() {
         let mut kit = TestKit::new();
         let engine = Arc::new(kit.engine());
-        let tenant = Tenant { id: TenantId::parse("acme").unwrap() };
+        let tenant = Tenant::new(TenantId::parse("acme").unwrap());
         let secrets = SigningSecrets::new(SecretString::from("whsec_eA=="));
         let tenants = Arc::new(MemoryTenantDirectory::new().with_key(tenant, secrets, &SecretString::from("key-1")));
         let workflow =

@@ -31,7 +31,7 @@ impl FromRequestParts<AppState> for AuthedTenant {
             Ok(Some(tenant)) => {
                 // Each tenant's requests come out of its own bucket: a flood is its own 429s.
                 if let Some(quota) = state.engine.quota() {
-                    quota.admit_request(&tenant.id, None).await.map_err(ApiError::TooManyRequests)?;
+                    quota.admit_request(&tenant.id, tenant.request_limit).await.map_err(ApiError::TooManyRequests)?;
                 }
                 Ok(AuthedTenant { tenant: tenant.id, key_id: api_key_id(&key) })
             }

@@ -71,7 +71,7 @@ impl Reply {
 const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn tenant(name: &str) -> Tenant {
-    Tenant { id: TenantId::parse(name).unwrap() }
+    Tenant::new(TenantId::parse(name).unwrap())
 }
 
 fn secrets() -> SigningSecrets {

@@ -42,6 +42,9 @@ struct TenantItem {
     webhook_secrets: SealedItem,
     /// New with every write of the secrets: what a rotation's conditional write checks.
     revision: String,
+    /// The tenant's own API request rate ([`Tenant::request_limit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_limit: Option<crate::domain::RateLimit>,
 }
 
 /// [`Sealed`] as stored: binary fields in base64.
@@ -81,6 +84,7 @@ impl DynamoSigningSecrets {
             sk: TENANT_SK.to_owned(),
             webhook_secrets: self.seal(&tenant.id, secrets).await?,
             revision: new_revision(),
+            request_limit: tenant.request_limit,
         };
         let key_item = ApiKeyItem {
             pk: api_key_pk(api_key),

@@ -30,6 +30,13 @@ pub(super) struct ApiKeyItem {
     pub disabled: bool,
 }
 
+/// The parts of a `TENANT#<id>` item the directory reads (serde skips the sealed secrets).
+#[derive(Deserialize)]
+struct TenantLimitsItem {
+    #[serde(default)]
+    request_limit: Option<crate::domain::RateLimit>,
+}
+
 /// API keys and tenants in DynamoDB: what authenticating a request needs, and no more.
 #[derive(Clone)]
 pub struct DynamoTenantDirectory {
@@ -83,8 +90,10 @@ impl TenantDirectory for DynamoTenantDirectory {
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, PortError> {
-        // Only whether the item exists: its sealed secrets are not this side's to read.
-        let found = self.get(tenant_pk(id), TENANT_SK, false).await?;
-        Ok(found.map(|_| Tenant { id: id.clone() }))
+        // Only whether the item exists and its limit: its sealed secrets are not this side's
+        // to read.
+        let Some(item) = self.get(tenant_pk(id), TENANT_SK, false).await? else { return Ok(None) };
+        let limits: TenantLimitsItem = from_item("tenant item", item)?;
+        Ok(Some(Tenant { id: id.clone(), request_limit: limits.request_limit }))
     }
 }

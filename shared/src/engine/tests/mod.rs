@@ -501,7 +501,7 @@ async fn notified_run_signing_also_with(
     let mut h = harness();
     let secret = WebhookSecret::generate();
     let tenants = MemoryTenantDirectory::new().with_key(
-        Tenant { id: h.tenant.clone() },
+        Tenant::new(h.tenant.clone()),
         SigningSecrets::with_previous(secret.to_whsec(), previous.map(WebhookSecret::to_whsec)),
         &"key".to_owned().into(),
     );
