@@ -205,8 +205,11 @@ async fn a_fan_out_joins_once_both_branches_are_done() {
 async fn an_output_too_big_for_dynamodb_goes_to_s3_and_feeds_the_next_step() {
     let mut stack = stack().await;
     let text = "Chorus keeps large payloads in S3. ".repeat(3_000); // ~100 KiB
+    // Enough `max_tokens` for local:echo to answer all of it (1,024 when unset).
+    let mut big = generate("big", "{{ input.text }}");
+    big["max_tokens"] = json!(100_000);
     let workflow = json!({"steps": [
-        generate("big", "{{ input.text }}"),
+        big,
         generate("length", "{{ steps.big.text | length }}")
     ], "output": {"length": "{{ steps.length.text }}"}});
     let run_id = stack.submit(workflow, json!({"text": text})).await;

@@ -177,9 +177,9 @@ mod tests {
             vec![SqsEventSpec {
                 name: "Steps".to_owned(),
                 queue: "StepsQueue".to_owned(),
-                batch_size: 10,
+                batch_size: 1,
                 report_batch_item_failures: true,
-                maximum_concurrency: Some(10),
+                maximum_concurrency: Some(50),
             }]
         );
         let notifier = function("notifier");
