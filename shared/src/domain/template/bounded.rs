@@ -55,18 +55,26 @@ struct Budget {
     exceeded: bool,
 }
 
-/// Runs `render` with `limits` as the current budget (restored afterwards, so nested or
-/// consecutive renders never see each other's), and tells whether a limit was hit.
+/// Runs `render` with `limits` as the current budget (restored afterwards, even if `render`
+/// panics, so nested or consecutive renders never see each other's), and tells whether a limit
+/// was hit.
 pub(super) fn within<T>(limits: RenderLimits, render: impl FnOnce() -> T) -> (T, bool) {
+    struct Restore(Option<Budget>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.with(|cell| cell.set(self.0));
+        }
+    }
     let budget = Budget {
         max_value_bytes: limits.max_value_bytes,
         max_output_bytes: limits.max_output_bytes,
         output_left: limits.max_output_bytes,
         exceeded: false,
     };
-    let before = BUDGET.with(|cell| cell.replace(Some(budget)));
+    let restore = Restore(BUDGET.with(|cell| cell.replace(Some(budget))));
     let result = render();
-    let exceeded = BUDGET.with(|cell| cell.replace(before)).is_some_and(|budget| budget.exceeded);
+    let exceeded = BUDGET.with(Cell::get).is_some_and(|budget| budget.exceeded);
+    drop(restore);
     (result, exceeded)
 }
 
