@@ -414,6 +414,27 @@ mod tests {
     }
 
     #[test]
+    fn filters_sized_by_an_argument_are_bounded_by_it() {
+        let ctx = ctx();
+        for hostile in [
+            "{{ [1] | slice(100000000) | length }}",
+            "{{ [1] | slice(1000, 'padding') | length }}",
+            "{{ [1] | batch(100000000, 'x') | length }}",
+            "{{ [[[[[[[[1]]]]]]]] | tojson(100000000) | length }}",
+            "{{ [[[[[[[[1]]]]]]]] | tojson(1000) | length }}",
+            "{{ range(3) | tojson(100000000) | length }}",
+        ] {
+            let err = small().render(hostile, &ctx).unwrap_err();
+            assert!(err.to_string().contains("would be over the limit"), "{hostile}: {err}");
+        }
+        assert_eq!(
+            small().render("{{ [1, 2, 3] | slice(2) | list }} {{ [1, 2, 3] | batch(2, 0) | list }}", &ctx).unwrap(),
+            "[[1, 2], [3]] [[1, 2], [3, 0]]"
+        );
+        assert_eq!(small().render("{{ {'a': [1]} | tojson(true) }}", &ctx).unwrap(), "{\n  \"a\": [\n    1\n  ]\n}");
+    }
+
+    #[test]
     fn conditions_and_sole_expressions_are_bounded_too() {
         let ctx = TemplateContext { input: json!({"s": "ab", "n": 100_000}), ..TemplateContext::default() };
         assert!(small().condition_holds("(input.s * input.n) | length > 1", &ctx).is_err());
