@@ -105,9 +105,9 @@ pub fn json_value() -> BoxedStrategy<Value> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Templates: a small grammar of minijinja. Repetition factors and ranges stay small, so that
-// no generated template renders megabytes: bounding what a render may produce is the job of
-// the template limits, not of these tests.
+// Templates: a small grammar of minijinja. Repetition factors, ranges and filter arguments
+// come small and huge: the huge ones try the render limits (`template::bounded`), which must
+// refuse them before building anything large.
 
 const INPUT_PATHS: [&str; 10] = [
     "input",
@@ -124,7 +124,7 @@ const INPUT_PATHS: [&str; 10] = [
 
 const FIELDS: [&str; 7] = ["text", "label", "data", "vector", "approved", "scores", "nope"];
 
-const LITERALS: [&str; 25] = [
+const LITERALS: [&str; 26] = [
     "'x'",
     "\"two words\"",
     "''",
@@ -148,6 +148,7 @@ const LITERALS: [&str; 25] = [
     "range(10)",
     "range(-2)",
     "range(0, 10, 3)",
+    "range(100000)",
     "'a,b' ~ 'c'",
     "'ünï' ~ '💥'",
 ];
@@ -173,7 +174,7 @@ const UNKNOWN: [&str; 17] = [
     "input()",
 ];
 
-const FILTERS: [&str; 57] = [
+const FILTERS: [&str; 64] = [
     "upper",
     "lower",
     "title",
@@ -231,6 +232,13 @@ const FILTERS: [&str; 57] = [
     "chain",
     "nosuchfilter",
     "upper(1, 2, 3)",
+    "slice(100000000)",
+    "batch(100000000, 'x')",
+    "tojson(100000000)",
+    "indent(100000000)",
+    "join(input.prompt)",
+    "replace('', input.prompt)",
+    "round(-400)",
 ];
 
 const BINARY: [&str; 17] =
@@ -273,7 +281,7 @@ const TESTS: [&str; 14] = [
 ];
 
 /// Repetition factors for `*`.
-const REPEATS: [&str; 5] = ["-1", "0", "1", "2", "3"];
+const REPEATS: [&str; 8] = ["-1", "0", "1", "2", "3", "input.n", "100000000", "9223372036854775807"];
 
 /// Fragments that are not templates on their own, or use tags that need a loader.
 const FRAGMENTS: [&str; 22] = [
