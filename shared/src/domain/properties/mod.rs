@@ -57,4 +57,3 @@ pub fn finishes<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) ->
         },
     }
 }
-

@@ -43,8 +43,7 @@ proptest! {
         })?;
         // Rendering is deterministic: a step retried, or a run resumed, renders the same text.
         prop_assert_eq!(first, second);
-        // `check` may accept what fails at render time, but never the reverse
-        // without a reason: a syntax error is a syntax error either way.
+        // A refusal says why (it becomes a 422's detail at intake).
         if let Err(error) = checked {
             prop_assert!(!error.to_string().is_empty());
         }
