@@ -3,13 +3,21 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: test lint fmt build dev local-up local-down soak
+.PHONY: test lint fmt build dev local-up local-down soak fuzz
 
 ## test: lint, build, then every test on a local AWS emulator (infra/local/test.sh installs the
 # emulators, SAM and cargo-lambda into .tools/ on first use and starts and stops everything),
 # a small chaos soak included (30 runs)
 test: lint build
 	CARGO=$(CARGO) infra/local/test.sh
+
+## fuzz: the property tests of the definition parser, validation, templates and the API's edge
+# (shared/src/domain/properties/, shared/src/http/tests/properties.rs) with FUZZ_CASES cases
+# each instead of `make test`'s few hundred; a failure is shrunk, printed and its seed saved
+# in shared/proptest-regressions/ (commit it). FUZZ_CASES=50000 make fuzz for a longer run.
+FUZZ_CASES ?= 10000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --workspace --all-features --lib -- ::properties::
 
 ## lint: formatting and clippy (warnings are errors), cfn-lint and sam validate on the template
 lint:

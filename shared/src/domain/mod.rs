@@ -16,6 +16,9 @@ pub mod template;
 pub mod transition;
 pub mod validation;
 
+#[cfg(test)]
+pub(crate) mod properties;
+
 pub use budget::{BudgetLedger, Reservation, Reserved, Settled, Settlement};
 pub use cost::Cost;
 pub use dag::Plan;

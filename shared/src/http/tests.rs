@@ -23,6 +23,7 @@ use crate::routing::{PriceTable, ProviderRouter, RetryPolicy, Route};
 use crate::testing::TestKit;
 
 mod document;
+mod properties;
 
 const KEY_A: &str = "sk_test_tenant_a";
 const KEY_B: &str = "sk_test_tenant_b";

@@ -10,7 +10,7 @@
 //! - raw template text is emitted like an expression, so every byte written goes through
 //!   [`format_output`], which counts it against the budget's output limit;
 //! - filters that can grow a value out of proportion (`join`, `replace`, `indent`,
-//!   `tojson`, `pprint`, `string`) check their input first; `format` (printf padding) and
+//!   `tojson`, `slice`, `batch`, `string`) check their input first; `format` (printf padding) and
 //!   the `debug` and `namespace` functions are not available.
 //!
 //! At compile time minijinja folds constant sub-expressions (`"x" * 50000000` would be built
@@ -55,18 +55,26 @@ struct Budget {
     exceeded: bool,
 }
 
-/// Runs `render` with `limits` as the current budget (restored afterwards, so nested or
-/// consecutive renders never see each other's), and tells whether a limit was hit.
+/// Runs `render` with `limits` as the current budget (restored afterwards, even if `render`
+/// panics, so nested or consecutive renders never see each other's), and tells whether a limit
+/// was hit.
 pub(super) fn within<T>(limits: RenderLimits, render: impl FnOnce() -> T) -> (T, bool) {
+    struct Restore(Option<Budget>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.with(|cell| cell.set(self.0));
+        }
+    }
     let budget = Budget {
         max_value_bytes: limits.max_value_bytes,
         max_output_bytes: limits.max_output_bytes,
         output_left: limits.max_output_bytes,
         exceeded: false,
     };
-    let before = BUDGET.with(|cell| cell.replace(Some(budget)));
+    let restore = Restore(BUDGET.with(|cell| cell.replace(Some(budget))));
     let result = render();
-    let exceeded = BUDGET.with(|cell| cell.replace(before)).is_some_and(|budget| budget.exceeded);
+    let exceeded = BUDGET.with(Cell::get).is_some_and(|budget| budget.exceeded);
+    drop(restore);
     (result, exceeded)
 }
 
@@ -209,8 +217,30 @@ pub(super) fn install(env: &mut Environment<'static>) {
         let width = args.get(1).and_then(Value::as_usize).unwrap_or(0);
         size_of(args.first()).saturating_add(width.saturating_mul(lines))
     });
-    // Escaping can grow a string six-fold (`\u0000`).
-    bound_filter(env, "tojson", Value::from_function(filters::tojson), |args| size_of(args.first()).saturating_mul(6));
+    // Escaping can grow a string six-fold (`\u0000`); an indent adds up to `indent × depth`
+    // spaces to each line, and every line holds at least a byte of the value.
+    bound_filter(env, "tojson", Value::from_function(filters::tojson), |args| {
+        let size = size_of(args.first());
+        let indent = match args.get(1) {
+            Some(flag) if flag.kind() == ValueKind::Bool => usize::from(flag.is_true()) * 2,
+            Some(width) => width.as_usize().unwrap_or(0),
+            None => 0,
+        };
+        let depth = args.first().map_or(0, |value| depth_of(value, MAX_DEPTH));
+        size.saturating_mul(6).saturating_add(size.saturating_mul(indent).saturating_mul(depth))
+    });
+    // The count, not the input, sizes these: `[1] | slice(1000000000)` builds a billion lists,
+    // and `batch(n, fill)` pads the last batch with `n` copies of `fill`.
+    bound_filter(env, "slice", Value::from_function(filters::slice), |args| {
+        let count = args.get(1).and_then(Value::as_usize).unwrap_or(0);
+        size_of(args.first()).saturating_add(count.saturating_mul(size_of(args.get(2)).saturating_add(4)))
+    });
+    bound_filter(env, "batch", Value::from_function(filters::batch), |args| {
+        let count = args.get(1).and_then(Value::as_usize).unwrap_or(0);
+        let padding =
+            args.get(2).map_or(0, |fill| count.saturating_mul(text_size(fill, value_limit()).saturating_add(2)));
+        size_of(args.first()).saturating_mul(2).saturating_add(padding)
+    });
     bound_filter(env, "string", Value::from_function(filters::string), |args| size_of(args.first()));
     // printf-style padding (`"%999999999s"|format`) and deep pretty-printing have no place in
     // a prompt and are hard to bound: they are not offered.
@@ -231,6 +261,27 @@ fn bound_filter(
         fits(estimate(&args), &format!("the result of `{name}`"))?;
         original.call(state, &args)
     });
+}
+
+/// Deeper than any value a template can build from JSON (serde_json stops at 128).
+const MAX_DEPTH: usize = 256;
+
+/// How deeply `value` nests lists, maps and other iterables such as `range()` (0 for anything
+/// else), looking at most `cap` deep.
+fn depth_of(value: &Value, cap: usize) -> usize {
+    let kind = value.kind();
+    if cap == 0 || !matches!(kind, ValueKind::Seq | ValueKind::Map | ValueKind::Iterable | ValueKind::Plain) {
+        return 0;
+    }
+    let Ok(items) = value.try_iter() else { return 1 };
+    let deepest = items
+        .map(|item| match kind {
+            ValueKind::Map => value.get_item(&item).map_or(0, |entry| depth_of(&entry, cap - 1)),
+            _ => depth_of(&item, cap - 1),
+        })
+        .max()
+        .unwrap_or(0);
+    1 + deepest
 }
 
 /// The text size of an argument, stopping just past the value limit.

@@ -5,6 +5,7 @@
 mod bounded;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 
 use minijinja::machinery::{CodeGenerator, Instructions, get_compiled_template, make_string_output, parse_expr};
 use minijinja::value::Serde;
@@ -107,16 +108,20 @@ impl Templates {
 
     /// Parses a template and lists the steps it references.
     pub fn check(&self, source: &str) -> Result<References, TemplateError> {
-        bounded::check_repetition(source, false)?;
-        let template = self.env.template_from_str(source)?;
-        self.references(template.undeclared_variables(true))
+        contained(|| {
+            bounded::check_repetition(source, false)?;
+            let template = self.env.template_from_str(source)?;
+            self.references(template.undeclared_variables(true))
+        })
     }
 
     /// Parses a `when` condition and lists the steps it references.
     pub fn check_condition(&self, expression: &str) -> Result<References, TemplateError> {
-        bounded::check_repetition(expression, true)?;
-        let compiled = self.env.compile_expression(expression)?;
-        self.references(compiled.undeclared_variables(true))
+        contained(|| {
+            bounded::check_repetition(expression, true)?;
+            let compiled = self.env.compile_expression(expression)?;
+            self.references(compiled.undeclared_variables(true))
+        })
     }
 
     /// The steps among a template's free names; the environment's own functions (`range`,
@@ -131,7 +136,7 @@ impl Templates {
     /// Renders a template: at most [`RenderLimits::max_output_bytes`] of text, and no value
     /// over [`RenderLimits::max_value_bytes`] built on the way (an error as soon as it would be).
     pub fn render(&self, source: &str, ctx: &TemplateContext) -> Result<String, TemplateError> {
-        self.render_root(source, &ctx.to_value(), self.limits)
+        contained(|| self.render_root(source, &ctx.to_value(), self.limits))
     }
 
     /// [`render`](Self::render), writing at most `max_output_bytes` (what is left of a
@@ -144,11 +149,12 @@ impl Templates {
     ) -> Result<String, TemplateError> {
         let limits =
             RenderLimits { max_output_bytes: max_output_bytes.min(self.limits.max_output_bytes), ..self.limits };
-        self.render_root(source, &ctx.to_value(), limits)
+        contained(|| self.render_root(source, &ctx.to_value(), limits))
     }
 
     pub fn condition_holds(&self, expression: &str, ctx: &TemplateContext) -> Result<bool, TemplateError> {
-        Ok(self.eval(expression, &ctx.to_value())?.is_true())
+        // `is_true` inside: a lazy value (a slice, a filter's result) is computed only there.
+        contained(|| Ok(self.eval(expression, &ctx.to_value())?.is_true()))
     }
 
     fn render_root(
@@ -193,8 +199,7 @@ impl Templates {
     /// Renders every string inside `value`. A string that is exactly one `{{ expression }}`
     /// becomes the expression's value with its JSON type (numbers, lists, objects survive).
     pub fn render_value(&self, value: &Value, ctx: &TemplateContext) -> Result<Value, TemplateError> {
-        let ctx_value = ctx.to_value();
-        self.render_value_with(value, &ctx_value)
+        contained(|| self.render_value_with(value, &ctx.to_value()))
     }
 
     /// Checks every string inside a JSON template (such as the workflow `output`).
@@ -231,6 +236,17 @@ impl Templates {
             other => other.clone(),
         })
     }
+}
+
+/// Runs one use of minijinja, turning a panic inside it into a template error. minijinja
+/// panics on a few inputs (in 3.0.5: reversing an empty string or list, `''[::-1]`, and
+/// `x is divisibleby(0)`); a tenant's template must fail as a template, not unwind through the
+/// worker and take other tenants' steps in the same batch with it. Nothing outlives a use
+/// that panicked (the environment is only read, and the render budget is restored on unwind),
+/// so going on afterwards is safe.
+fn contained<T>(work: impl FnOnce() -> Result<T, TemplateError>) -> Result<T, TemplateError> {
+    std::panic::catch_unwind(AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(TemplateError::new("the template engine failed on this template")))
 }
 
 /// `"{{ expr }}"` (whitespace allowed around) with nothing else → `Some("expr")`.
@@ -398,11 +414,50 @@ mod tests {
     }
 
     #[test]
+    fn filters_sized_by_an_argument_are_bounded_by_it() {
+        let ctx = ctx();
+        for hostile in [
+            "{{ [1] | slice(100000000) | length }}",
+            "{{ [1] | slice(1000, 'padding') | length }}",
+            "{{ [1] | batch(100000000, 'x') | length }}",
+            "{{ [[[[[[[[1]]]]]]]] | tojson(100000000) | length }}",
+            "{{ [[[[[[[[1]]]]]]]] | tojson(1000) | length }}",
+            "{{ range(3) | tojson(100000000) | length }}",
+        ] {
+            let err = small().render(hostile, &ctx).unwrap_err();
+            assert!(err.to_string().contains("would be over the limit"), "{hostile}: {err}");
+        }
+        assert_eq!(
+            small().render("{{ [1, 2, 3] | slice(2) | list }} {{ [1, 2, 3] | batch(2, 0) | list }}", &ctx).unwrap(),
+            "[[1, 2], [3]] [[1, 2], [3, 0]]"
+        );
+        assert_eq!(small().render("{{ {'a': [1]} | tojson(true) }}", &ctx).unwrap(), "{\n  \"a\": [\n    1\n  ]\n}");
+    }
+
+    #[test]
     fn conditions_and_sole_expressions_are_bounded_too() {
         let ctx = TemplateContext { input: json!({"s": "ab", "n": 100_000}), ..TemplateContext::default() };
         assert!(small().condition_holds("(input.s * input.n) | length > 1", &ctx).is_err());
         assert!(small().render_value(&json!("{{ input.s * input.n }}"), &ctx).is_err());
         assert_eq!(small().render_value(&json!("{{ input.s ~ input.s }}"), &ctx).unwrap(), json!("abab"));
+    }
+
+    #[test]
+    fn inputs_minijinja_panics_on_fail_the_template_instead() {
+        let ctx = TemplateContext { input: json!({"s": "", "list": []}), ..TemplateContext::default() };
+        let templates = Templates::default();
+        for source in ["{{ input.s[::-1] }}", "{{ [][::-1] }}", "{{ input.list[::-1] }}", "{{ 4 is divisibleby(0) }}"] {
+            let err = templates.render(source, &ctx).unwrap_err();
+            assert!(err.to_string().contains("the template engine failed"), "{source}: {err}");
+        }
+        assert!(templates.condition_holds("input.s[::-1] == ''", &ctx).is_err());
+        // A slice is lazy: the condition's value panics only when it is read.
+        assert!(templates.condition_holds("input.list[::-9223372036854775808]", &ctx).is_err());
+        assert!(templates.render_value(&json!("{{ [][::-1] }}"), &ctx).is_err());
+        assert!(templates.render_value(&json!({"x": "{{ 0 is divisibleby(0) }}"}), &ctx).is_err());
+        // The same engine goes on rendering afterwards.
+        assert_eq!(templates.render("{{ 'ab'[::-1] }}", &ctx).unwrap(), "ba");
+        assert!(templates.condition_holds("9 is divisibleby(3)", &ctx).unwrap());
     }
 
     #[test]
