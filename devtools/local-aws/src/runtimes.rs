@@ -114,6 +114,11 @@ impl Scanner {
                 _ => {
                     // A process that ends while being read is skipped, and read again if not.
                     let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+                    // In the middle of an exec the new executable shows before its environment
+                    // is set up (empty): read it again next time rather than remember "not ours".
+                    if environ.is_empty() {
+                        continue;
+                    }
                     let classified = classify(&environ, exe.as_deref(), &self.stack);
                     self.known.insert(pid, Seen { exe, classified: classified.clone() });
                     classified
@@ -259,13 +264,30 @@ mod tests {
                 .unwrap()
         };
         let (mut runtime, mut build) = (start("sleep"), start("other"));
+        // `spawn` returns once the child is forked; until it has exec'd `sleep` it is a copy
+        // of this test without the variables, and a scan then rightly does not see it.
+        for child in [&runtime, &build] {
+            let exe = format!("/proc/{}/exe", child.id());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::fs::read_link(&exe).map_or(true, |path| !path.ends_with("sleep")) {
+                assert!(std::time::Instant::now() < deadline, "sleep did not start");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         let mut scanner = Scanner::new(&stack);
         let mut expected = vec![
             FunctionProcess { pid: runtime.id(), function: "sleep".to_owned(), role: Role::Runtime },
             FunctionProcess { pid: build.id(), function: "other".to_owned(), role: Role::Build },
         ];
         expected.sort_by_key(|process| process.pid);
-        assert_eq!(scanner.scan(), expected);
+        // A child still setting up its exec is seen by a later scan, never remembered wrongly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = scanner.scan();
+        while found != expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            found = scanner.scan();
+        }
+        assert_eq!(found, expected);
         assert_eq!(scanner.scan(), expected, "the same from what it remembers");
         assert_eq!(function_pids(&repo, "sleep"), [runtime.id()]);
         assert!(function_pids(&repo, "other").is_empty(), "a build is no runtime");

@@ -109,6 +109,12 @@ pub fn parse_definition(workflow: &Value) -> Result<WorkflowDefinition, Vec<Prob
     match fields.get("steps") {
         Some(Value::Array(raw_steps)) => {
             for (index, raw) in raw_steps.iter().enumerate() {
+                // serde would also read a step from an array of its fields in order: refuse
+                // anything but the documented object form.
+                if !raw.is_object() {
+                    problems.push(Problem::new(format!("/workflow/steps/{index}"), "a step must be a JSON object"));
+                    continue;
+                }
                 match deserialize::<StepDefinition>(raw, &format!("/workflow/steps/{index}")) {
                     Ok(step) => steps.push(step),
                     Err(problem) => problems.push(problem),
@@ -498,6 +504,13 @@ mod tests {
             json!({}),
         );
         assert!(problems(result).contains("cycle: a → b → a"));
+    }
+
+    #[test]
+    fn a_step_written_as_an_array_of_its_fields_is_refused() {
+        let workflow = json!({"steps": [["a", "generate", "local:echo", [], "hello"]]});
+        let problems = parse_definition(&workflow).unwrap_err();
+        assert_eq!(problems, [Problem::new("/workflow/steps/0", "a step must be a JSON object")]);
     }
 
     #[test]

@@ -20,9 +20,10 @@
 //! features are off).
 
 use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use minijinja::machinery::{Instruction, Instructions, Token, tokenize};
-use minijinja::value::{Rest, ValueKind};
+use minijinja::value::{Kwargs, Rest, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Output, State, Value, filters};
 
 /// The names the rewritten instructions call. A dot can never appear in a template's own
@@ -53,7 +54,15 @@ struct Budget {
     output_left: usize,
     /// Set when a limit stopped the render (so its error can say so by kind).
     exceeded: bool,
+    /// When the render must have finished: fuel counts instructions, not the work one
+    /// filter call does (`range(100000) | unique` in a loop), so every filter and function
+    /// call looks at the clock too.
+    deadline: Instant,
 }
+
+/// The longest a render may take. A real prompt renders in milliseconds; a render that is
+/// still going after this is doing work no prompt needs, and holds a worker while it does.
+pub const MAX_RENDER_TIME: Duration = Duration::from_secs(2);
 
 /// Runs `render` with `limits` as the current budget (restored afterwards, even if `render`
 /// panics, so nested or consecutive renders never see each other's), and tells whether a limit
@@ -70,6 +79,7 @@ pub(super) fn within<T>(limits: RenderLimits, render: impl FnOnce() -> T) -> (T,
         max_output_bytes: limits.max_output_bytes,
         output_left: limits.max_output_bytes,
         exceeded: false,
+        deadline: Instant::now() + MAX_RENDER_TIME,
     };
     let restore = Restore(BUDGET.with(|cell| cell.replace(Some(budget))));
     let result = render();
@@ -87,6 +97,18 @@ fn exceeded(error: Error) -> Error {
         }
     });
     error
+}
+
+/// Fails once the current render is past its deadline.
+fn in_time() -> Result<(), Error> {
+    let late = BUDGET.with(|cell| cell.get().is_some_and(|budget| Instant::now() > budget.deadline));
+    if late {
+        return Err(exceeded(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("the template did more work than {} s of rendering allows", MAX_RENDER_TIME.as_secs()),
+        )));
+    }
+    Ok(())
 }
 
 fn value_limit() -> usize {
@@ -140,6 +162,7 @@ fn checked_size(value: &Value, what: &str) -> Result<usize, Error> {
 
 /// `a ~ b`.
 fn concat(a: Value, b: Value) -> Result<Value, Error> {
+    in_time()?;
     let size = checked_size(&a, "a joined string")?.saturating_add(checked_size(&b, "a joined string")?);
     fits(size, "a joined string")?;
     Ok(Value::from(format!("{a}{b}")))
@@ -147,6 +170,7 @@ fn concat(a: Value, b: Value) -> Result<Value, Error> {
 
 /// `a + b`: joins strings and lists (bounded), adds numbers.
 fn add(a: Value, b: Value) -> Result<Value, Error> {
+    in_time()?;
     if matches!(a.kind(), ValueKind::String | ValueKind::Seq) || matches!(b.kind(), ValueKind::String | ValueKind::Seq)
     {
         fits(checked_size(&a, "a sum")?.saturating_add(checked_size(&b, "a sum")?), "a sum")?;
@@ -156,6 +180,7 @@ fn add(a: Value, b: Value) -> Result<Value, Error> {
 
 /// `a * b`: repeats strings and lists (bounded), multiplies numbers.
 fn mul(a: Value, b: Value) -> Result<Value, Error> {
+    in_time()?;
     let (repeated, times) = match (a.kind(), b.kind()) {
         (ValueKind::Number, _) => (&b, &a),
         _ => (&a, &b),
@@ -176,6 +201,7 @@ fn plain_binary(expression: &'static str, a: Value, b: Value) -> Result<Value, E
 
 /// The formatter: every byte a render writes passes here and is counted.
 pub(super) fn format_output(out: &mut Output<'_>, state: &mut State<'_, '_>, value: &Value) -> Result<(), Error> {
+    in_time()?;
     let limit = BUDGET.with(|cell| cell.get().map_or(usize::MAX, |budget| budget.output_left));
     let size = text_size(value, limit);
     let left = limit.checked_sub(size).ok_or_else(|| {
@@ -246,7 +272,50 @@ pub(super) fn install(env: &mut Environment<'static>) {
     // a prompt and are hard to bound: they are not offered.
     env.remove_filter("format");
     env.remove_filter("pprint");
+    // Every other filter, and `range`, only look at the clock before doing their work.
+    timed_filters!(env, [
+        "safe" => filters::safe, "escape" => filters::escape, "e" => filters::escape,
+        "upper" => filters::upper, "lower" => filters::lower, "title" => filters::title,
+        "capitalize" => filters::capitalize, "length" => filters::length, "count" => filters::length,
+        "dictsort" => filters::dictsort, "items" => filters::items, "reverse" => filters::reverse,
+        "trim" => filters::trim, "split" => filters::split, "lines" => filters::lines,
+        "default" => filters::default, "d" => filters::default, "abs" => filters::abs, "int" => filters::int,
+        "float" => filters::float, "sum" => filters::sum, "attr" => filters::attr, "round" => filters::round,
+        "first" => filters::first, "last" => filters::last, "min" => filters::min, "max" => filters::max,
+        "sort" => filters::sort, "list" => filters::list, "bool" => filters::bool, "select" => filters::select,
+        "selectattr" => filters::selectattr, "reject" => filters::reject, "rejectattr" => filters::rejectattr,
+        "map" => filters::map, "groupby" => filters::groupby, "unique" => filters::unique,
+        "chain" => filters::chain, "zip" => filters::zip,
+    ]);
+    let range = Value::from_function(minijinja::functions::range);
+    env.add_function("range", move |state: &mut State<'_, '_>, args: Rest<Value>, kwargs: Kwargs| {
+        in_time()?;
+        range.call(state, &with_kwargs(args, kwargs))
+    });
     env.set_formatter(format_output);
+}
+
+/// Replaces each filter with one that checks the render's deadline, then calls minijinja's.
+macro_rules! timed_filters {
+    ($env:expr, [$($name:literal => $filter:path),* $(,)?]) => {
+        $(
+            let original = Value::from_function($filter);
+            $env.add_filter($name, move |state: &mut State<'_, '_>, args: Rest<Value>, kwargs: Kwargs| {
+                in_time()?;
+                original.call(state, &with_kwargs(args, kwargs))
+            });
+        )*
+    };
+}
+use timed_filters;
+
+/// Positional arguments with the keyword ones after them, as minijinja passes a call on.
+fn with_kwargs(args: Rest<Value>, kwargs: Kwargs) -> Vec<Value> {
+    let mut all = args.0;
+    if kwargs.args().next().is_some() {
+        all.push(Value::from(kwargs));
+    }
+    all
 }
 
 /// Replaces the filter `name` with one that estimates the size of its result from its
@@ -257,9 +326,10 @@ fn bound_filter(
     original: Value,
     estimate: impl Fn(&[Value]) -> usize + Send + Sync + 'static,
 ) {
-    env.add_filter(name, move |state: &mut State<'_, '_>, args: Rest<Value>| {
+    env.add_filter(name, move |state: &mut State<'_, '_>, args: Rest<Value>, kwargs: Kwargs| {
+        in_time()?;
         fits(estimate(&args), &format!("the result of `{name}`"))?;
-        original.call(state, &args)
+        original.call(state, &with_kwargs(args, kwargs))
     });
 }
 

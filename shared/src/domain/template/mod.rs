@@ -461,6 +461,23 @@ mod tests {
     }
 
     #[test]
+    fn work_inside_filters_is_bounded_by_the_render_deadline() {
+        // Each iteration is a few instructions of fuel but 100,000 additions inside `sum`.
+        let busy = "{% for i in range(100000) %}{% set x = range(100000) | sum %}{% endfor %}";
+        let started = std::time::Instant::now();
+        let err = Templates::default().render(busy, &ctx()).unwrap_err();
+        assert!(err.is_too_large() && err.to_string().contains("more work than 2 s"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped at the deadline");
+    }
+
+    #[test]
+    fn keyword_arguments_reach_the_bounded_and_timed_filters() {
+        let templates = Templates::default();
+        assert_eq!(templates.render("{{ [1] | tojson(indent=2) }}", &ctx()).unwrap(), "[\n  1\n]");
+        assert_eq!(templates.render("{{ [3, 1, 2] | sort(reverse=true) | join(',') }}", &ctx()).unwrap(), "3,2,1");
+    }
+
+    #[test]
     fn runaway_templates_run_out_of_fuel() {
         let err = Templates::default()
             .render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", &ctx());
