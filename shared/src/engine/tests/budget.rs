@@ -4,7 +4,7 @@
 //! reservation left by a crashed worker never holds the budget for good.
 
 use super::*;
-use crate::domain::{Lease, Reservation, Reserved, StepTransition, StepUpdate};
+use crate::domain::{Reservation, Reserved};
 use crate::engine::transitions::{FOLLOW_UP_GRACE, QUEUED_GRACE};
 use crate::routing::{Price, PriceTable};
 
@@ -141,21 +141,8 @@ const LATER: Duration = Duration::from_secs(QUEUED_GRACE.as_secs() + FOLLOW_UP_G
 /// Claims `step` as a worker that then reserves `usd` of the budget and dies; the step's
 /// queued messages are dropped with it.
 async fn reserved_by_a_dead_worker(h: &mut Harness, run_id: &RunId, step: &str, usd: f64) {
-    while h.steps.try_recv().is_ok() {}
-    let until = h.clock.now() + Duration::from_secs(60);
-    let claim = StepTransition {
-        from: vec![StepStatus::Queued],
-        update: StepUpdate {
-            status: Some(StepStatus::Running),
-            lease: Some(Lease { owner: "worker-that-died".into(), until }),
-            due: Some(until),
-            bump_attempt: true,
-            ..StepUpdate::default()
-        },
-        ..StepTransition::default()
-    };
+    super::durability::claimed_by_a_dead_worker(h, run_id, step, Duration::from_secs(60)).await;
     let step = StepId::parse(step).unwrap();
-    h.store.transition_step(run_id, &step, claim).await.unwrap().unwrap();
     let reservation = Reservation { budget_usd: BUDGET, replaces: None, usd };
     assert_eq!(h.store.reserve_budget(run_id, &step, reservation).await.unwrap(), Reserved::Held);
 }

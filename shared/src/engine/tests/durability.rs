@@ -22,7 +22,7 @@ fn id(step: &str) -> StepId {
 
 /// Claims `step` as another worker would, with a lease that ends after `lease`, and drops
 /// its message: the worker then dies holding it.
-async fn claimed_by_a_dead_worker(h: &mut Harness, run_id: &RunId, step: &str, lease: Duration) {
+pub(super) async fn claimed_by_a_dead_worker(h: &mut Harness, run_id: &RunId, step: &str, lease: Duration) {
     while h.steps.try_recv().is_ok() {}
     let until = h.clock.now() + lease;
     let claim = StepTransition {
