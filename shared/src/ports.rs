@@ -121,7 +121,7 @@ pub trait RunStore: Send + Sync {
 
     async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, PortError>;
 
-    /// All steps of a run, in no particular order.
+    /// All steps of a run, in no particular order (not the items of its map steps).
     async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError>;
 
     /// All steps of a run with the outputs of `reading` only (the others' `output` is
@@ -140,6 +140,23 @@ pub trait RunStore: Send + Sync {
         }
         Ok(steps)
     }
+
+    /// One step with its output, or one map item (which `get_steps` does not list).
+    async fn get_step(&self, run_id: &RunId, step_id: &StepId) -> Result<Option<StepState>, PortError>;
+
+    /// Stores the items of a map step as they start (`pending`, or `queued` for the first
+    /// ones to run), replacing any stored before: called only before the map step records
+    /// that it started them, so nothing has run any of them yet.
+    async fn create_items(&self, run: &Run, items: Vec<StepState>) -> Result<(), PortError>;
+
+    /// Counts the end of map item `item` on its map step, once: marks the item counted and
+    /// takes one from the map's `pending` (and adds one to `failed` unless it succeeded),
+    /// atomically. Counting an item again changes nothing. Returns the map step afterwards
+    /// (without its output).
+    async fn count_item(&self, run_id: &RunId, item: &StepId, succeeded: bool) -> Result<StepState, PortError>;
+
+    /// Every item of map step `step`, with outputs, in item order.
+    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError>;
 
     /// The tenant's runs, newest first, starting after the run `after` (from a previous page).
     async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError>;

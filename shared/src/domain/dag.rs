@@ -20,13 +20,14 @@ pub enum PlanError {
     Cycle(Vec<StepId>),
 }
 
-/// Step ids a step depends on: `needs` plus every `steps.<id>` its templates and `when` read.
+/// Step ids a step depends on: `needs` plus every `steps.<id>` its templates, `when` and
+/// `for_each` read.
 pub fn step_references(step: &StepDefinition, templates: &Templates) -> Result<BTreeSet<String>, TemplateError> {
     let mut names: BTreeSet<String> = step.needs.iter().map(|id| id.as_str().to_owned()).collect();
     for (_, source) in step.templates() {
         names.extend(templates.check(source)?.steps);
     }
-    if let Some(condition) = &step.when {
+    for condition in [&step.when, &step.for_each].into_iter().flatten() {
         names.extend(templates.check_condition(condition)?.steps);
     }
     Ok(names)

@@ -52,6 +52,20 @@ pub struct WorkflowDefinition {
     pub output: Option<Value>,
 }
 
+impl WorkflowDefinition {
+    /// The step `id` names, or for a map item (`summarize[3]`) its map step's definition
+    /// under the item's id: an item runs as its map step does, under its own name.
+    pub fn find_step(&self, id: &StepId) -> Option<StepDefinition> {
+        match id.map_item() {
+            Some((map, _)) => {
+                let step = self.steps.iter().find(|s| s.id == map && s.for_each.is_some())?;
+                Some(StepDefinition { id: id.clone(), ..step.clone() })
+            }
+            None => self.steps.iter().find(|s| &s.id == id).cloned(),
+        }
+    }
+}
+
 /// One step of a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +127,65 @@ pub struct StepDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
+    /// Makes the step a map: an expression over `input` and `steps` (like `when`) that
+    /// yields a list, e.g. `input.documents`. The task then runs once per item, its templates
+    /// seeing the item as `item` and its position as `index`, and the step's output is
+    /// `{items: [...]}` in list order. At most [`MAX_MAP_ITEMS`] items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+    /// With `for_each`: how many items run at once (default [`DEFAULT_MAX_CONCURRENCY`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_concurrency: Option<u32>,
+    /// With `for_each`: how many items may fail (a count, or a share such as `"10%"` of the
+    /// items, rounded down) before the step fails. Default 0: any item failing fails it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerate_failures: Option<Tolerance>,
+}
+
+/// The most items one map step (`for_each`) runs.
+pub const MAX_MAP_ITEMS: u32 = 1_000;
+/// The most map items one run may run, all its map steps together.
+pub const MAX_RUN_ITEMS: u32 = 5_000;
+/// Items of a map that run at once when the step does not say.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
+/// The most items of a map that may run at once.
+pub const MAX_MAX_CONCURRENCY: u32 = 100;
+
+/// How many of a map's items may fail before the map step fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Tolerance {
+    /// This many items.
+    Count(u32),
+    /// A share of the items, as `"25%"` (0 to 100), rounded down.
+    #[schema(example = "10%")]
+    Share(String),
+}
+
+impl Tolerance {
+    /// The share as a percentage, if it is one and is well formed (0 to 100).
+    pub fn percent(&self) -> Option<f64> {
+        match self {
+            Tolerance::Count(_) => None,
+            Tolerance::Share(text) => {
+                let percent: f64 = text.strip_suffix('%')?.trim().parse().ok()?;
+                (0.0..=100.0).contains(&percent).then_some(percent)
+            }
+        }
+    }
+
+    /// How many of `items` may fail.
+    pub fn allowed(&self, items: u32) -> u32 {
+        match self {
+            Tolerance::Count(count) => *count,
+            Tolerance::Share(_) => {
+                let percent = self.percent().unwrap_or(0.0);
+                // Floor of items × percent / 100, in integers where the share is whole.
+                ((f64::from(items) * percent / 100.0) + 1e-9).floor() as u32
+            }
+        }
+    }
 }
 
 impl StepDefinition {
@@ -143,6 +216,16 @@ impl StepDefinition {
 
     pub fn retries(&self) -> u32 {
         self.retries.unwrap_or(Self::DEFAULT_RETRIES)
+    }
+
+    /// How many of a map's items run at once.
+    pub fn max_concurrency(&self) -> u32 {
+        self.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY).clamp(1, MAX_MAX_CONCURRENCY)
+    }
+
+    /// How many of a map's `items` may fail before the step does.
+    pub fn tolerated_failures(&self, items: u32) -> u32 {
+        self.tolerate_failures.as_ref().map_or(0, |tolerance| tolerance.allowed(items))
     }
 
     /// The model followed by its fallbacks, in the order they are tried.

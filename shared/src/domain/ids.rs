@@ -45,7 +45,9 @@ impl RunId {
 }
 
 /// A step's id inside one workflow: `[a-z][a-z0-9_]{0,63}` so it can be used in templates
-/// as `steps.<id>` without quoting.
+/// as `steps.<id>` without quoting. The engine also names each item of a map step with it:
+/// `summarize[3]` is item 3 of step `summarize` (never an id a workflow may define), so an
+/// item is stored, claimed, queued and followed up like any step.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct StepId(String);
@@ -53,7 +55,19 @@ pub struct StepId(String);
 impl StepId {
     pub const MAX_LEN: usize = 64;
 
+    /// A step id as a workflow writes it, or a map item's id (`summarize[3]`).
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        match raw.strip_suffix(']').and_then(|rest| rest.split_once('[')) {
+            Some((step, index)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => {
+                index.parse::<u32>().map_err(|_| InvalidId(format!("`{raw}` is not a valid map item id")))?;
+                Self::parse_defined(step).map(|_| Self(raw.to_owned()))
+            }
+            _ => Self::parse_defined(raw),
+        }
+    }
+
+    /// A step id as a workflow writes it (no item suffix).
+    fn parse_defined(raw: &str) -> Result<Self, InvalidId> {
         let mut chars = raw.chars();
         let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase());
         let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
@@ -68,6 +82,22 @@ impl StepId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id of item `index` of this map step.
+    pub fn item(&self, index: u32) -> StepId {
+        Self(format!("{}[{index}]", self.0))
+    }
+
+    /// For a map item's id, its map step and index; `None` for a step's own id.
+    pub fn map_item(&self) -> Option<(StepId, u32)> {
+        let (step, index) = self.0.strip_suffix(']')?.split_once('[')?;
+        Some((Self(step.to_owned()), index.parse().ok()?))
+    }
+
+    /// Whether this names an item of a map step rather than a step of a workflow.
+    pub fn is_item(&self) -> bool {
+        self.0.ends_with(']')
     }
 }
 
@@ -132,8 +162,21 @@ mod tests {
     #[test]
     fn step_ids_are_template_friendly() {
         assert!(StepId::parse("draft_2").is_ok());
-        for bad in ["", "Draft", "2draft", "dra-ft", "a.b", &"a".repeat(65)] {
+        for bad in
+            ["", "Draft", "2draft", "dra-ft", "a.b", &"a".repeat(65), "a[]", "a[x]", "[1]", "a[1]b", "a[99999999999]"]
+        {
             assert!(StepId::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn map_items_are_named_after_their_step_and_index() {
+        let step = StepId::parse("summarize").unwrap();
+        let item = step.item(42);
+        assert_eq!(item.as_str(), "summarize[42]");
+        assert_eq!(StepId::parse("summarize[42]").unwrap(), item);
+        assert_eq!(item.map_item(), Some((step.clone(), 42)));
+        assert!(item.is_item() && !step.is_item());
+        assert_eq!(step.map_item(), None);
     }
 }

@@ -22,16 +22,16 @@ pub(crate) mod properties;
 pub use budget::{BudgetLedger, Reservation, Reserved, Settled, Settlement};
 pub use cost::Cost;
 pub use dag::Plan;
-pub use definition::{StepDefinition, Task, WorkflowDefinition};
+pub use definition::{StepDefinition, Task, Tolerance, WorkflowDefinition};
 pub use event::{EventKind, RunEvent};
 pub use ids::{InvalidId, RunId, StepId, TenantId};
 pub use output::{FinishReason, OutputError, TaskOutput};
 pub use rate::{Bucket, RateLimit};
 pub use run::{NotifyTarget, Run, RunStatus};
 pub use step::{
-    Attempt, ErrorKind, JobRef, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, StepControl, StepError, StepProgress,
-    StepState, StepStatus, Usage,
+    Attempt, ErrorKind, JobRef, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, MapProgress, StepControl, StepError,
+    StepProgress, StepState, StepStatus, Usage,
 };
-pub use template::{TemplateContext, Templates};
+pub use template::{MapItem, TemplateContext, Templates};
 pub use transition::{Change, StepTransition, StepUpdate, UpdateError};
 pub use validation::{Limits, ModelCatalog, Problem};

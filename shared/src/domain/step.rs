@@ -132,6 +132,20 @@ pub struct StepProgress {
     pub started_at: Option<jiff::Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
+    /// A map step's items once it started them: how many, how many have not ended, how
+    /// many failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapProgress>,
+}
+
+/// Where a map step's items stand. `pending` and `failed` are counted down and up by each
+/// item's end, exactly once per item (see `RunStore::count_item`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MapProgress {
+    pub items: u32,
+    /// Items that have not ended.
+    pub pending: u32,
+    pub failed: u32,
 }
 
 /// How the engine runs a step exactly once: its claims, the countdown of its dependencies,
@@ -163,6 +177,10 @@ pub struct StepControl {
     pub dependants: Vec<StepId>,
     /// The provider job the step waits on, once one was submitted.
     pub job: Option<JobRef>,
+    /// On a map item: its end was counted on its map step (`RunStore::count_item`), so a
+    /// re-driven follow-up does not count it twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counted: bool,
 }
 
 /// A step's lease: the worker holding it and until when.

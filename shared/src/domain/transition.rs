@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::cost::Cost;
 use super::event::RunEvent;
-use super::step::{Attempt, JobRef, Lease, StepError, StepState, StepStatus, Usage};
+use super::step::{Attempt, JobRef, Lease, MapProgress, StepError, StepState, StepStatus, Usage};
 
 /// A conditional change of one step, applied atomically or not at all.
 #[derive(Debug, Clone, Default)]
@@ -80,6 +80,9 @@ pub struct StepUpdate {
     pub started_at: Option<jiff::Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
+    /// A map step's items, set when it starts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapProgress>,
 }
 
 /// One change to a stored step's attribute, named as [`StepState`] serializes it.
@@ -174,6 +177,7 @@ mod tests {
             error: Some(StepError::new(ErrorKind::Timeout, "slow")),
             started_at: Some(jiff::Timestamp::UNIX_EPOCH),
             finished_at: Some(jiff::Timestamp::UNIX_EPOCH),
+            map: Some(MapProgress { items: 3, pending: 3, failed: 0 }),
         };
         let mut full = step();
         update.apply(&mut full).unwrap();

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::dag::{Plan, PlanError};
-use super::definition::{MAX_MAX_TOKENS, StepDefinition, Task, WorkflowDefinition};
+use super::definition::{MAX_MAX_CONCURRENCY, MAX_MAX_TOKENS, StepDefinition, Task, Tolerance, WorkflowDefinition};
 use super::ids::StepId;
 use super::template::Templates;
 
@@ -219,6 +219,9 @@ impl Checker<'_> {
         if let Some(output) = &definition.output {
             match self.templates.check_value(output) {
                 Ok(refs) => {
+                    if refs.item {
+                        self.problem("/workflow/output", "`item` and `index` are only defined in a `for_each` step");
+                    }
                     for name in refs.steps {
                         if !first_index.keys().any(|id| id.as_str() == name) {
                             self.problem("/workflow/output", format!("refers to unknown step `{name}`"));
@@ -327,6 +330,40 @@ impl Checker<'_> {
         if step.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
             self.problem(format!("{at}/temperature"), "must be between 0 and 2");
         }
+        if step.id.is_item() {
+            self.problem(format!("{at}/id"), "`[` and `]` are not allowed in a step id");
+        }
+        self.check_map(step, at);
+    }
+
+    /// A map step's own fields (`for_each`, `max_concurrency`, `tolerate_failures`); its
+    /// expression is checked with the step's other templates.
+    fn check_map(&mut self, step: &StepDefinition, at: &str) {
+        if step.for_each.is_none() {
+            for (field, set) in [
+                ("max_concurrency", step.max_concurrency.is_some()),
+                ("tolerate_failures", step.tolerate_failures.is_some()),
+            ] {
+                if set {
+                    self.problem(format!("{at}/{field}"), format!("`{field}` only applies to a step with `for_each`"));
+                }
+            }
+            return;
+        }
+        if !step.task.uses_model() {
+            self.problem(format!("{at}/for_each"), format!("a `{}` step cannot map over a list", step.task));
+        }
+        if step.max_concurrency.is_some_and(|max| !(1..=MAX_MAX_CONCURRENCY).contains(&max)) {
+            self.problem(format!("{at}/max_concurrency"), format!("must be between 1 and {MAX_MAX_CONCURRENCY}"));
+        }
+        if let Some(Tolerance::Share(text)) = &step.tolerate_failures
+            && step.tolerate_failures.as_ref().and_then(Tolerance::percent).is_none()
+        {
+            self.problem(
+                format!("{at}/tolerate_failures"),
+                format!("`{text}` is neither a count nor a percentage from 0% to 100%"),
+            );
+        }
     }
 
     fn check_input(&mut self, definition: &WorkflowDefinition, input: &Value) {
@@ -351,11 +388,25 @@ fn collect_references(
     let mut named: Vec<(String, String)> =
         step.needs.iter().enumerate().map(|(i, id)| (format!("{at}/needs/{i}"), id.as_str().to_owned())).collect();
     let sources = step.templates().map(|(field, source)| (field, source, false));
-    let condition = step.when.as_deref().map(|source| ("when", source, true));
-    for (field, source, is_condition) in sources.chain(condition) {
+    let conditions = [("when", &step.when), ("for_each", &step.for_each)]
+        .into_iter()
+        .filter_map(|(field, source)| Some((field, source.as_deref()?, true)));
+    for (field, source, is_condition) in sources.chain(conditions) {
         let parsed =
             if is_condition { checker.templates.check_condition(source) } else { checker.templates.check(source) };
         match parsed {
+            // `item` and `index` exist in a map step's templates; its `when` and `for_each`
+            // are evaluated once for the whole step.
+            Ok(refs) if refs.item && (is_condition || step.for_each.is_none()) => {
+                let detail = match is_condition {
+                    true => {
+                        format!("`item` and `index` are not defined in `{field}`: it is evaluated once for the step")
+                    }
+                    false => "`item` and `index` are only defined in a step with `for_each`".to_owned(),
+                };
+                checker.problem(format!("{at}/{field}"), detail);
+                ok = false;
+            }
             Ok(refs) => named.extend(refs.steps.into_iter().map(|name| (format!("{at}/{field}"), name))),
             Err(err) => {
                 checker.problem(format!("{at}/{field}"), format!("template error: {err}"));

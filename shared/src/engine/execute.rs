@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::budget::StepBudget;
 use super::jobs::CallbackToken;
+use super::map::map_ended;
 use super::progress::context_for;
 use super::transitions::{QUEUED_GRACE, ending, follow_up_due, provider_events};
 use super::{Engine, EngineError};
@@ -34,12 +35,18 @@ impl Engine {
             tracing::warn!(%run_id, "step message for an unknown run; dropping it");
             return Ok(());
         };
-        let Some(step) = run.definition.steps.iter().find(|s| &s.id == step_id) else {
+        let Some(step) = run.definition.find_step(step_id) else {
             tracing::warn!(%run_id, %step_id, "step message for an unknown step; dropping it");
             return Ok(());
         };
+        let step = &step;
         let steps = self.store.get_steps_reading(run_id, &self.reads(step)).await?;
-        let Some(state) = steps.iter().find(|s| &s.step_id == step_id) else {
+        // A map item is not among the run's steps: it is read on its own.
+        let item_state = match step_id.is_item() {
+            true => self.store.get_step(run_id, step_id).await?,
+            false => None,
+        };
+        let Some(state) = item_state.as_ref().or_else(|| steps.iter().find(|s| &s.step_id == step_id)) else {
             tracing::warn!(%run_id, %step_id, "step message for a step without state; dropping it");
             return Ok(());
         };
@@ -52,7 +59,7 @@ impl Engine {
             }
             return Ok(());
         }
-        if run.status.is_terminal() {
+        if run.status.is_terminal() || map_ended(step_id, &steps) {
             self.cancel_step(&run, state).await?;
             return Ok(());
         }
@@ -67,8 +74,9 @@ impl Engine {
             self.steps.send(vec![message.clone()], delay).await?;
             return Ok(());
         }
-        if !matches!(state.status, StepStatus::Queued | StepStatus::Running) {
-            // Pending (its release sends it) or waiting (its answer or the sweep ends it).
+        if !matches!(state.status, StepStatus::Queued | StepStatus::Running) || state.progress.map.is_some() {
+            // Pending (its release sends it), waiting (its answer or the sweep ends it), or a
+            // map step whose items run it now (their follow-ups end it).
             return Ok(());
         }
         if state.control.attempt >= MAX_STEP_CLAIMS {
@@ -95,7 +103,8 @@ impl Engine {
         }
 
         let context = context_for(&run, &steps);
-        if let Some(condition) = &step.when {
+        // An item's `when` is its map step's, already evaluated.
+        if let Some(condition) = step.when.as_ref().filter(|_| !step_id.is_item()) {
             match self.templates.condition_holds(condition, &context) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -154,6 +163,16 @@ impl Engine {
         }
         self.mark_run_started(&run).await?;
 
+        if step.for_each.is_some() && !step_id.is_item() {
+            return self.start_map(&run, step, &steps).await;
+        }
+        let context = match step_id.map_item() {
+            Some((_, index)) => match self.item_context(step, index, context) {
+                Ok(context) => context,
+                Err(error) => return self.complete_claimed(&run, step, Vec::new(), Err(error)).await,
+            },
+            None => context,
+        };
         let fields = match self.render_fields(step, &context) {
             Ok(fields) => fields,
             Err(error) => return self.complete_claimed(&run, step, Vec::new(), Err(error)).await,
@@ -191,13 +210,15 @@ impl Engine {
         }
     }
 
-    /// The steps whose outputs `step`'s templates and `when` read (a template that does not
+    /// The steps whose outputs `step`'s templates, `when` and `for_each` read (a template that does not
     /// parse reads nothing here; rendering it reports the error).
     fn reads(&self, step: &StepDefinition) -> BTreeSet<StepId> {
         let templates = step.templates().filter_map(|(_, source)| self.templates.check(source).ok());
-        let condition = step.when.as_deref().and_then(|when| self.templates.check_condition(when).ok());
+        let conditions = [&step.when, &step.for_each]
+            .into_iter()
+            .filter_map(|expression| self.templates.check_condition(expression.as_deref()?).ok());
         templates
-            .chain(condition)
+            .chain(conditions)
             .flat_map(|references| references.steps)
             .filter_map(|id| StepId::parse(&id).ok())
             .collect()

@@ -146,9 +146,14 @@ impl Engine {
     ) -> Result<CallbackOutcome, CallbackError> {
         let (run_id, step_id, secret) = CallbackToken::parse(token).ok_or(CallbackError::UnknownJob)?;
         let run = self.store.get_run(&run_id).await.map_err(EngineError::from)?.ok_or(CallbackError::UnknownJob)?;
-        let steps = self.store.get_steps(&run_id).await.map_err(EngineError::from)?;
-        let state = steps.into_iter().find(|s| s.step_id == step_id).ok_or(CallbackError::UnknownJob)?;
-        let step = run.definition.steps.iter().find(|s| s.id == step_id).ok_or(CallbackError::UnknownJob)?;
+        let state = self
+            .store
+            .get_step(&run_id, &step_id)
+            .await
+            .map_err(EngineError::from)?
+            .ok_or(CallbackError::UnknownJob)?;
+        let step = run.definition.find_step(&step_id).ok_or(CallbackError::UnknownJob)?;
+        let step = &step;
         let Some(job) = state.control.job.clone() else {
             return Err(if state.status == StepStatus::Running {
                 CallbackError::NotReady
@@ -182,14 +187,13 @@ impl Engine {
     /// The sweep's last look at a job past its deadline: one poll, and the step completes if
     /// the job finished (its webhook was lost). `None` when it still runs or cannot be asked.
     pub(super) async fn poll_expired_job(&self, run: &Run, state: &StepState) -> Result<Option<()>, EngineError> {
-        let (Some(job), Some(step)) = (&state.control.job, run.definition.steps.iter().find(|s| s.id == state.step_id))
-        else {
+        let (Some(job), Some(step)) = (&state.control.job, run.definition.find_step(&state.step_id)) else {
             return Ok(None);
         };
         let Some(jobs) = self.jobs_of(&job.provider) else { return Ok(None) };
-        match jobs.poll(&job.id, &request_shape(step)).await {
+        match jobs.poll(&job.id, &request_shape(&step)).await {
             Ok(report @ JobReport { state: JobState::Finished { .. }, .. }) => {
-                self.settle_job(run, step, job, report).await?;
+                self.settle_job(run, &step, job, report).await?;
                 Ok(Some(()))
             }
             Ok(_) => Ok(None),

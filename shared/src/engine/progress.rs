@@ -31,6 +31,7 @@ pub(super) fn context_for(run: &Run, steps: &[StepState]) -> TemplateContext {
             .filter(|s| s.status == StepStatus::Succeeded)
             .filter_map(|s| Some((s.step_id.to_string(), s.progress.output.clone()?)))
             .collect(),
+        item: None,
     }
 }
 
@@ -58,6 +59,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         // First: whatever follows, the budget the step held is free for the others.
         self.settle_budget(run, state).await?;
+        if state.step_id.is_item() {
+            return self.item_finished(run, state, finished).await;
+        }
         let optional = run.definition.steps.iter().any(|s| s.id == state.step_id && s.optional);
         match state.status {
             StepStatus::Failed if !optional => return self.fail_run(run, state).await,
@@ -188,11 +192,15 @@ impl Engine {
         }
         let now = self.clock.now();
         for state in self.store.get_steps(&run.id).await? {
-            if !from.contains(&state.status) {
+            // A started map step is `running` without a lease: nobody runs it but its items,
+            // which are cancelled as their messages find it ended.
+            let started_map = state.status == StepStatus::Running && state.progress.map.is_some();
+            if !from.contains(&state.status) && !started_map {
                 continue;
             }
             let reason = format!("the run {}", run.status);
-            let cancel = ending(&state.step_id, from.clone(), StepStatus::Cancelled, None, reason, now);
+            let from = if started_map { vec![StepStatus::Running] } else { from.clone() };
+            let cancel = ending(&state.step_id, from, StepStatus::Cancelled, None, reason, now);
             self.store.transition_step(&run.id, &state.step_id, cancel).await?;
         }
         Ok(())

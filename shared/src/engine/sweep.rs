@@ -113,8 +113,7 @@ impl Engine {
     }
 
     async fn reconcile_step(&self, run: &Run, step_id: &StepId) -> Result<Reconciled, EngineError> {
-        let steps = self.store.get_steps(&run.id).await?;
-        let Some(state) = steps.into_iter().find(|s| &s.step_id == step_id) else { return Ok(Reconciled::Nothing) };
+        let Some(state) = self.store.get_step(&run.id, step_id).await? else { return Ok(Reconciled::Nothing) };
         let now = self.clock.now();
         if state.control.due.is_none_or(|due| due > now) {
             return Ok(Reconciled::Nothing); // moved on since the index was read

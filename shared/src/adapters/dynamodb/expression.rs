@@ -21,10 +21,15 @@ pub(super) struct Expression {
 
 impl Expression {
     /// `#attribute`, declared once. Every attribute goes through a name placeholder, so
-    /// reserved words (`status`, `output`, `error`…) need no special care.
+    /// reserved words (`status`, `output`, `error`…) need no special care. A name that is not
+    /// a valid placeholder (a map item's id as a map key: `summarize[3]`) gets a numbered one.
     pub(super) fn name(&mut self, attribute: &str) -> String {
-        let placeholder = format!("#{attribute}");
-        self.names.entry(placeholder.clone()).or_insert_with(|| attribute.to_owned());
+        if let Some((placeholder, _)) = self.names.iter().find(|(_, name)| name.as_str() == attribute) {
+            return placeholder.clone();
+        }
+        let plain = attribute.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let placeholder = if plain { format!("#{attribute}") } else { format!("#n{}", self.names.len()) };
+        self.names.insert(placeholder.clone(), attribute.to_owned());
         placeholder
     }
 

@@ -13,6 +13,8 @@ use crate::domain::{
 
 pub(super) const RUN_SK: &str = "RUN";
 pub(super) const STEP_SK_PREFIX: &str = "STEP#";
+/// Map items sort under their own prefix, so reading a run's steps never reads its items.
+pub(super) const ITEM_SK_PREFIX: &str = "ITEM#";
 /// The partition of the `reconcile_by_due` index: one, since only items with something due
 /// are in it (a sparse index: steps that wait, run, are queued or have a follow-up to do,
 /// ended runs whose follow-up is not done) and the sweep reads it once a minute.
@@ -44,8 +46,26 @@ pub(super) fn run_pk(run_id: &RunId) -> String {
     format!("RUN#{run_id}")
 }
 
+/// `STEP#<step>`, or for a map item `ITEM#<step>#<index, 6 digits>` (so items sort in order).
 pub(super) fn step_sk(step_id: &StepId) -> String {
-    format!("{STEP_SK_PREFIX}{step_id}")
+    match step_id.map_item() {
+        Some((map, index)) => format!("{}{index:06}", items_sk_prefix(&map)),
+        None => format!("{STEP_SK_PREFIX}{step_id}"),
+    }
+}
+
+/// The prefix of the sort keys of a map step's items.
+pub(super) fn items_sk_prefix(map: &StepId) -> String {
+    format!("{ITEM_SK_PREFIX}{map}#")
+}
+
+/// The step or map item a sort key names (the inverse of [`step_sk`]).
+pub(super) fn step_id_of_sk(sk: &str) -> Option<StepId> {
+    if let Some(id) = sk.strip_prefix(STEP_SK_PREFIX) {
+        return StepId::parse(id).ok().filter(|id| !id.is_item());
+    }
+    let (map, index) = sk.strip_prefix(ITEM_SK_PREFIX)?.split_once('#')?;
+    Some(StepId::parse(map).ok()?.item(index.parse().ok()?))
 }
 
 pub(super) fn idempotency_pk(tenant: &TenantId, key: &str) -> String {

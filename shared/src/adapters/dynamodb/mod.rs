@@ -8,6 +8,7 @@
 mod budget;
 mod expression;
 mod items;
+mod map_items;
 mod rate_limiter;
 mod signing_secrets;
 mod tenant_directory;
@@ -31,7 +32,7 @@ use serde_json::Value;
 use self::expression::{Expression, number, string};
 use self::items::{
     DUE_BUCKET, DueKeys, IDEMPOTENCY_SK, IdempotencyItem, Payload, RECONCILE_BY_DUE, RUN_SK, RUNS_BY_TENANT, RunItem,
-    STEP_SK_PREFIX, StepItem, idempotency_pk, run_pk, step_sk,
+    STEP_SK_PREFIX, StepItem, idempotency_pk, run_pk, step_id_of_sk, step_sk,
 };
 use crate::domain::{
     Change, Lease, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId,
@@ -508,6 +509,30 @@ impl RunStore for DynamoRunStore {
         self.query_steps(run_id, None).await
     }
 
+    async fn get_step(&self, run_id: &RunId, step_id: &StepId) -> Result<Option<StepState>, PortError> {
+        match self.step_item(run_id, step_id).await? {
+            Some(item) => Ok(Some(self.step_from_item(item).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_items(&self, run: &Run, items: Vec<StepState>) -> Result<(), PortError> {
+        let expires_at = self.expires_at(run.created_at);
+        let items = items
+            .into_iter()
+            .map(|state| to_item(&StepItem::new(&run.id, state, expires_at)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.put_steps(items).await
+    }
+
+    async fn count_item(&self, run_id: &RunId, item: &StepId, succeeded: bool) -> Result<StepState, PortError> {
+        self.count_map_item(run_id, item, succeeded).await
+    }
+
+    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError> {
+        self.query_items(run_id, step).await
+    }
+
     async fn get_steps_reading(
         &self,
         run_id: &RunId,
@@ -769,8 +794,8 @@ impl RunStore for DynamoRunStore {
             let keys: KeysItem = from_item("due index entry", item.map_err(unavailable)?)?;
             let corrupt = || PortError::Corrupt { what: "due index entry", detail: format!("{}/{}", keys.pk, keys.sk) };
             let run_id = keys.pk.strip_prefix("RUN#").and_then(|id| RunId::parse(id).ok()).ok_or_else(corrupt)?;
-            let step_id = match keys.sk.strip_prefix(STEP_SK_PREFIX) {
-                Some(id) => Some(StepId::parse(id).map_err(|_| corrupt())?),
+            let step_id = match step_id_of_sk(&keys.sk) {
+                Some(id) => Some(id),
                 None if keys.sk == RUN_SK => None,
                 None => return Err(corrupt()),
             };

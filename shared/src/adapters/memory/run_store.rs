@@ -77,7 +77,50 @@ impl RunStore for MemoryRunStore {
     }
 
     async fn get_steps(&self, run_id: &RunId) -> Result<Vec<StepState>, PortError> {
-        Ok(self.lock()?.runs.get(run_id).map(|e| e.steps.values().cloned().collect()).unwrap_or_default())
+        let state = self.lock()?;
+        let steps = state.runs.get(run_id).map(|e| e.steps.values().filter(|s| !s.step_id.is_item()).cloned());
+        Ok(steps.map(Iterator::collect).unwrap_or_default())
+    }
+
+    async fn get_step(&self, run_id: &RunId, step_id: &StepId) -> Result<Option<StepState>, PortError> {
+        Ok(self.lock()?.runs.get(run_id).and_then(|e| e.steps.get(step_id).cloned()))
+    }
+
+    async fn create_items(&self, run: &Run, items: Vec<StepState>) -> Result<(), PortError> {
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(&run.id).ok_or_else(|| missing("run", &run.id))?;
+        entry.steps.extend(items.into_iter().map(|item| (item.step_id.clone(), item)));
+        Ok(())
+    }
+
+    async fn count_item(&self, run_id: &RunId, item: &StepId, succeeded: bool) -> Result<StepState, PortError> {
+        let (map_id, _) = item.map_item().ok_or_else(|| missing("map item", item))?;
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        let counted = entry.steps.get_mut(item).ok_or_else(|| missing("step", item))?;
+        let first = !counted.control.counted;
+        counted.control.counted = true;
+        let map = entry.steps.get_mut(&map_id).ok_or_else(|| missing("step", &map_id))?;
+        let progress = map.progress.map.as_mut().ok_or_else(|| missing("started map", &map_id))?;
+        if first {
+            progress.pending = progress.pending.saturating_sub(1);
+            progress.failed += u32::from(!succeeded);
+        }
+        let mut after = map.clone();
+        after.progress.output = None;
+        Ok(after)
+    }
+
+    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError> {
+        let state = self.lock()?;
+        let Some(entry) = state.runs.get(run_id) else { return Ok(Vec::new()) };
+        let mut items: Vec<(u32, StepState)> = entry
+            .steps
+            .values()
+            .filter_map(|s| s.step_id.map_item().filter(|(map, _)| map == step).map(|(_, index)| (index, s.clone())))
+            .collect();
+        items.sort_by_key(|(index, _)| *index);
+        Ok(items.into_iter().map(|(_, item)| item).collect())
     }
 
     async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError> {

@@ -391,7 +391,11 @@ pub fn json_template() -> BoxedStrategy<Value> {
 /// few steps.
 pub fn context() -> BoxedStrategy<TemplateContext> {
     (input(), btree_map(pick(&STEP_IDS), step_output(), 0..4))
-        .prop_map(|(input, steps)| TemplateContext { input, steps: steps.into_iter().collect::<BTreeMap<_, _>>() })
+        .prop_map(|(input, steps)| TemplateContext {
+            input,
+            steps: steps.into_iter().collect::<BTreeMap<_, _>>(),
+            item: None,
+        })
         .boxed()
 }
 

@@ -16,7 +16,7 @@ use thiserror::Error;
 pub use bounded::RenderLimits;
 
 /// The names a template may start from.
-const ROOTS: [&str; 2] = ["input", "steps"];
+const ROOTS: [&str; 4] = ["input", "steps", "item", "index"];
 
 /// Bounds the work one template may do, so a hostile loop cannot pin a worker.
 const FUEL: u64 = 200_000;
@@ -61,24 +61,43 @@ fn bounded_result<T>((result, exceeded): (Result<T, minijinja::Error>, bool)) ->
     result.map_err(|err| TemplateError { too_large: exceeded, ..err.into() })
 }
 
-/// What a template reads: the steps it references by name.
+/// What a template reads: the steps it references by name, and whether it reads a map
+/// step's `item` or `index`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct References {
     pub steps: BTreeSet<String>,
+    pub item: bool,
 }
 
-/// The values templates see: the run's `input` and the outputs of finished steps.
+/// The values templates see: the run's `input`, the outputs of finished steps and, in a
+/// map step's item, the item and its position.
 #[derive(Debug, Default, Clone)]
 pub struct TemplateContext {
     pub input: Value,
     pub steps: BTreeMap<String, Value>,
+    pub item: Option<MapItem>,
+}
+
+/// One item of a map step, as its templates see it.
+#[derive(Debug, Clone)]
+pub struct MapItem {
+    pub item: Value,
+    pub index: u32,
 }
 
 impl TemplateContext {
     fn to_value(&self) -> minijinja::Value {
-        minijinja::context! {
+        let base = minijinja::context! {
             input => minijinja::Value::from(Serde(&self.input)),
             steps => minijinja::Value::from(Serde(&self.steps)),
+        };
+        match &self.item {
+            Some(MapItem { item, index }) => minijinja::context! {
+                item => minijinja::Value::from(Serde(item)),
+                index => *index,
+                ..base
+            },
+            None => base,
         }
     }
 }
@@ -206,7 +225,9 @@ impl Templates {
     pub fn check_value(&self, value: &Value) -> Result<References, TemplateError> {
         let mut all = References::default();
         for source in strings(value) {
-            all.steps.extend(self.check(source)?.steps);
+            let references = self.check(source)?;
+            all.steps.extend(references.steps);
+            all.item |= references.item;
         }
         Ok(all)
     }
@@ -271,8 +292,11 @@ fn references(variables: std::collections::HashSet<String>) -> Result<References
         let root = parts.next().unwrap_or_default();
         if !ROOTS.contains(&root) {
             return Err(TemplateError::new(format!(
-                "unknown variable `{root}`: templates can use `input` and `steps.<id>`"
+                "unknown variable `{root}`: templates can use `input` and `steps.<id>` (and `item` and `index` in a `for_each` step)"
             )));
+        }
+        if root == "item" || root == "index" {
+            refs.item = true;
         }
         if root == "steps" {
             match parts.next() {
@@ -298,6 +322,7 @@ mod tests {
         TemplateContext {
             input: json!({"prompt": "Write a haiku", "n": 3}),
             steps: BTreeMap::from([("draft".to_owned(), json!({"text": "hello", "scores": [1, 2]}))]),
+            item: None,
         }
     }
 

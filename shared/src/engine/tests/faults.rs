@@ -68,6 +68,26 @@ impl RunStore for FaultyStore {
         self.inner.list_runs(tenant, after, limit).await
     }
 
+    async fn get_step(&self, run_id: &RunId, step_id: &StepId) -> Result<Option<StepState>, PortError> {
+        self.faults.check("get_step")?;
+        self.inner.get_step(run_id, step_id).await
+    }
+
+    async fn create_items(&self, run: &Run, items: Vec<StepState>) -> Result<(), PortError> {
+        self.faults.check("create_items")?;
+        self.inner.create_items(run, items).await
+    }
+
+    async fn count_item(&self, run_id: &RunId, item: &StepId, succeeded: bool) -> Result<StepState, PortError> {
+        self.faults.check("count_item")?;
+        self.inner.count_item(run_id, item, succeeded).await
+    }
+
+    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError> {
+        self.faults.check("list_items")?;
+        self.inner.list_items(run_id, step).await
+    }
+
     async fn transition_step(
         &self,
         run_id: &RunId,

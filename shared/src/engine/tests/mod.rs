@@ -6,6 +6,7 @@ mod budget;
 mod durability;
 mod faults;
 mod limits;
+mod map;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
 use crate::adapters::memory::{MemoryQueue, MemoryRunStore, MemoryTenantDirectory};
-use crate::domain::{ErrorKind, FinishReason, RunId, RunStatus, StepId, StepStatus, Task, TaskOutput, TenantId, Usage};
+use crate::domain::{
+    ErrorKind, FinishReason, MapProgress, RunId, RunStatus, StepId, StepStatus, Task, TaskOutput, TenantId, Usage,
+};
 use crate::ports::{
     DeliveryError, NotificationMessage, OutgoingWebhook, RunStore, SigningSecrets, StepMessage, Tenant, WebhookSender,
 };
