@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus::domain::{
-    EventKind, Lease, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepId, StepState,
-    StepStatus, StepTransition, StepUpdate, TenantId, WorkflowDefinition,
+    EventKind, Lease, MapProgress, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepId,
+    StepState, StepStatus, StepTransition, StepUpdate, TenantId, WorkflowDefinition,
 };
 use chorus::ports::{CreateOutcome, DueRef, IdempotencyClaim, NewRun, RunStore, RunTransition};
 use serde_json::json;
@@ -34,6 +34,9 @@ macro_rules! run_store_contract {
             a_settlement_trades_the_reservation_for_the_cost_once,
             concurrent_reservations_take_exactly_what_fits,
             a_crashed_workers_reservation_is_replaced_by_the_next_claim_or_settled_away,
+            map_items_are_kept_apart_from_the_steps_and_listed_in_order,
+            map_items_take_transitions_releases_and_due_times_like_steps,
+            each_map_item_is_counted_once_on_its_map_step,
         ]);
     };
 }
@@ -424,4 +427,93 @@ pub async fn a_crashed_workers_reservation_is_replaced_by_the_next_claim_or_sett
     assert_eq!(settled(store, &run_id, "a", Some(0.25), 0.0).await, Settled::Done);
     let after = ledger(store, &run_id).await;
     assert_eq!((after.committed_usd, after.reservations), (0.5, BTreeMap::from([(id("b"), 0.5)])));
+}
+
+/// Step `a` of a fresh run started as a map of `count` items (the first `slots` queued,
+/// each later one waiting on the one `slots` before it), created in shuffled order.
+async fn started_map(store: &dyn RunStore, count: u32, slots: u32) -> RunId {
+    let new = new_run("acme", 1_000, None);
+    let run = new.run.clone();
+    let run_id = create(store, new).await;
+    let mut items: Vec<StepState> = (0..count)
+        .map(|i| {
+            let next = (i + slots < count).then(|| id("a").item(i + slots));
+            StepState::new(id("a").item(i), u32::from(i >= slots), next.into_iter().collect())
+        })
+        .collect();
+    fastrand::shuffle(&mut items);
+    store.create_items(&run, items).await.unwrap();
+    let start = StepTransition {
+        from: vec![StepStatus::Queued],
+        update: StepUpdate {
+            status: Some(StepStatus::Running),
+            map: Some(MapProgress { items: count, pending: count, failed: 0 }),
+            ..StepUpdate::default()
+        },
+        ..StepTransition::default()
+    };
+    store.transition_step(&run_id, &id("a"), start).await.unwrap().expect("queued → running map");
+    run_id
+}
+
+pub async fn map_items_are_kept_apart_from_the_steps_and_listed_in_order(store: Arc<dyn RunStore>) {
+    let run_id = started_map(store.as_ref(), 12, 3).await;
+    let steps = store.get_steps(&run_id).await.unwrap();
+    assert_eq!(steps.len(), 3, "a run's steps do not include its map items");
+    let listed = store.list_items(&run_id, &id("a")).await.unwrap();
+    let order: Vec<String> = listed.iter().map(|item| item.step_id.to_string()).collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("a[{i}]")).collect();
+    assert_eq!(order, expected, "items in index order (10 after 9)");
+    assert_eq!(listed[2].status, StepStatus::Queued);
+    assert_eq!((listed[3].status, listed[3].control.pending_deps), (StepStatus::Pending, 1));
+    assert_eq!(listed[0].control.dependants, [id("a").item(3)]);
+    let one = store.get_step(&run_id, &id("a").item(7)).await.unwrap().expect("an item reads on its own");
+    assert_eq!(one.step_id, id("a").item(7));
+    assert!(store.list_items(&run_id, &id("b")).await.unwrap().is_empty(), "b is no map");
+    assert_eq!(store.get_step(&run_id, &id("a").item(12)).await.unwrap(), None);
+    let map = store.get_step(&run_id, &id("a")).await.unwrap().expect("a step reads on its own too");
+    assert_eq!(map.progress.map, Some(MapProgress { items: 12, pending: 12, failed: 0 }));
+}
+
+pub async fn map_items_take_transitions_releases_and_due_times_like_steps(store: Arc<dyn RunStore>) {
+    let run_id = started_map(store.as_ref(), 4, 2).await;
+    let (first, waiting) = (id("a").item(0), id("a").item(2));
+    let claimed = store.transition_step(&run_id, &first, claim("w1", jiff::Timestamp::now(), Duration::from_secs(60)));
+    assert!(claimed.await.unwrap().is_some(), "a queued item is claimed like a step");
+    let mut done = move_to(StepStatus::Running, StepStatus::Succeeded);
+    done.update.output = Some(json!({"text": "x".repeat(70 * 1024)}));
+    // Far in the future, so entries left by other checks on a shared table are due first.
+    let due = jiff::Timestamp::now() + Duration::from_secs(401 * 24 * 3600);
+    done.update.due = Some(due);
+    let finished = store.transition_step(&run_id, &first, done).await.unwrap().expect("running → succeeded");
+    assert_eq!(finished.progress.output.unwrap()["text"].as_str().map(str::len), Some(70 * 1024));
+    let found = store.due(due + Duration::from_secs(1), 10_000).await.unwrap();
+    assert!(found.contains(&DueRef { run_id: run_id.clone(), step_id: Some(first.clone()) }), "an item can be due");
+
+    let released = store.release_step(&run_id, &waiting, &first, true).await.unwrap();
+    assert_eq!(released.status, StepStatus::Queued, "the item waiting on the first one's slot is free");
+    let again = store.release_step(&run_id, &waiting, &first, true).await.unwrap();
+    assert_eq!(again.status, StepStatus::Queued, "released once");
+    let listed = store.list_items(&run_id, &id("a")).await.unwrap();
+    assert_eq!(listed[0].progress.output.as_ref().map(|o| o["text"].as_str().map(str::len)), Some(Some(70 * 1024)));
+}
+
+pub async fn each_map_item_is_counted_once_on_its_map_step(store: Arc<dyn RunStore>) {
+    let run_id = started_map(store.as_ref(), 3, 3).await;
+    let counts: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, run_id) = (store.clone(), run_id.clone());
+            tokio::spawn(async move { store.count_item(&run_id, &id("a").item(0), true).await })
+        })
+        .collect();
+    for count in counts {
+        assert_eq!(count.await.unwrap().unwrap().step_id, id("a"), "concurrent counts of one item");
+    }
+    let map = store.count_item(&run_id, &id("a").item(1), false).await.unwrap();
+    assert_eq!(map.progress.map, Some(MapProgress { items: 3, pending: 1, failed: 1 }), "item 0 counted once");
+    let again = store.count_item(&run_id, &id("a").item(1), false).await.unwrap();
+    assert_eq!(again.progress.map, Some(MapProgress { items: 3, pending: 1, failed: 1 }));
+    let last = store.count_item(&run_id, &id("a").item(2), true).await.unwrap();
+    assert_eq!(last.progress.map, Some(MapProgress { items: 3, pending: 0, failed: 1 }));
+    assert!(store.get_step(&run_id, &id("a").item(1)).await.unwrap().unwrap().control.counted);
 }

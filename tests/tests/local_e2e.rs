@@ -95,8 +95,13 @@ impl Stack {
     /// Polls the API until the run reaches `status` (or ends otherwise), then returns it as
     /// stored in DynamoDB, with its steps.
     async fn wait_for(&self, run_id: &RunId, status: &str) -> (Run, Vec<StepState>) {
+        self.wait_within(run_id, status, RUN_TIMEOUT).await
+    }
+
+    /// [`Self::wait_for`] with a time limit of its own.
+    async fn wait_within(&self, run_id: &RunId, status: &str, limit: Duration) -> (Run, Vec<StepState>) {
         let what = format!("run {run_id} reaches {status}");
-        poll::until(&what, RUN_TIMEOUT, Duration::from_millis(250), || async move {
+        poll::until(&what, limit, Duration::from_millis(250), || async move {
             let response = self.http.get(format!("{}/v1/runs/{run_id}", self.api));
             let response = response.header("x-api-key", self.key.expose_secret()).send().await.unwrap();
             // 503 while a step's item cannot be read (the poison test spoils one on purpose).
@@ -174,6 +179,39 @@ async fn a_three_step_chain_runs_to_the_end_and_is_notified() {
     let notified = stack.notification(&run_id).await;
     assert_eq!(notified["data"]["status"], "succeeded");
     assert_eq!(notified["data"]["output"], json!({"mood": "POSITIVE"}));
+}
+
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn a_two_hundred_item_map_runs_each_item_once_and_feeds_the_next_step_in_order() {
+    let mut stack = stack().await;
+    let workflow = json!({"steps": [
+        {"id": "summaries", "task": "summarize", "model": "local:extractive", "for_each": "input.documents",
+         "input": "{{ item.text }}", "max_concurrency": 20},
+        {"id": "moods", "task": "classify", "model": "local:lexicon", "labels": ["POSITIVE", "NEGATIVE"],
+         "input": "{% for s in steps.summaries['items'] %}{{ s.output.text }} {% endfor %}"}
+    ], "output": {"count": "{{ steps.summaries['items'] | length }}", "last": "{{ steps.summaries['items'][-1].output.text }}",
+                  "mood": "{{ steps.moods.label }}"}});
+    let documents: Vec<Value> =
+        (0..200).map(|i| json!({"text": format!("Document {i} is great. Everyone loves document {i}.")})).collect();
+    let run_id = stack.submit(workflow, json!({ "documents": documents })).await;
+
+    let (run, steps) = stack.wait_within(&run_id, "succeeded", Duration::from_secs(600)).await;
+    let output = run.output.unwrap();
+    assert_eq!(output["count"], 200);
+    assert!(output["last"].as_str().unwrap().contains("Document 199"), "{output}");
+    assert_eq!(output["mood"], "POSITIVE");
+    let map = step(&steps, "summaries");
+    assert_eq!(map.progress.map.map(|m| (m.items, m.pending, m.failed)), Some((200, 0, 0)));
+    let items = stack.store.list_items(&run_id, &map.step_id).await.unwrap();
+    assert_eq!(items.len(), 200);
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item.step_id, map.step_id.item(u32::try_from(i).unwrap()));
+        assert_eq!((item.status, item.control.attempt, item.control.counted), (StepStatus::Succeeded, 1, true), "{i}");
+    }
+    let listed = map.progress.output.as_ref().unwrap()["items"].as_array().unwrap();
+    assert!(listed.iter().enumerate().all(|(i, item)| item["index"] == i && item["status"] == "succeeded"));
+    assert_eq!(stack.notification(&run_id).await["data"]["status"], "succeeded");
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@ use super::{DynamoRunStore, from_item, missing, unavailable};
 use crate::domain::{RunId, StepId, StepState};
 use crate::ports::PortError;
 
+/// Times a count cancelled by a colliding transaction is tried again.
+const TRANSACTION_RETRIES: u32 = 4;
+
 impl DynamoRunStore {
     /// One step or map item as stored, its output not loaded (a strongly consistent read).
     pub(super) async fn step_item(&self, run_id: &RunId, step_id: &StepId) -> Result<Option<StepItem>, PortError> {
@@ -45,37 +48,46 @@ impl DynamoRunStore {
         mark.require(format!("attribute_exists(pk) AND (attribute_not_exists({counted}) OR {counted} <> {yes})"));
 
         let mut count = Expression::default();
-        let (map, pending, failed) = (count.name("map"), count.name("pending"), count.name("failed"));
+        let (map, pending) = (count.name("map"), count.name("pending"));
         let one = count.value(number(1));
         count.set_raw(format!("{map}.{pending} = {map}.{pending} - {one}"));
         if !succeeded {
+            let failed = count.name("failed");
             count.set_raw(format!("{map}.{failed} = {map}.{failed} + {one}"));
         }
         count.require(format!("attribute_exists({map})"));
 
-        let written = self
-            .client
-            .transact_write_items()
-            .transact_items(self.update_action(run_id, item, mark)?)
-            .transact_items(self.update_action(run_id, &map_id, count)?)
-            .send()
-            .await;
-        match written {
-            Ok(_) => {}
-            Err(SdkError::ServiceError(failure)) => {
-                let already_counted = match failure.err() {
+        // Items of one map ending together meet on the map step; DynamoDB cancels a
+        // transaction that collides with another on the same item, so try again a few times.
+        for round in 0..=TRANSACTION_RETRIES {
+            let written = self
+                .client
+                .transact_write_items()
+                .transact_items(self.update_action(run_id, item, &mark)?)
+                .transact_items(self.update_action(run_id, &map_id, &count)?)
+                .send()
+                .await;
+            let Err(error) = written else { break };
+            let reasons = match &error {
+                SdkError::ServiceError(failure) => match failure.err() {
                     TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                        let reasons = cancelled.cancellation_reasons();
-                        reasons.first().and_then(|reason| reason.code()) == Some("ConditionalCheckFailed")
-                            && reasons.get(1).and_then(|reason| reason.code()) != Some("ConditionalCheckFailed")
+                        cancelled.cancellation_reasons().iter().map(|reason| reason.code().map(str::to_owned)).collect()
                     }
-                    _ => false,
-                };
-                if !already_counted {
-                    return Err(unavailable(SdkError::ServiceError(failure)));
-                }
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let code = |index: usize| reasons.get(index).cloned().flatten();
+            let conflict = reasons.iter().flatten().any(|code| code == "TransactionConflict");
+            if code(0).as_deref() == Some("ConditionalCheckFailed")
+                && code(1).as_deref() != Some("ConditionalCheckFailed")
+            {
+                break; // counted before
             }
-            Err(err) => return Err(unavailable(err)),
+            if !conflict || round == TRANSACTION_RETRIES {
+                return Err(unavailable(error));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 << round)).await;
         }
         let map = self.step_item(run_id, &map_id).await?.ok_or_else(|| missing("step", &map_id))?;
         Ok(map.into_state(None))
@@ -85,7 +97,7 @@ impl DynamoRunStore {
         &self,
         run_id: &RunId,
         step_id: &StepId,
-        expression: Expression,
+        expression: &Expression,
     ) -> Result<TransactWriteItem, PortError> {
         let update = Update::builder()
             .table_name(&self.table)
