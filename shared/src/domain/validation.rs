@@ -1,5 +1,8 @@
 //! Checks a submitted workflow and its input before anything is stored, collecting every
 //! problem with a JSON Pointer into the request body (`/workflow/steps/1/model`, `/input/name`).
+//! A part that does not deserialize hides nothing else: the steps that parse get every check,
+//! and a malformed step still takes part in the checks across steps (ids, references, cycles)
+//! with what can be read of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::dag::{Plan, PlanError};
+use super::dag::Plan;
 use super::definition::{MAX_MAX_CONCURRENCY, MAX_MAX_TOKENS, StepDefinition, Task, Tolerance, WorkflowDefinition};
 use super::ids::StepId;
 use super::template::Templates;
@@ -66,7 +69,8 @@ pub struct ValidatedWorkflow {
     pub plan: Plan,
 }
 
-/// Validates the `workflow` and `input` of a submission, reporting every problem found.
+/// Validates the `workflow` and `input` of a submission, reporting every problem found, in
+/// the order of the request (see [`sort_by_place`]).
 pub fn validate_submission(
     workflow: &Value,
     input: &Value,
@@ -81,14 +85,38 @@ pub fn validate_submission(
         return Err(problems);
     }
 
-    let definition = parse_definition(workflow)?;
-    let mut checker = Checker { templates, catalog, problems: Vec::new() };
-    let plan = checker.check(&definition, limits);
-    checker.check_input(&definition, input);
-    match plan {
-        Some(plan) if checker.problems.is_empty() => Ok(ValidatedWorkflow { definition, plan }),
-        _ => Err(checker.problems),
+    let (draft, shape_problems) = read_definition(workflow);
+    let mut checker = Checker { templates, catalog, problems: shape_problems };
+    let plan = checker.check(&draft, limits);
+    // The input can only be checked against a schema that was read.
+    if let Some(top) = &draft.top {
+        checker.check_input(top, input);
     }
+    let mut problems = checker.problems;
+    match (plan, draft.into_definition()) {
+        (Some(plan), Some(definition)) if problems.is_empty() => Ok(ValidatedWorkflow { definition, plan }),
+        _ => {
+            sort_by_place(&mut problems);
+            Err(problems)
+        }
+    }
+}
+
+/// Orders problems as the request reads: the workflow's own, then each step's in step order,
+/// then the input's. The sort is stable, so the problems of one step stay in the order they
+/// were found (its shape problem first).
+fn sort_by_place(problems: &mut [Problem]) {
+    problems.sort_by_key(|problem| {
+        let pointer = problem.pointer.as_str();
+        if pointer == "/input" || pointer.starts_with("/input/") {
+            return (2, 0);
+        }
+        let step = pointer.strip_prefix("/workflow/steps/").and_then(|rest| rest.split('/').next());
+        match step.and_then(|index| index.parse::<usize>().ok()) {
+            Some(index) => (1, index),
+            None => (0, 0),
+        }
+    });
 }
 
 fn check_size(value: &Value, pointer: &str, what: &str, max: usize, problems: &mut Vec<Problem>) {
@@ -98,41 +126,140 @@ fn check_size(value: &Value, pointer: &str, what: &str, max: usize, problems: &m
     }
 }
 
-/// Deserializes the definition, each step on its own so that one malformed step does not
-/// hide problems in the others.
+/// Deserializes the definition, its top level and each step on its own so that one malformed
+/// part does not hide problems in the others; lists every shape problem (unknown members,
+/// wrong types, malformed ids), the first of each part.
 pub fn parse_definition(workflow: &Value) -> Result<WorkflowDefinition, Vec<Problem>> {
-    let Value::Object(fields) = workflow else {
-        return Err(vec![Problem::new("/workflow", "the workflow must be a JSON object")]);
-    };
-    let mut problems = Vec::new();
-    let mut steps = Vec::new();
-    match fields.get("steps") {
-        Some(Value::Array(raw_steps)) => {
-            for (index, raw) in raw_steps.iter().enumerate() {
-                // serde would also read a step from an array of its fields in order: refuse
-                // anything but the documented object form.
-                if !raw.is_object() {
-                    problems.push(Problem::new(format!("/workflow/steps/{index}"), "a step must be a JSON object"));
-                    continue;
-                }
-                match deserialize::<StepDefinition>(raw, &format!("/workflow/steps/{index}")) {
-                    Ok(step) => steps.push(step),
-                    Err(problem) => problems.push(problem),
-                }
-            }
-        }
-        Some(_) => problems.push(Problem::new("/workflow/steps", "`steps` must be an array of steps")),
-        None => problems.push(Problem::new("/workflow/steps", "a workflow needs `steps`")),
+    let (draft, problems) = read_definition(workflow);
+    match draft.into_definition() {
+        Some(definition) if problems.is_empty() => Ok(definition),
+        _ => Err(problems),
     }
+}
+
+/// A definition read as far as it goes (see [`read_definition`]).
+struct Draft<'a> {
+    /// The top level, its `steps` left empty; `None` when it does not parse.
+    top: Option<WorkflowDefinition>,
+    /// `None` when `steps` is missing or not an array.
+    steps: Option<Vec<DraftStep<'a>>>,
+}
+
+enum DraftStep<'a> {
+    Parsed(Box<StepDefinition>),
+    /// A step that does not deserialize, as written: its shape problem is reported, and the
+    /// checks across steps read what they can of it.
+    Malformed(&'a Value),
+}
+
+impl Draft<'_> {
+    /// The definition, when every part of it parsed.
+    fn into_definition(self) -> Option<WorkflowDefinition> {
+        let steps = self
+            .steps?
+            .into_iter()
+            .map(|step| match step {
+                DraftStep::Parsed(step) => Some(*step),
+                DraftStep::Malformed(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        self.top.map(|top| WorkflowDefinition { steps, ..top })
+    }
+}
+
+/// Reads the definition, its top level and each step on its own so that one malformed part
+/// does not hide the others, and lists the shape problems: serde stops at the first of each
+/// part.
+fn read_definition(workflow: &Value) -> (Draft<'_>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let Value::Object(fields) = workflow else {
+        problems.push(Problem::new("/workflow", "the workflow must be a JSON object"));
+        return (Draft { top: None, steps: None }, problems);
+    };
     let mut rest: Map<String, Value> = fields.clone();
     rest.insert("steps".to_owned(), Value::Array(Vec::new()));
-    let top = deserialize::<WorkflowDefinition>(&Value::Object(rest), "/workflow");
-    match top {
-        Ok(definition) if problems.is_empty() => Ok(WorkflowDefinition { steps, ..definition }),
-        Ok(_) => Err(problems),
+    let top = match deserialize::<WorkflowDefinition>(&Value::Object(rest), "/workflow") {
+        Ok(top) => Some(top),
         Err(problem) => {
-            problems.insert(0, problem);
-            Err(problems)
+            problems.push(problem);
+            None
+        }
+    };
+    let steps = match fields.get("steps") {
+        Some(Value::Array(raw_steps)) => Some(
+            raw_steps
+                .iter()
+                .enumerate()
+                .map(|(index, raw)| {
+                    // serde would also read a step from an array of its fields in order:
+                    // refuse anything but the documented object form.
+                    let parsed = if raw.is_object() {
+                        deserialize::<StepDefinition>(raw, &format!("/workflow/steps/{index}"))
+                    } else {
+                        Err(Problem::new(format!("/workflow/steps/{index}"), "a step must be a JSON object"))
+                    };
+                    match parsed {
+                        Ok(step) => DraftStep::Parsed(Box::new(step)),
+                        Err(problem) => {
+                            problems.push(problem);
+                            DraftStep::Malformed(raw)
+                        }
+                    }
+                })
+                .collect(),
+        ),
+        Some(_) => {
+            problems.push(Problem::new("/workflow/steps", "`steps` must be an array of steps"));
+            None
+        }
+        None => {
+            problems.push(Problem::new("/workflow/steps", "a workflow needs `steps`"));
+            None
+        }
+    };
+    (Draft { top, steps }, problems)
+}
+
+/// What the checks across steps read of a step: its id, the ids in its `needs`, its templates
+/// and its `when`.
+struct Links<'a> {
+    id: Option<StepId>,
+    /// Each with its index in `needs`, for the pointer.
+    needs: Vec<(usize, StepId)>,
+    templates: Vec<(&'static str, &'a str)>,
+    when: Option<&'a str>,
+    for_each: Option<&'a str>,
+}
+
+impl DraftStep<'_> {
+    fn links(&self) -> Links<'_> {
+        match self {
+            Self::Parsed(step) => Links {
+                id: Some(step.id.clone()),
+                needs: step.needs.iter().cloned().enumerate().collect(),
+                templates: step.templates().collect(),
+                when: step.when.as_deref(),
+                for_each: step.for_each.as_deref(),
+            },
+            // Leniently: a member of the wrong type or a malformed id is left out. It is a
+            // shape problem, reported now or, as serde stops at the first of a step, once
+            // that one is fixed.
+            Self::Malformed(raw) => {
+                let text = |field: &str| raw.get(field).and_then(Value::as_str);
+                let needs = raw.get("needs").and_then(Value::as_array).into_iter().flatten().enumerate();
+                Links {
+                    id: text("id").and_then(|id| StepId::parse(id).ok()),
+                    needs: needs.filter_map(|(i, need)| Some((i, StepId::parse(need.as_str()?).ok()?))).collect(),
+                    // The members `StepDefinition::templates` yields: a new template member
+                    // belongs in both.
+                    templates: ["prompt", "input"]
+                        .into_iter()
+                        .filter_map(|field| Some((field, text(field)?)))
+                        .collect(),
+                    when: text("when"),
+                    for_each: text("for_each"),
+                }
+            }
         }
     }
 }
@@ -166,57 +293,53 @@ impl Checker<'_> {
         self.problems.push(Problem::new(pointer, detail));
     }
 
-    /// Checks the definition; returns the plan when the graph itself is sound.
-    fn check(&mut self, definition: &WorkflowDefinition, limits: Limits) -> Option<Plan> {
-        if definition.steps.is_empty() {
+    /// Checks the draft: its top level when that parsed, each step that parsed on its own,
+    /// and all steps together (ids, references, templates, cycles), malformed ones as far as
+    /// they can be read. Returns the graph of the dependencies found, which is the workflow's
+    /// plan only when no problem was found.
+    fn check(&mut self, draft: &Draft<'_>, limits: Limits) -> Option<Plan> {
+        if let Some(top) = &draft.top {
+            self.check_workflow(top);
+        }
+        let steps = draft.steps.as_deref().unwrap_or_default();
+        if draft.steps.as_ref().is_some_and(Vec::is_empty) {
             self.problem("/workflow/steps", "a workflow needs at least one step");
         }
-        if definition.budget_usd.is_some_and(|budget| !(budget.is_finite() && budget > 0.0)) {
-            self.problem("/workflow/budget_usd", "must be a positive number of US dollars");
-        }
-        if definition.allow_unpriced_models && definition.budget_usd.is_none() {
-            self.problem(
-                "/workflow/allow_unpriced_models",
-                "only applies with a `budget_usd`: without one, every model may be called already",
-            );
-        }
-        if definition.name.as_ref().is_some_and(|name| name.chars().count() > MAX_NAME_CHARS) {
-            self.problem("/workflow/name", format!("a name is at most {MAX_NAME_CHARS} characters"));
-        }
-        if definition.steps.len() > limits.max_steps {
+        if steps.len() > limits.max_steps {
             self.problem(
                 "/workflow/steps",
-                format!("{} steps is more than the limit of {}", definition.steps.len(), limits.max_steps),
+                format!("{} steps is more than the limit of {}", steps.len(), limits.max_steps),
             );
         }
-        if let Some(schema) = &definition.input_schema
-            && let Err(err) = super::schema::compile(schema)
-        {
-            self.problem("/workflow/input_schema", format!("not a usable JSON Schema: {err}"));
-        }
 
+        let links: Vec<Links<'_>> = steps.iter().map(DraftStep::links).collect();
         let mut first_index: BTreeMap<&StepId, usize> = BTreeMap::new();
-        for (index, step) in definition.steps.iter().enumerate() {
-            if let Some(first) = first_index.get(&step.id) {
+        let mut duplicates = false;
+        for (index, id) in links.iter().enumerate().filter_map(|(index, links)| Some((index, links.id.as_ref()?))) {
+            if let Some(first) = first_index.get(id) {
                 self.problem(
                     format!("/workflow/steps/{index}/id"),
-                    format!("duplicate step id `{}` (first used by /workflow/steps/{first})", step.id),
+                    format!("duplicate step id `{id}` (first used by /workflow/steps/{first})"),
                 );
+                duplicates = true;
             } else {
-                first_index.insert(&step.id, index);
+                first_index.insert(id, index);
             }
         }
 
         let mut edges: BTreeMap<StepId, BTreeSet<StepId>> = BTreeMap::new();
-        let mut graph_ok = true;
-        for (index, step) in definition.steps.iter().enumerate() {
+        for (index, (step, links)) in steps.iter().zip(&links).enumerate() {
             let at = format!("/workflow/steps/{index}");
-            self.check_step(step, &at);
-            let deps = edges.entry(step.id.clone()).or_default();
-            graph_ok &= collect_references(self, step, &at, &first_index, deps);
+            if let DraftStep::Parsed(step) = step {
+                self.check_step(step, &at);
+            }
+            let deps = collect_references(self, links, &at, &first_index);
+            if let Some(id) = &links.id {
+                edges.entry(id.clone()).or_default().extend(deps);
+            }
         }
 
-        if let Some(output) = &definition.output {
+        if let Some(output) = draft.top.as_ref().and_then(|top| top.output.as_ref()) {
             match self.templates.check_value(output) {
                 Ok(refs) => {
                     if refs.item {
@@ -232,19 +355,39 @@ impl Checker<'_> {
             }
         }
 
-        if !graph_ok || first_index.len() != definition.steps.len() {
+        // A reference that could not be resolved only leaves an edge out, so a cycle among
+        // the rest is a real one. A reference to a duplicated id names either step, so a
+        // cycle through it might not be.
+        if duplicates {
             return None;
         }
         match Plan::from_dependencies(edges) {
             Ok(plan) => Some(plan),
-            Err(err @ PlanError::Cycle(_)) => {
-                self.problem("/workflow/steps", err.to_string());
-                None
-            }
             Err(err) => {
                 self.problem("/workflow/steps", err.to_string());
                 None
             }
+        }
+    }
+
+    /// The checks of the workflow's own members.
+    fn check_workflow(&mut self, definition: &WorkflowDefinition) {
+        if definition.budget_usd.is_some_and(|budget| !(budget.is_finite() && budget > 0.0)) {
+            self.problem("/workflow/budget_usd", "must be a positive number of US dollars");
+        }
+        if definition.allow_unpriced_models && definition.budget_usd.is_none() {
+            self.problem(
+                "/workflow/allow_unpriced_models",
+                "only applies with a `budget_usd`: without one, every model may be called already",
+            );
+        }
+        if definition.name.as_ref().is_some_and(|name| name.chars().count() > MAX_NAME_CHARS) {
+            self.problem("/workflow/name", format!("a name is at most {MAX_NAME_CHARS} characters"));
+        }
+        if let Some(schema) = &definition.input_schema
+            && let Err(err) = super::schema::compile(schema)
+        {
+            self.problem("/workflow/input_schema", format!("not a usable JSON Schema: {err}"));
         }
     }
 
@@ -375,22 +518,21 @@ impl Checker<'_> {
     }
 }
 
-/// Records the step's dependencies into `deps`; reports unknown and self references.
-/// Returns false when the step's references could not all be resolved.
+/// Checks the step's templates and returns its dependencies among the `known` steps; reports
+/// template errors, unknown references and references to the step itself.
 fn collect_references(
     checker: &mut Checker<'_>,
-    step: &StepDefinition,
+    step: &Links<'_>,
     at: &str,
     known: &BTreeMap<&StepId, usize>,
-    deps: &mut BTreeSet<StepId>,
-) -> bool {
-    let mut ok = true;
+) -> BTreeSet<StepId> {
+    let mut deps = BTreeSet::new();
     let mut named: Vec<(String, String)> =
-        step.needs.iter().enumerate().map(|(i, id)| (format!("{at}/needs/{i}"), id.as_str().to_owned())).collect();
-    let sources = step.templates().map(|(field, source)| (field, source, false));
-    let conditions = [("when", &step.when), ("for_each", &step.for_each)]
+        step.needs.iter().map(|(i, id)| (format!("{at}/needs/{i}"), id.as_str().to_owned())).collect();
+    let sources = step.templates.iter().map(|&(field, source)| (field, source, false));
+    let conditions = [("when", step.when), ("for_each", step.for_each)]
         .into_iter()
-        .filter_map(|(field, source)| Some((field, source.as_deref()?, true)));
+        .filter_map(|(field, source)| Some((field, source?, true)));
     for (field, source, is_condition) in sources.chain(conditions) {
         let parsed =
             if is_condition { checker.templates.check_condition(source) } else { checker.templates.check(source) };
@@ -405,31 +547,23 @@ fn collect_references(
                     false => "`item` and `index` are only defined in a step with `for_each`".to_owned(),
                 };
                 checker.problem(format!("{at}/{field}"), detail);
-                ok = false;
             }
             Ok(refs) => named.extend(refs.steps.into_iter().map(|name| (format!("{at}/{field}"), name))),
-            Err(err) => {
-                checker.problem(format!("{at}/{field}"), format!("template error: {err}"));
-                ok = false;
-            }
+            Err(err) => checker.problem(format!("{at}/{field}"), format!("template error: {err}")),
         }
     }
     for (pointer, name) in named {
         match known.keys().find(|id| id.as_str() == name) {
-            Some(id) if *id == &step.id => {
+            Some(id) if step.id.as_ref() == Some(*id) => {
                 checker.problem(pointer, format!("step `{name}` cannot depend on itself"));
-                ok = false;
             }
             Some(id) => {
                 deps.insert((*id).clone());
             }
-            None => {
-                checker.problem(pointer, format!("refers to unknown step `{name}`"));
-                ok = false;
-            }
+            None => checker.problem(pointer, format!("refers to unknown step `{name}`")),
         }
     }
-    ok
+    deps
 }
 
 #[cfg(test)]
@@ -555,6 +689,117 @@ mod tests {
             json!({}),
         );
         assert!(problems(result).contains("cycle: a → b → a"));
+    }
+
+    #[test]
+    fn a_malformed_step_hides_no_problem_elsewhere() {
+        let result = validate(
+            json!({"steps": [
+                {"id": "intro", "task": "dance", "model": "local:echo", "prompt": "x"},
+                {"id": "b", "task": "generate", "model": "local:echo", "prompt": "{{ steps.c.text }}"},
+                {"id": "c", "task": "generate", "model": "local:echo", "prompt": "{{ steps.b.text }}"},
+                {"id": "d", "task": "generate", "model": "local:echo", "prompt": "{{ steps.nope.text }}"},
+                {"id": "e", "task": "generate", "model": "nope:x", "prompt": "x"}
+            ]}),
+            json!({}),
+        );
+        let problems = result.unwrap_err();
+        let pointers: Vec<&str> = problems.iter().map(|p| p.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/workflow/steps", "/workflow/steps/0/task", "/workflow/steps/3/prompt", "/workflow/steps/4/model"]
+        );
+        assert!(problems[0].detail.contains("cycle: b → c → b"), "{problems:?}");
+        assert!(problems[2].detail.contains("unknown step `nope`"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_step_of_the_wrong_shape_still_counts_for_duplicate_ids() {
+        let step = |id: &str| json!({"id": id, "task": "generate", "model": "local:echo", "prompt": "x"});
+        let mut wrong_type = step("a");
+        wrong_type["retries"] = json!("three");
+        let first = validate(json!({"steps": [wrong_type, step("b"), step("a")]}), json!({}));
+        assert_eq!(pointers(first), ["/workflow/steps/0/retries", "/workflow/steps/2/id"]);
+        let second = validate(json!({"steps": [step("a"), step("b"), wrong_type]}), json!({}));
+        assert_eq!(pointers(second), ["/workflow/steps/2/retries", "/workflow/steps/2/id"]);
+    }
+
+    #[test]
+    fn a_malformed_workflow_member_hides_no_step_problem() {
+        let result = validate(
+            json!({"extra": 1, "steps": [
+                {"id": "a", "task": "generate", "model": "local:echo", "prompt": "{{ input.x "}
+            ]}),
+            json!({}),
+        );
+        assert_eq!(pointers(result), ["/workflow/extra", "/workflow/steps/0/prompt"]);
+        let result = validate(
+            json!({"budget_usd": "5", "steps": [{"id": "a", "task": "generate", "model": "nope:x", "prompt": "x"}]}),
+            json!({}),
+        );
+        assert_eq!(pointers(result), ["/workflow/budget_usd", "/workflow/steps/0/model"]);
+    }
+
+    #[test]
+    fn a_malformed_step_takes_part_in_the_checks_across_steps_with_what_can_be_read() {
+        let result = validate(
+            json!({"steps": [
+                {"id": "a", "task": "generate", "model": "local:echo", "prompt": "{{ steps.b.text }}"},
+                {"id": "b", "task": "generate", "model": "local:echo", "modle": "typo",
+                 "prompt": "{{ steps.ghost.text }}", "input": "{{ oops ", "when": "steps.a.text",
+                 "needs": ["Not An Id", "nobody", 3]}
+            ]}),
+            json!({}),
+        );
+        let problems = result.unwrap_err();
+        let pointers: Vec<&str> = problems.iter().map(|p| p.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/workflow/steps",
+                "/workflow/steps/1/modle",
+                "/workflow/steps/1/input",
+                "/workflow/steps/1/needs/1",
+                "/workflow/steps/1/prompt"
+            ],
+            "{problems:?}"
+        );
+        // Each template error once, whichever path found it.
+        assert_eq!(problems.iter().filter(|p| p.detail.starts_with("template error")).count(), 1, "{problems:?}");
+        assert!(problems[0].detail.contains("cycle: a → b → a"), "{problems:?}");
+    }
+
+    #[test]
+    fn the_input_is_checked_when_the_workflow_members_parse_whatever_the_steps() {
+        let schema = json!({"type": "object", "required": ["prompt"]});
+        let malformed_step = json!({"id": "a", "task": "dance"});
+        let result = validate(json!({"input_schema": schema, "steps": [malformed_step]}), json!({}));
+        assert_eq!(pointers(result), ["/workflow/steps/0/task", "/input"]);
+        // Without the workflow's members, there is no schema to check the input against.
+        let result = validate(json!({"input_schema": schema, "extra": 1, "steps": [malformed_step]}), json!({}));
+        assert_eq!(pointers(result), ["/workflow/extra", "/workflow/steps/0/task"]);
+    }
+
+    #[test]
+    fn problems_are_in_the_order_of_the_request() {
+        let result = validate(
+            json!({"steps": [
+                {"id": "a", "task": "generate", "model": "local:echo", "prompt": "{{ steps.nope.text }}"},
+                {"id": "b", "task": "dance"},
+                {"id": "c", "task": "generate", "model": "local:echo", "prompt": "x", "temperature": 3}
+            ], "output": {"x": "{{ steps.phantom.text }}"}, "name": "n".repeat(300)}),
+            json!({}),
+        );
+        assert_eq!(
+            pointers(result),
+            [
+                "/workflow/name",
+                "/workflow/output",
+                "/workflow/steps/0/prompt",
+                "/workflow/steps/1/task",
+                "/workflow/steps/2/temperature"
+            ]
+        );
     }
 
     #[test]

@@ -406,6 +406,37 @@ async fn an_invalid_workflow_lists_every_problem() {
 }
 
 #[tokio::test]
+async fn a_step_of_the_wrong_shape_hides_no_problem_in_the_others() {
+    let api = api();
+    let step =
+        |id: &str, model: &str, prompt: &str| json!({"id": id, "task": "generate", "model": model, "prompt": prompt});
+    let mut unknown_task = step("intro", "local:echo", "{{ input.prompt }}");
+    unknown_task["task"] = json!("dance");
+    let submission = json!({
+        "workflow": {"steps": [
+            unknown_task,
+            step("b", "local:echo", "{{ steps.c.text }}"),
+            step("c", "local:echo", "{{ steps.b.text }}"),
+            step("d", "local:echo", "{{ steps.nope.text }}"),
+            step("e", "nope:model", "x")
+        ]},
+        "input": {"prompt": "hi"}
+    });
+    let reply = api.submit(KEY_A, &submission).await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        reply.pointers(),
+        ["/workflow/steps", "/workflow/steps/0/task", "/workflow/steps/3/prompt", "/workflow/steps/4/model"]
+    );
+    let details: Vec<&str> =
+        reply.body["errors"].as_array().unwrap().iter().filter_map(|e| e["detail"].as_str()).collect();
+    assert!(details[0].contains("cycle: b → c → b"), "{details:?}");
+    assert!(details[1].contains("dance"), "{details:?}");
+    assert!(details[2].contains("unknown step `nope`"), "{details:?}");
+    assert_eq!(api.get("/v1/runs", KEY_A).await.body["runs"], json!([]));
+}
+
+#[tokio::test]
 async fn malformed_json_is_400_and_says_where() {
     let api = api();
     let request = request(Method::POST, "/v1/runs", Some(KEY_A))

@@ -1,12 +1,13 @@
 //! Validation over generated workflows: it never panics or hangs; every rejection lists
-//! problems that say something and point into the submission; and what it accepts is a DAG
-//! over the workflow's own steps, with the dependencies the workflow states, that validates
-//! again once stored.
+//! problems that say something and point into the submission; a step of the wrong shape
+//! changes no problem found elsewhere; and what it accepts is a DAG over the workflow's own
+//! steps, with the dependencies the workflow states, that validates again once stored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use proptest::prelude::*;
+use proptest::sample::Index;
 use serde_json::{Value, json};
 
 use super::strategies::{
@@ -121,6 +122,32 @@ proptest! {
         input in input(),
     ) {
         check(workflow, input)?;
+    }
+
+    #[test]
+    fn a_step_of_the_wrong_shape_changes_no_problem_elsewhere(
+        workflow in workflow(),
+        input in input(),
+        which in any::<Index>(),
+    ) {
+        let Some(steps) = workflow["steps"].as_array().filter(|steps| !steps.is_empty()) else { return Ok(()) };
+        let index = which.index(steps.len());
+        if !steps[index].is_object() {
+            return Ok(());
+        }
+        let mut broken = workflow.clone();
+        broken["steps"][index]["not_a_member"] = json!(true);
+        let (original, input_again) = (workflow.clone(), input.clone());
+        let before = finishes(move || validate(&original, &input_again))?.err().unwrap_or_default();
+        let after = finishes(move || validate(&broken, &input))?.err().unwrap_or_default();
+
+        let at = format!("/workflow/steps/{index}");
+        let elsewhere = |problems: &[Problem]| -> Vec<Problem> {
+            let here = |pointer: &str| pointer == at || pointer.starts_with(&format!("{at}/"));
+            problems.iter().filter(|problem| !here(&problem.pointer)).cloned().collect()
+        };
+        prop_assert!(after.len() > elsewhere(&after).len(), "the broken step has no problem: {after:?}");
+        prop_assert_eq!(elsewhere(&before), elsewhere(&after), "in {}", workflow);
     }
 
     #[test]

@@ -287,7 +287,9 @@ fn strings(value: &Value) -> Vec<&str> {
 
 fn references(variables: std::collections::HashSet<String>) -> Result<References, TemplateError> {
     let mut refs = References::default();
-    for variable in variables {
+    // In order, so that a template with several unknown names is refused with the same one
+    // every time (a `HashSet` iterates in a different order in each instance).
+    for variable in variables.into_iter().collect::<BTreeSet<_>>() {
         let mut parts = variable.split('.');
         let root = parts.next().unwrap_or_default();
         if !ROOTS.contains(&root) {
@@ -345,6 +347,17 @@ mod tests {
         assert!(templates.check("{{ input.prompt ").is_err());
         assert!(templates.check("{% for s in steps %}{% endfor %}").is_err());
         assert!(templates.check_condition("steps.a.label ==").is_err());
+    }
+
+    #[test]
+    fn of_several_unknown_names_the_same_one_is_named_every_time() {
+        let templates = Templates::default();
+        for _ in 0..20 {
+            let err = templates.check("{{ zeta }}{{ beta }}{{ alpha }}{{ gamma }}").unwrap_err();
+            assert!(err.to_string().contains("`alpha`"), "{err}");
+            let err = templates.check_condition("zeta or beta or alpha").unwrap_err();
+            assert!(err.to_string().contains("`alpha`"), "{err}");
+        }
     }
 
     #[test]
