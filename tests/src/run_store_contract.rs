@@ -511,9 +511,23 @@ pub async fn each_map_item_is_counted_once_on_its_map_step(store: Arc<dyn RunSto
     }
     let map = store.count_item(&run_id, &id("a").item(1), false).await.unwrap();
     assert_eq!(map.progress.map, Some(MapProgress { items: 3, pending: 1, failed: 1 }), "item 0 counted once");
+
     let again = store.count_item(&run_id, &id("a").item(1), false).await.unwrap();
     assert_eq!(again.progress.map, Some(MapProgress { items: 3, pending: 1, failed: 1 }));
     let last = store.count_item(&run_id, &id("a").item(2), true).await.unwrap();
     assert_eq!(last.progress.map, Some(MapProgress { items: 3, pending: 0, failed: 1 }));
     assert!(store.get_step(&run_id, &id("a").item(1)).await.unwrap().unwrap().control.counted);
+    // Items of one map ending together all count.
+    let run_id = started_map(store.as_ref(), 16, 16).await;
+    let counts: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, run_id) = (store.clone(), run_id.clone());
+            tokio::spawn(async move { store.count_item(&run_id, &id("a").item(i), i % 4 != 0).await })
+        })
+        .collect();
+    for count in counts {
+        count.await.unwrap().unwrap();
+    }
+    let map = store.get_step(&run_id, &id("a")).await.unwrap().unwrap();
+    assert_eq!(map.progress.map, Some(MapProgress { items: 16, pending: 0, failed: 4 }), "concurrent items all count");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::budget::StepBudget;
 use super::jobs::CallbackToken;
-use super::map::map_ended;
+use super::map::map_of;
 use super::progress::context_for;
 use super::transitions::{QUEUED_GRACE, ending, follow_up_due, provider_events};
 use super::{Engine, EngineError};
@@ -59,8 +59,14 @@ impl Engine {
             }
             return Ok(());
         }
-        if run.status.is_terminal() || map_ended(step_id, &steps) {
+        let map = map_of(step_id, &steps);
+        if run.status.is_terminal() || map.is_some_and(|map| map.status.is_terminal()) {
             self.cancel_step(&run, state).await?;
+            return Ok(());
+        }
+        if map.is_some_and(|map| map.progress.map.is_none()) {
+            // An item stored by a map start that has not recorded itself yet (or died before
+            // it did): the start sends the first items; until then none may run.
             return Ok(());
         }
         let now = self.clock.now();

@@ -338,10 +338,8 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Whether `step` is an item of a map step that has ended (failed on too many failures, or
-/// cancelled): such an item is not run.
-pub(super) fn map_ended(item: &StepId, steps: &[StepState]) -> bool {
-    item.map_item()
-        .and_then(|(map, _)| steps.iter().find(|s| s.step_id == map))
-        .is_some_and(|map| map.status.is_terminal())
+/// For a map item, its map step among the run's `steps`.
+pub(super) fn map_of<'a>(item: &StepId, steps: &'a [StepState]) -> Option<&'a StepState> {
+    let (map, _) = item.map_item()?;
+    steps.iter().find(|s| s.step_id == map)
 }

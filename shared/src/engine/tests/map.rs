@@ -207,3 +207,36 @@ async fn item_and_index_are_only_known_inside_a_map_step() {
         assert!(pointers.contains(&expected), "{expected} missing from {problems:?}");
     }
 }
+
+#[tokio::test]
+async fn items_stored_by_a_map_start_that_died_do_not_run_until_the_map_starts_again() {
+    let mut h = harness();
+    let run_id = h.submit(json!({"steps": [map_step(json!(0), 2)]}), docs(4, &[])).await;
+    // A worker claims the map step, stores its items (as `start_map` does) and dies before
+    // recording the start or sending anything.
+    super::durability::claimed_by_a_dead_worker(&mut h, &run_id, "each", Duration::from_secs(150)).await;
+    let run = h.store.get_run(&run_id).await.unwrap().unwrap();
+    let each = StepId::parse("each").unwrap();
+    let items = (0..4u32)
+        .map(|i| {
+            let mut item = crate::domain::StepState::new(each.item(i), u32::from(i >= 2), Vec::new());
+            item.control.due = (i < 2).then(|| h.clock.now() + QUEUED_GRACE);
+            item
+        })
+        .collect();
+    h.store.create_items(&run, items).await.unwrap();
+
+    // The reconciler finds the first items overdue and sends them: they must not run yet.
+    h.clock.advance(QUEUED_GRACE + Duration::from_secs(1));
+    assert_eq!(h.engine.sweep().await.unwrap().resent, 2);
+    h.drive(1).await;
+    assert!(h.provider.calls().is_empty(), "no item of an unstarted map ran: {:?}", h.provider.calls());
+
+    // The dead worker's lease ends: the map step starts again and runs every item once.
+    h.clock.advance(Duration::from_secs(150));
+    h.engine.sweep().await.unwrap();
+    h.drive(2).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Succeeded, "{:?}", view.steps);
+    assert_eq!(h.provider.calls().len(), 4);
+}
