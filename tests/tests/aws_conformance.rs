@@ -218,6 +218,7 @@ async fn dynamo_run_store_fails_a_run_whose_payload_is_gone_and_reads_it_again()
         finished_at: None,
         due: None,
         budget: Default::default(),
+        workflow: None,
     };
     let run_id = run.id.clone();
     let steps = vec![StepState::new(StepId::parse("a").unwrap(), 0, Vec::new())];

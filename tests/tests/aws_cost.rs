@@ -99,6 +99,7 @@ async fn a_diamond_costs_three_writes_per_step_one_per_dependency_two_reads_and_
         notifications: Arc::new(SqsQueue::new(sqs, &url)),
         router: Arc::new(chorus::startup::default_router()),
         clock: Arc::new(SystemClock),
+        registry: Arc::new(chorus::adapters::MemoryWorkflowRegistry::new()),
         destinations: DestinationPolicy::production(),
         limits: Limits::default(),
         blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),

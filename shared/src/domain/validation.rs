@@ -91,6 +91,28 @@ pub fn validate_submission(
     }
 }
 
+/// Validates a workflow definition alone, exactly as [`validate_submission`] does but with no
+/// input to check against its `input_schema`: what registering a workflow needs. Problems
+/// point under `/workflow`, as in a submission.
+pub fn validate_definition(
+    workflow: &Value,
+    catalog: &dyn ModelCatalog,
+    templates: &Templates,
+    limits: Limits,
+) -> Result<ValidatedWorkflow, Vec<Problem>> {
+    let mut problems = Vec::new();
+    check_size(workflow, "/workflow", "workflow definition", limits.max_definition_bytes, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let definition = parse_definition(workflow)?;
+    let mut checker = Checker { templates, catalog, problems: Vec::new() };
+    match checker.check(&definition, limits) {
+        Some(plan) if checker.problems.is_empty() => Ok(ValidatedWorkflow { definition, plan }),
+        _ => Err(checker.problems),
+    }
+}
+
 fn check_size(value: &Value, pointer: &str, what: &str, max: usize, problems: &mut Vec<Problem>) {
     let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
     if size > max {
@@ -532,6 +554,20 @@ mod tests {
             json!({"n": "three"}),
         );
         assert_eq!(pointers(result), ["/input", "/input/n"]);
+    }
+
+    #[test]
+    fn a_definition_alone_is_checked_as_in_a_submission_but_for_the_input() {
+        let workflow = json!({"input_schema": {"type": "object", "required": ["prompt"]},
+                              "steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": "x"}]});
+        let check =
+            |workflow: &Value| validate_definition(workflow, &Catalog, &Templates::default(), Limits::default());
+        assert!(check(&workflow).is_ok(), "no input to hold against the schema");
+        assert_eq!(pointers(validate(workflow, json!({}))), ["/input"]);
+        let broken = json!({"steps": [{"id": "a", "task": "generate", "model": "nope:x"}], "extra": 1});
+        assert_eq!(pointers(check(&broken)), ["/workflow/extra"]);
+        let unknown_model = json!({"steps": [{"id": "a", "task": "generate", "model": "nope:x"}]});
+        assert_eq!(pointers(check(&unknown_model)), ["/workflow/steps/0/model", "/workflow/steps/0/prompt"]);
     }
 
     #[test]
