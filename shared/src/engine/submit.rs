@@ -35,8 +35,9 @@ pub struct Submission {
     pub notify: Option<NotifyTarget>,
 }
 
-/// What a submission's `workflow` may be, for the OpenAPI document only (the submission keeps
-/// `workflow` as raw JSON, to validate it whole).
+/// A workflow definition, or the name of a registered workflow.
+// For the OpenAPI document only: the submission keeps `workflow` as raw JSON, to validate it
+// whole, so this is never built.
 #[derive(ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -45,8 +46,8 @@ pub enum WorkflowSpec {
     Registered(WorkflowReference),
 }
 
-/// A registered workflow's name, for its latest version, or `name@version`; for the OpenAPI
-/// document only.
+/// A registered workflow's name, for its latest version, or `name@version`.
+// For the OpenAPI document only, as `WorkflowSpec`.
 #[derive(ToSchema)]
 #[schema(value_type = String, pattern = r"^[a-z0-9][a-z0-9_-]{0,63}(@[1-9][0-9]{0,8})?$", example = "triage@3")]
 #[allow(dead_code)]
