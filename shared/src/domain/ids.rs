@@ -102,8 +102,6 @@ pub struct WorkflowName(String);
 
 impl WorkflowName {
     pub const MAX_LEN: usize = 64;
-    /// The rule as a regular expression, for documents that state it.
-    pub const PATTERN: &'static str = r"^[a-z0-9][a-z0-9_-]{0,63}$";
 
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
         let mut chars = raw.chars();

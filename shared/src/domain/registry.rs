@@ -60,9 +60,6 @@ pub struct InvalidSelector(String);
 const QUOTED_MAX_CHARS: usize = 80;
 
 impl WorkflowSelector {
-    /// The rule as a regular expression, for documents that state it.
-    pub const PATTERN: &'static str = r"^[a-z0-9][a-z0-9_-]{0,63}(@[1-9][0-9]{0,8})?$";
-
     pub fn parse(raw: &str) -> Result<Self, InvalidSelector> {
         let invalid = || {
             let quoted = if raw.chars().count() <= QUOTED_MAX_CHARS { format!("`{raw}`") } else { "this".to_owned() };
