@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{
     Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId, StepState,
-    StepTransition, TenantId,
+    StepTransition, TenantId, WorkflowDefinition, WorkflowName, WorkflowRef,
 };
 
 /// A port's backend failed. Always worth retrying later; never shown to clients verbatim.
@@ -441,6 +441,136 @@ pub trait SecretStore: Send + Sync {
     /// The decrypted value of `parameter` (an SSM parameter name such as
     /// `/chorus/openai-api-key`).
     async fn read(&self, parameter: &str) -> Result<SecretString, PortError>;
+}
+
+/// One version of a registered workflow: its definition, as validated when it was
+/// registered, and never changed since.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowVersion {
+    pub name: WorkflowName,
+    pub version: u32,
+    /// [`crate::domain::definition_hash`] of the definition.
+    pub hash: String,
+    pub definition: WorkflowDefinition,
+    pub created_at: jiff::Timestamp,
+}
+
+impl WorkflowVersion {
+    /// What a run started from this version records.
+    pub fn reference(&self) -> WorkflowRef {
+        WorkflowRef { name: self.name.clone(), version: self.version, hash: self.hash.clone() }
+    }
+
+    pub fn summary(&self) -> VersionSummary {
+        VersionSummary { version: self.version, hash: self.hash.clone(), created_at: self.created_at }
+    }
+}
+
+/// A version as listed: its number and hash, without its definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VersionSummary {
+    #[schema(minimum = 1, example = 3)]
+    pub version: u32,
+    /// SHA-256, in hex, of the version's definition in canonical JSON.
+    #[schema(example = "5b0e7b1f6a0b5d1c1d4e3a0c9a7c6d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718")]
+    pub hash: String,
+    pub created_at: jiff::Timestamp,
+}
+
+/// A registered workflow as listed: its name and latest version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct WorkflowSummary {
+    #[schema(value_type = String, example = "triage", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    pub name: WorkflowName,
+    #[schema(minimum = 1, example = 3)]
+    pub latest_version: u32,
+    /// The latest version's hash.
+    #[schema(example = "5b0e7b1f6a0b5d1c1d4e3a0c9a7c6d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718")]
+    pub latest_hash: String,
+    /// When version 1 was registered.
+    pub created_at: jiff::Timestamp,
+    /// When the latest version was registered.
+    pub updated_at: jiff::Timestamp,
+}
+
+/// One page of a tenant's registered workflows, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowPage {
+    pub workflows: Vec<WorkflowSummary>,
+    /// The last workflow of this page: pass it back as `after` for the next page. Absent on
+    /// the last page.
+    pub next_after: Option<WorkflowName>,
+}
+
+impl WorkflowPage {
+    /// A page from up to `limit + 1` workflows fetched in name order: the one beyond `limit`
+    /// only tells that another page exists.
+    pub fn from_fetched(mut workflows: Vec<WorkflowSummary>, limit: usize) -> Self {
+        let more = workflows.len() > limit;
+        workflows.truncate(limit);
+        let next_after = if more { workflows.last().map(|workflow| workflow.name.clone()) } else { None };
+        Self { workflows, next_after }
+    }
+}
+
+/// The result of [`WorkflowRegistry::register`]: the version that holds the definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub version: VersionSummary,
+    /// False when the definition was already the latest version: nothing was written.
+    pub created: bool,
+}
+
+/// Why [`WorkflowRegistry::register`] stored nothing.
+#[derive(Debug, Error)]
+pub enum RegisterError {
+    /// The workflow has as many versions as it may have ([`crate::domain::RegistryLimits::max_versions`]).
+    #[error("workflow `{name}` already has {max} versions, the most a workflow may have")]
+    TooManyVersions { name: WorkflowName, max: u32 },
+    /// The tenant has as many workflows as it may have ([`crate::domain::RegistryLimits::max_workflows`]).
+    #[error("this tenant already has {max} registered workflows, the most it may have")]
+    TooManyWorkflows { max: u32 },
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// A tenant's registered workflows: named definitions, each change a new immutable version
+/// numbered 1, 2, 3… with its content hash. Every method is scoped by the tenant, so another
+/// tenant's workflow is one that does not exist. Nothing here expires.
+#[async_trait]
+pub trait WorkflowRegistry: Send + Sync {
+    /// Stores `definition` (already validated) as the workflow's next version, created with
+    /// the workflow when it has none, at `at`. A definition whose hash is the latest
+    /// version's is not stored again: that version is returned, `created: false`. Concurrent
+    /// registrations are serialized by conditional writes: different definitions get
+    /// distinct consecutive versions, the same definition one version.
+    async fn register(
+        &self,
+        tenant: &TenantId,
+        name: &WorkflowName,
+        definition: &WorkflowDefinition,
+        at: jiff::Timestamp,
+    ) -> Result<Registration, RegisterError>;
+
+    /// Version `version` of the workflow, or its latest with `None`; `None` when the
+    /// workflow or that version does not exist.
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        name: &WorkflowName,
+        version: Option<u32>,
+    ) -> Result<Option<WorkflowVersion>, PortError>;
+
+    /// Every version of the workflow, oldest first; empty when it does not exist.
+    async fn versions(&self, tenant: &TenantId, name: &WorkflowName) -> Result<Vec<VersionSummary>, PortError>;
+
+    /// The tenant's workflows in name order, starting after `after` (from a previous page).
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&WorkflowName>,
+        limit: usize,
+    ) -> Result<WorkflowPage, PortError>;
 }
 
 #[cfg(test)]

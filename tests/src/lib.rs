@@ -20,6 +20,7 @@ pub mod rate_limiter_contract;
 pub mod run_store_contract;
 pub mod tenant_directory_contract;
 pub mod webhook_receiver;
+pub mod workflow_registry_contract;
 
 /// What the contract macros expand to: `mod $adapter` with one test per clause, each calling
 /// `$crate::$contract::$clause($make().await)`, so every test gets an adapter (and resources)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chorus::domain::{
     EventKind, Lease, MapProgress, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepId,
-    StepState, StepStatus, StepTransition, StepUpdate, TenantId, WorkflowDefinition,
+    StepState, StepStatus, StepTransition, StepUpdate, TenantId, WorkflowDefinition, WorkflowName, WorkflowRef,
 };
 use chorus::ports::{CreateOutcome, DueRef, IdempotencyClaim, NewRun, RunStore, RunTransition};
 use serde_json::json;
@@ -74,6 +74,8 @@ fn new_run(tenant: &str, at_ms: i64, key: Option<&str>) -> NewRun {
         finished_at: None,
         due: None,
         budget: Default::default(),
+        // Started from a registered workflow: the reference reads back with the run.
+        workflow: Some(WorkflowRef { name: WorkflowName::parse("ports").unwrap(), version: 3, hash: "ab".repeat(32) }),
     };
     NewRun {
         run,

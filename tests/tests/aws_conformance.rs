@@ -12,14 +12,17 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chorus::adapters::dynamodb::DynamoRateLimiter;
-use chorus::adapters::{DynamoRunStore, S3BlobStore, SqsQueue};
+use chorus::adapters::{DynamoRunStore, DynamoWorkflowRegistry, S3BlobStore, SqsQueue};
 use chorus::domain::TenantId;
-use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, SigningSecretStore, SigningSecrets, StepMessage, Tenant};
+use chorus::ports::{
+    BlobStore, Queue, RateLimiter, RunStore, SigningSecretStore, SigningSecrets, StepMessage, Tenant, WorkflowRegistry,
+};
 use chorus::startup::s3_client;
 use chorus_tests::aws::emulator;
 use chorus_tests::queue_contract::QueueUnderTest;
 use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
 use chorus_tests::tenant_directory_contract::{KnownTenant, own_request_limit, rotating_secrets};
+use chorus_tests::workflow_registry_contract::CONTRACT_LIMITS;
 use secrecy::{ExposeSecret, SecretString};
 
 chorus_tests::run_store_contract!(
@@ -45,6 +48,11 @@ chorus_tests::tenant_directory_contract!(
 chorus_tests::rate_limiter_contract!(
     dynamo_rate_limiter,
     make_dynamo_rate_limiter,
+    #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+);
+chorus_tests::workflow_registry_contract!(
+    dynamo_workflow_registry,
+    make_dynamo_workflow_registry,
     #[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
 );
 
@@ -218,6 +226,7 @@ async fn dynamo_run_store_fails_a_run_whose_payload_is_gone_and_reads_it_again()
         finished_at: None,
         due: None,
         budget: Default::default(),
+        workflow: None,
     };
     let run_id = run.id.clone();
     let steps = vec![StepState::new(StepId::parse("a").unwrap(), 0, Vec::new())];
@@ -242,4 +251,46 @@ async fn dynamo_run_store_fails_a_run_whose_payload_is_gone_and_reads_it_again()
     let due = store.due(now + Duration::from_secs(1), 10_000).await.unwrap();
     assert!(due.contains(&DueRef { run_id: run_id.clone(), step_id: None }));
     assert!(!store.fail_unreadable_run(&run_id, error, now).await.unwrap(), "an ended run is left as it is");
+}
+
+async fn make_dynamo_workflow_registry() -> Arc<dyn WorkflowRegistry> {
+    let emulator = emulator().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&emulator.config);
+    Arc::new(DynamoWorkflowRegistry::with_limits(dynamodb, &emulator.table, CONTRACT_LIMITS))
+}
+
+/// Registered workflows do not expire: none of their items carries the table's TTL
+/// attribute, and each kind the adapter writes is there.
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn dynamo_workflow_registry_items_never_expire() {
+    use chorus::domain::{WorkflowDefinition, WorkflowName};
+
+    let emulator = emulator().await;
+    let registry = make_dynamo_workflow_registry().await;
+    let tenant = TenantId::parse(&format!("t{:016x}", fastrand::u64(..))).unwrap();
+    let definition: WorkflowDefinition = serde_json::from_value(serde_json::json!({"steps": [
+        {"id": "a", "task": "generate", "model": "local:echo", "prompt": "{{ input.text }}"}
+    ]}))
+    .unwrap();
+    let name = WorkflowName::parse("kept").unwrap();
+    registry.register(&tenant, &name, &definition, jiff::Timestamp::now()).await.unwrap();
+    let items = aws_sdk_dynamodb::Client::new(&emulator.config)
+        .query()
+        .table_name(&emulator.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("WORKFLOWS#{tenant}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let mut kinds: Vec<String> =
+        items.iter().map(|item| item["sk"].as_s().unwrap().split('#').next().unwrap().to_owned()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["COUNT", "DEFINITION", "NAME", "VERSION"]);
+    for item in &items {
+        assert!(!item.contains_key("expires_at"), "{item:?}");
+    }
 }

@@ -107,6 +107,7 @@ async fn metered_engine() -> Metered {
         notifications: Arc::new(SqsQueue::new(sqs, &url)),
         router: Arc::new(chorus::startup::default_router()),
         clock: Arc::new(SystemClock),
+        registry: Arc::new(chorus::adapters::MemoryWorkflowRegistry::new()),
         destinations: DestinationPolicy::production(),
         limits: Limits::default(),
         blobs: Arc::new(chorus::adapters::memory::MemoryBlobStore::new()),

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus::adapters::memory::{
-    MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenantDirectory,
+    MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenantDirectory, MemoryWorkflowRegistry,
 };
 use chorus::domain::TenantId;
-use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, StepMessage, Tenant};
+use chorus::ports::{BlobStore, Queue, RateLimiter, RunStore, StepMessage, Tenant, WorkflowRegistry};
 use chorus_tests::queue_contract::QueueUnderTest;
 use chorus_tests::rate_limiter_contract::{LimiterUnderTest, ManualClock};
 use chorus_tests::tenant_directory_contract::{KnownTenant, own_request_limit, rotating_secrets};
+use chorus_tests::workflow_registry_contract::CONTRACT_LIMITS;
 use secrecy::SecretString;
 use tokio::sync::{Mutex, mpsc};
 
@@ -24,6 +25,7 @@ chorus_tests::blob_store_contract!(memory_blob_store, make_memory_blob_store);
 chorus_tests::queue_contract!(memory_queue, make_memory_queue);
 chorus_tests::tenant_directory_contract!(memory_tenant_directory, make_memory_tenant_directory);
 chorus_tests::rate_limiter_contract!(memory_rate_limiter, make_memory_rate_limiter);
+chorus_tests::workflow_registry_contract!(memory_workflow_registry, make_memory_workflow_registry);
 
 async fn make_memory_run_store() -> Arc<dyn RunStore> {
     Arc::new(MemoryRunStore::new())
@@ -77,4 +79,8 @@ async fn make_memory_rate_limiter() -> LimiterUnderTest {
     // One limiter for all: in one process, every worker task shares the same buckets.
     let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(clock.clone()));
     LimiterUnderTest { clock, make: Box::new(move || limiter.clone()) }
+}
+
+async fn make_memory_workflow_registry() -> Arc<dyn WorkflowRegistry> {
+    Arc::new(MemoryWorkflowRegistry::with_limits(CONTRACT_LIMITS))
 }

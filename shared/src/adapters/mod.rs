@@ -18,8 +18,12 @@ pub mod sqs;
 pub mod ssm;
 
 #[cfg(feature = "aws")]
-pub use dynamodb::{DynamoRateLimiter, DynamoRunStore, DynamoSigningSecrets, DynamoTenantDirectory};
-pub use memory::{MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenantDirectory};
+pub use dynamodb::{
+    DynamoRateLimiter, DynamoRunStore, DynamoSigningSecrets, DynamoTenantDirectory, DynamoWorkflowRegistry,
+};
+pub use memory::{
+    MemoryBlobStore, MemoryQueue, MemoryRateLimiter, MemoryRunStore, MemoryTenantDirectory, MemoryWorkflowRegistry,
+};
 #[cfg(feature = "aws")]
 pub use s3::S3BlobStore;
 #[cfg(feature = "aws")]

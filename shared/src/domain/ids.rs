@@ -1,5 +1,5 @@
 //! Identifier newtypes that validate on construction, so the rest of the code never
-//! re-checks a run id, step id or tenant name.
+//! re-checks a run id, step id, tenant or workflow name.
 
 use std::fmt;
 
@@ -123,6 +123,34 @@ impl TenantId {
     }
 }
 
+/// A registered workflow's name, unique per tenant: `[a-z0-9][a-z0-9_-]{0,63}`, so it sits in
+/// a URL path (`/v1/workflows/{name}`) and a reference (`triage@3`) without escaping, and
+/// cannot hold the `#` that separates parts of the table's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WorkflowName(String);
+
+impl WorkflowName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let mut chars = raw.chars();
+        let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if starts_well && rest_ok && raw.len() <= Self::MAX_LEN {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidId(format!(
+                "`{raw}` is not a valid workflow name: use a lowercase letter or digit followed by up to 63 lowercase letters, digits, `_` or `-`"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! string_newtype_conversions {
     ($($ty:ident),*) => {$(
         impl TryFrom<String> for $ty {
@@ -143,7 +171,7 @@ macro_rules! string_newtype_conversions {
         }
     )*};
 }
-string_newtype_conversions!(RunId, StepId, TenantId);
+string_newtype_conversions!(RunId, StepId, TenantId, WorkflowName);
 
 #[cfg(test)]
 mod tests {
@@ -178,5 +206,15 @@ mod tests {
         assert_eq!(item.map_item(), Some((step.clone(), 42)));
         assert!(item.is_item() && !step.is_item());
         assert_eq!(step.map_item(), None);
+    }
+
+    #[test]
+    fn workflow_names_fit_a_path_and_a_key() {
+        for good in ["triage", "2fa-check", "a", "a_b-c", &"a".repeat(64)] {
+            assert!(WorkflowName::parse(good).is_ok(), "{good} should be accepted");
+        }
+        for bad in ["", "Triage", "-a", "_a", "a.b", "a#b", "a@3", "a b", "é", &"a".repeat(65)] {
+            assert!(WorkflowName::parse(bad).is_err(), "{bad} should be rejected");
+        }
     }
 }

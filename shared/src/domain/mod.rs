@@ -9,6 +9,7 @@ pub mod event;
 pub mod ids;
 pub mod output;
 pub mod rate;
+pub mod registry;
 pub mod run;
 pub mod schema;
 pub mod step;
@@ -24,9 +25,10 @@ pub use cost::Cost;
 pub use dag::Plan;
 pub use definition::{StepDefinition, Task, Tolerance, WorkflowDefinition};
 pub use event::{EventKind, RunEvent};
-pub use ids::{InvalidId, RunId, StepId, TenantId};
+pub use ids::{InvalidId, RunId, StepId, TenantId, WorkflowName};
 pub use output::{FinishReason, OutputError, TaskOutput};
 pub use rate::{Bucket, RateLimit};
+pub use registry::{RegistryLimits, WorkflowRef, WorkflowSelector, definition_hash};
 pub use run::{NotifyTarget, Run, RunStatus};
 pub use step::{
     Attempt, ErrorKind, JobRef, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, MapProgress, StepControl, StepError,

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use super::budget::BudgetLedger;
 use super::definition::WorkflowDefinition;
 use super::ids::{RunId, TenantId};
+use super::registry::WorkflowRef;
 use super::step::StepError;
 
 /// Where a run stands. `waiting` is never stored: it is derived when every unfinished step
@@ -70,6 +71,10 @@ pub struct Run {
     /// What the run has spent and reserved against its `budget_usd` (untouched without one).
     #[serde(default)]
     pub budget: BudgetLedger,
+    /// The registered workflow version the run was started from, when the submission named
+    /// one (`triage@3`); `None` for a definition sent inline.
+    #[serde(default)]
+    pub workflow: Option<WorkflowRef>,
 }
 
 impl Run {

@@ -78,9 +78,33 @@ pub fn validate_submission(
     templates: &Templates,
     limits: Limits,
 ) -> Result<ValidatedWorkflow, Vec<Problem>> {
+    validate(workflow, Some(input), catalog, templates, limits)
+}
+
+/// Validates a workflow definition alone, exactly as [`validate_submission`] does but with no
+/// input to check against its `input_schema`: what registering a workflow needs. Problems
+/// point under `/workflow`, as in a submission.
+pub fn validate_definition(
+    workflow: &Value,
+    catalog: &dyn ModelCatalog,
+    templates: &Templates,
+    limits: Limits,
+) -> Result<ValidatedWorkflow, Vec<Problem>> {
+    validate(workflow, None, catalog, templates, limits)
+}
+
+fn validate(
+    workflow: &Value,
+    input: Option<&Value>,
+    catalog: &dyn ModelCatalog,
+    templates: &Templates,
+    limits: Limits,
+) -> Result<ValidatedWorkflow, Vec<Problem>> {
     let mut problems = Vec::new();
     check_size(workflow, "/workflow", "workflow definition", limits.max_definition_bytes, &mut problems);
-    check_size(input, "/input", "input", limits.max_input_bytes, &mut problems);
+    if let Some(input) = input {
+        check_size(input, "/input", "input", limits.max_input_bytes, &mut problems);
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -89,7 +113,7 @@ pub fn validate_submission(
     let mut checker = Checker { templates, catalog, problems: shape_problems };
     let plan = checker.check(&draft, limits);
     // The input can only be checked against a schema that was read.
-    if let Some(top) = &draft.top {
+    if let (Some(top), Some(input)) = (&draft.top, input) {
         checker.check_input(top, input);
     }
     let mut problems = checker.problems;
@@ -828,6 +852,24 @@ mod tests {
             json!({"n": "three"}),
         );
         assert_eq!(pointers(result), ["/input", "/input/n"]);
+    }
+
+    #[test]
+    fn a_definition_alone_is_checked_as_in_a_submission_but_for_the_input() {
+        let workflow = json!({"input_schema": {"type": "object", "required": ["prompt"]},
+                              "steps": [{"id": "a", "task": "generate", "model": "local:echo", "prompt": "x"}]});
+        let check =
+            |workflow: &Value| validate_definition(workflow, &Catalog, &Templates::default(), Limits::default());
+        assert!(check(&workflow).is_ok(), "no input to hold against the schema");
+        assert_eq!(pointers(validate(workflow, json!({}))), ["/input"]);
+        let broken = json!({"steps": [{"id": "a", "task": "generate", "model": "nope:x"}], "extra": 1});
+        // Every problem at once, the workflow's own first.
+        assert_eq!(
+            pointers(check(&broken)),
+            ["/workflow/extra", "/workflow/steps/0/model", "/workflow/steps/0/prompt"]
+        );
+        let unknown_model = json!({"steps": [{"id": "a", "task": "generate", "model": "nope:x"}]});
+        assert_eq!(pointers(check(&unknown_model)), ["/workflow/steps/0/model", "/workflow/steps/0/prompt"]);
     }
 
     #[test]

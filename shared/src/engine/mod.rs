@@ -1,6 +1,7 @@
 //! Use cases: submit a run, execute a step, decide an approval, cancel, read state back,
-//! deliver the result ("Execution" in docs/architecture.md). The engine reaches the world
-//! only through `ports` and the provider router, so the same code runs embedded and on Lambda.
+//! register workflows, deliver the result ("Execution" in docs/architecture.md). The engine
+//! reaches the world only through `ports` and the provider router, so the same code runs
+//! embedded and on Lambda.
 
 mod budget;
 mod control;
@@ -15,11 +16,12 @@ mod submit;
 mod sweep;
 mod transitions;
 mod views;
+mod workflows;
 
 use std::sync::Arc;
 
 use crate::domain::{Limits, Templates};
-use crate::ports::{BlobStore, Clock, NotificationMessage, Queue, RunStore, StepMessage};
+use crate::ports::{BlobStore, Clock, NotificationMessage, Queue, RunStore, StepMessage, WorkflowRegistry};
 use crate::routing::ProviderRouter;
 use crate::webhooks::DestinationPolicy;
 
@@ -33,6 +35,7 @@ pub use quota::{DEFAULT_REQUEST_LIMIT, DEFAULT_STEP_LIMIT, TenantQuota, Throttle
 pub use submit::{Submission, Submitted};
 pub use sweep::{SWEEP_MAX, SWEEP_TIME, SweepReport};
 pub use views::{RunView, StepView, Totals};
+pub use workflows::WorkflowDetail;
 
 /// Everything the use cases need, built once per process (or Lambda cold start).
 pub struct Engine {
@@ -42,6 +45,8 @@ pub struct Engine {
     router: Arc<ProviderRouter>,
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
+    /// The tenants' registered workflows, which a submission may name.
+    registry: Arc<dyn WorkflowRegistry>,
     destinations: DestinationPolicy,
     /// Where providers reach the webhook function, e.g. `https://api.example.com`; without
     /// it async providers are called synchronously.
@@ -65,6 +70,8 @@ pub struct EngineParts {
     /// Where provider job outputs are archived.
     pub blobs: Arc<dyn BlobStore>,
     pub clock: Arc<dyn Clock>,
+    /// Registered workflows (`PUT /v1/workflows/{name}`), which a submission may name.
+    pub registry: Arc<dyn WorkflowRegistry>,
     pub destinations: DestinationPolicy,
     pub limits: Limits,
     pub public_url: Option<String>,
@@ -82,6 +89,7 @@ impl Engine {
             router: parts.router,
             blobs: parts.blobs,
             clock: parts.clock,
+            registry: parts.registry,
             destinations: parts.destinations,
             public_url: parts.public_url.map(|url| url.trim_end_matches('/').to_owned()),
             invocation_budget: parts.invocation_budget,

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::transitions::QUEUED_GRACE;
+use super::workflows::in_registered;
 use super::{Engine, EngineError};
 use crate::domain::validation::{ValidatedWorkflow, validate_submission};
 use crate::domain::{
@@ -20,9 +21,10 @@ use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, StepMessage};
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
-    /// The workflow definition (see `WorkflowDefinition`); validated as a whole, so it is
-    /// taken as raw JSON here.
-    #[schema(value_type = crate::domain::WorkflowDefinition)]
+    /// The workflow: a definition (see `WorkflowDefinition`), or the name of a registered
+    /// workflow (`PUT /v1/workflows/{name}`), `triage` for its latest version or `triage@3`.
+    /// Validated as a whole, so it is taken as raw JSON here.
+    #[schema(value_type = WorkflowSpec)]
     pub workflow: Value,
     /// The run's input: any JSON (usually an object), at most 6 MiB, satisfying the workflow's
     /// `input_schema`. Missing or `null` is `{}`.
@@ -32,6 +34,24 @@ pub struct Submission {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyTarget>,
 }
+
+/// A workflow definition, or the name of a registered workflow.
+// For the OpenAPI document only: the submission keeps `workflow` as raw JSON, to validate it
+// whole, so this is never built.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum WorkflowSpec {
+    Inline(crate::domain::WorkflowDefinition),
+    Registered(WorkflowReference),
+}
+
+/// A registered workflow's name, for its latest version, or `name@version`.
+// For the OpenAPI document only, as `WorkflowSpec`.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = r"^[a-z0-9][a-z0-9_-]{0,63}(@[1-9][0-9]{0,8})?$", example = "triage@3")]
+#[allow(dead_code)]
+pub struct WorkflowReference(String);
 
 /// The accepted run; `created` is false when an idempotent retry found an existing run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +92,29 @@ impl Engine {
         {
             problems.push(Problem::new("/notify/url", err.to_string()));
         }
+        // A registered workflow is validated again, with the input: the models it names may
+        // have changed since it was registered.
+        let registered = match &submission.workflow {
+            Value::String(reference) => match self.resolve_workflow(tenant, reference).await? {
+                Ok(found) => Some(found),
+                Err(problem) => {
+                    problems.insert(0, problem);
+                    return Err(EngineError::Invalid(problems));
+                }
+            },
+            _ => None,
+        };
+        let workflow = registered.as_ref().map_or(&submission.workflow, |(_, definition)| definition);
+        let workflow_ref = registered.as_ref().map(|(reference, _)| reference.clone());
         let input = submission.input.clone();
-        let validated = self.validate(&submission.workflow, &input).await?;
+        let validated = self.validate(workflow, &input).await?;
         let validated = match validated {
             Ok(validated) if problems.is_empty() => validated,
             Ok(_) => return Err(EngineError::Invalid(problems)),
             Err(mut more) => {
+                if let Some(reference) = &workflow_ref {
+                    more = more.into_iter().map(|problem| in_registered(problem, reference)).collect();
+                }
                 more.extend(problems);
                 return Err(EngineError::Invalid(more));
             }
@@ -100,6 +137,7 @@ impl Engine {
             due: None,
             definition: validated.definition,
             budget: Default::default(),
+            workflow: workflow_ref,
         };
         let steps: Vec<StepState> = run
             .definition
@@ -162,7 +200,8 @@ fn count<T>(items: impl Iterator<Item = T>) -> u32 {
     u32::try_from(items.count()).unwrap_or(u32::MAX)
 }
 
-/// A stable hash of the request: serde_json maps are sorted, so equal JSON hashes equally.
+/// A stable hash of the request as sent (a registered workflow's name, not the definition it
+/// resolved to): serde_json maps are sorted, so equal JSON hashes equally.
 fn request_hash(submission: &Submission) -> String {
     let canonical = serde_json::to_vec(submission).unwrap_or_default();
     hex::encode(Sha256::digest(&canonical))

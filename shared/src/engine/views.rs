@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::{Engine, EngineError};
 use crate::domain::{
-    Run, RunEvent, RunId, RunStatus, StepError, StepProgress, StepState, StepStatus, Task, TenantId, Usage,
+    Run, RunEvent, RunId, RunStatus, StepError, StepProgress, StepState, StepStatus, Task, TenantId, Usage, WorkflowRef,
 };
 use crate::ports::RunPage;
 
@@ -18,6 +18,10 @@ pub struct RunView {
     pub id: RunId,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The registered workflow version the run was started from, when the submission named
+    /// one; absent for a definition sent inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowRef>,
     /// `waiting` when every unfinished step waits for a person or a provider callback.
     pub status: RunStatus,
     /// The input as submitted: any JSON.
@@ -100,6 +104,7 @@ impl RunView {
         Self {
             id: run.id,
             name: run.definition.name,
+            workflow: run.workflow,
             status,
             input: run.input,
             output: run.output,

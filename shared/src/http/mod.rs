@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod problem;
 pub mod runs;
 mod schema_rules;
+pub mod workflows;
 
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,9 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::approve_step))
         .routes(routes!(runs::reject_step))
         .routes(routes!(runs::run_events))
+        .routes(routes!(workflows::list_workflows))
+        .routes(routes!(workflows::register_workflow, workflows::get_workflow))
+        .routes(routes!(workflows::get_workflow_version))
         .routes(routes!(runs::list_models))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(healthz))

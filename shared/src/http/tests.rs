@@ -24,6 +24,7 @@ use crate::testing::TestKit;
 
 mod document;
 mod properties;
+mod workflows;
 
 const KEY_A: &str = "sk_test_tenant_a";
 const KEY_B: &str = "sk_test_tenant_b";
@@ -85,6 +86,12 @@ fn api() -> Api {
 
 /// [`api`] whose engine enforces the quota `quota` makes (given the kit's clock).
 fn api_with(quota: impl FnOnce(Arc<crate::testing::ManualClock>) -> Option<crate::engine::TenantQuota>) -> Api {
+    api_from(|parts, clock| EngineParts { quota: quota(clock), ..parts })
+}
+
+/// [`api`] whose engine is built from the parts `configure` returns (given the kit's parts
+/// and clock).
+fn api_from(configure: impl FnOnce(EngineParts, Arc<crate::testing::ManualClock>) -> EngineParts) -> Api {
     let kit = TestKit::new();
     let routes = BTreeMap::from([("fast".to_owned(), Route::fallback(&["local:echo"]))]);
     let router = ProviderRouter::new(
@@ -93,11 +100,8 @@ fn api_with(quota: impl FnOnce(Arc<crate::testing::ManualClock>) -> Option<crate
         RetryPolicy::default(),
         PriceTable::default(),
     );
-    let engine = Arc::new(Engine::new(EngineParts {
-        router: Arc::new(router),
-        quota: quota(kit.clock.clone()),
-        ..kit.engine_parts()
-    }));
+    let parts = EngineParts { router: Arc::new(router), ..kit.engine_parts() };
+    let engine = Arc::new(Engine::new(configure(parts, kit.clock.clone())));
     let tenants = MemoryTenantDirectory::new()
         .with_key(tenant("acme"), secrets(), &SecretString::from(KEY_A))
         .with_key(tenant("globex"), secrets(), &SecretString::from(KEY_B));
@@ -726,6 +730,9 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/runs/{id}/steps/{step}/approve", &["post"][..]),
         ("/v1/runs/{id}/steps/{step}/reject", &["post"][..]),
         ("/v1/runs/{id}/events", &["get"][..]),
+        ("/v1/workflows", &["get"][..]),
+        ("/v1/workflows/{name}", &["put", "get"][..]),
+        ("/v1/workflows/{name}/versions/{version}", &["get"][..]),
         ("/v1/models", &["get"][..]),
         ("/openapi.json", &["get"][..]),
         ("/healthz", &["get"][..]),
@@ -744,9 +751,21 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(paths["/healthz"]["get"]["security"], json!([{}]));
 
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for name in
-        ["ProblemDetails", "Problem", "Submission", "RunAccepted", "RunList", "RunView", "RunEvent", "ModelList"]
-    {
+    for name in [
+        "ProblemDetails",
+        "Problem",
+        "Submission",
+        "RunAccepted",
+        "RunList",
+        "RunView",
+        "RunEvent",
+        "ModelList",
+        "WorkflowRegistration",
+        "VersionRegistered",
+        "WorkflowList",
+        "WorkflowView",
+        "WorkflowVersionView",
+    ] {
         assert!(schemas.contains_key(name), "schema {name} is missing");
     }
     let problem_401 = &paths["/v1/runs"]["post"]["responses"]["401"]["content"];

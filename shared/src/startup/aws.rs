@@ -11,8 +11,8 @@ use super::{ConfigError, Settings};
 use crate::adapters::chaos::{self, AwsChaos};
 use crate::adapters::sealing::{Sealer, SealingKey};
 use crate::adapters::{
-    DynamoRateLimiter, DynamoRunStore, DynamoSigningSecrets, DynamoTenantDirectory, S3BlobStore, SqsQueue,
-    SsmSecretStore,
+    DynamoRateLimiter, DynamoRunStore, DynamoSigningSecrets, DynamoTenantDirectory, DynamoWorkflowRegistry,
+    S3BlobStore, SqsQueue, SsmSecretStore,
 };
 use crate::domain::Limits;
 use crate::engine::{DeliverySchedule, Engine, EngineParts, Notifier};
@@ -140,6 +140,9 @@ impl Aws {
             router: Arc::new(router),
             blobs: self.blobs.clone(),
             clock: self.clock.clone(),
+            // Registered workflows, on the same table: intake registers them and resolves the
+            // names submissions give.
+            registry: Arc::new(DynamoWorkflowRegistry::new(self.dynamodb.clone(), &self.settings.table)),
             destinations: self.settings.destinations,
             limits: Limits::default(),
             public_url: self.settings.public_url.clone(),

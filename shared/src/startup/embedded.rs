@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::adapters::{MemoryBlobStore, MemoryQueue, MemoryRunStore};
+use crate::adapters::{MemoryBlobStore, MemoryQueue, MemoryRunStore, MemoryWorkflowRegistry};
 use crate::domain::Limits;
 use crate::engine::{DeliverySchedule, EngineParts, Notifier};
 use crate::ports::{Clock, NotificationMessage, SigningSecretStore, StepMessage, WebhookSender};
@@ -17,6 +17,7 @@ use crate::webhooks::DestinationPolicy;
 pub struct Embedded {
     pub store: Arc<MemoryRunStore>,
     pub blobs: Arc<MemoryBlobStore>,
+    pub registry: Arc<MemoryWorkflowRegistry>,
     pub steps: MemoryQueue<StepMessage>,
     pub step_messages: UnboundedReceiver<StepMessage>,
     pub notifications: MemoryQueue<NotificationMessage>,
@@ -43,6 +44,7 @@ impl Embedded {
         Self {
             store: Arc::new(MemoryRunStore::new()),
             blobs: Arc::new(MemoryBlobStore::new()),
+            registry: Arc::new(MemoryWorkflowRegistry::new()),
             steps,
             step_messages,
             notifications,
@@ -60,6 +62,7 @@ impl Embedded {
             router: options.router,
             blobs: self.blobs.clone(),
             clock: options.clock,
+            registry: self.registry.clone(),
             destinations: options.destinations,
             limits: Limits::default(),
             public_url: options.public_url,

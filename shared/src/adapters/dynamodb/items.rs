@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::domain::{
     BudgetLedger, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId,
+    WorkflowRef,
 };
 
 pub(super) const RUN_SK: &str = "RUN";
@@ -117,6 +118,9 @@ pub(super) struct RunItem {
     pub events: Vec<RunEvent>,
     #[serde(flatten)]
     pub budget: LedgerItem,
+    /// The registered workflow version the run started from, if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowRef>,
 }
 
 /// The run's [`BudgetLedger`] as run item attributes, written whole at creation (so the map

@@ -12,6 +12,7 @@ mod map_items;
 mod rate_limiter;
 mod signing_secrets;
 mod tenant_directory;
+mod workflow_registry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use crate::ports::{BlobStore, CreateOutcome, DueRef, NewRun, PortError, RunPage,
 pub use rate_limiter::DynamoRateLimiter;
 pub use signing_secrets::{DynamoSigningSecrets, SEAL_PURPOSE};
 pub use tenant_directory::DynamoTenantDirectory;
+pub use workflow_registry::DynamoWorkflowRegistry;
 
 /// JSON payloads up to this size stay in the item; bigger ones go to S3. Three
 /// of them (definition, input, output) still fit DynamoDB's 400 KB item limit.
@@ -134,6 +136,7 @@ impl DynamoRunStore {
             finished_at: item.finished_at,
             due: item.due,
             budget: item.budget.into(),
+            workflow: item.workflow,
         })
     }
 
@@ -433,6 +436,7 @@ impl RunStore for DynamoRunStore {
             expires_at,
             events,
             budget: run.budget.into(),
+            workflow: run.workflow,
         };
         let Some(claim) = idempotency else {
             self.client

@@ -7,12 +7,14 @@ mod queue;
 mod rate_limiter;
 mod run_store;
 mod tenant_directory;
+mod workflow_registry;
 
 pub use blob_store::MemoryBlobStore;
 pub use queue::MemoryQueue;
 pub use rate_limiter::MemoryRateLimiter;
 pub use run_store::MemoryRunStore;
 pub use tenant_directory::MemoryTenantDirectory;
+pub use workflow_registry::MemoryWorkflowRegistry;
 
 use crate::ports::PortError;
 

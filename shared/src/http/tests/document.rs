@@ -15,7 +15,7 @@ const SOME_RUN: &str = "run_01jd7v1b0m4xk3r0c9z9qz5y7w";
 /// The keys of an OpenAPI path item that are operations.
 const OPERATIONS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
-fn document() -> Value {
+pub(super) fn document() -> Value {
     serde_json::to_value(openapi_document()).unwrap()
 }
 
@@ -363,7 +363,7 @@ fn stated_limits() -> Vec<(String, Value, bool)> {
 }
 
 /// Validates a value against the document's schema `name`, as a client would.
-fn validator(document: &Value, name: &str) -> jsonschema::Validator {
+pub(super) fn validator(document: &Value, name: &str) -> jsonschema::Validator {
     let root = json!({"$ref": format!("#/components/schemas/{name}"), "components": document["components"]});
     jsonschema::validator_for(&root).unwrap()
 }
@@ -411,7 +411,7 @@ async fn what_the_schema_cannot_state_is_left_to_validation() {
 }
 
 /// Every operation by its id: method and path.
-fn operations(document: &Value) -> BTreeMap<String, (Method, String)> {
+pub(super) fn operations(document: &Value) -> BTreeMap<String, (Method, String)> {
     let mut operations = BTreeMap::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
@@ -425,23 +425,37 @@ fn operations(document: &Value) -> BTreeMap<String, (Method, String)> {
 }
 
 /// The links of one documented response.
-fn links<'a>(document: &'a Value, path: &str, method: &str, status: &str) -> &'a serde_json::Map<String, Value> {
+pub(super) fn links<'a>(
+    document: &'a Value,
+    path: &str,
+    method: &str,
+    status: &str,
+) -> &'a serde_json::Map<String, Value> {
     document["paths"][path][method]["responses"][status]["links"].as_object().unwrap()
 }
 
 impl Api {
     /// Follows `link` from a response `body` as a client would: each parameter's
     /// `$response.body#…` expression read from the body, into the path or else the query.
-    async fn follow(&self, operations: &BTreeMap<String, (Method, String)>, link: &Value, body: &Value) -> Reply {
+    pub(super) async fn follow(
+        &self,
+        operations: &BTreeMap<String, (Method, String)>,
+        link: &Value,
+        body: &Value,
+    ) -> Reply {
         let (method, path) = &operations[link["operationId"].as_str().unwrap()];
         let mut uri = path.clone();
         let mut query = Vec::new();
         for (name, expression) in link["parameters"].as_object().unwrap() {
             let pointer = expression.as_str().unwrap().strip_prefix("$response.body#").unwrap();
-            let value = body.pointer(pointer).and_then(Value::as_str).unwrap();
+            // A string as it is; a number (a version) as its digits.
+            let value = match body.pointer(pointer).unwrap() {
+                Value::Number(number) => number.to_string(),
+                other => other.as_str().unwrap().to_owned(),
+            };
             let placeholder = format!("{{{name}}}");
             if uri.contains(&placeholder) {
-                uri = uri.replace(&placeholder, value);
+                uri = uri.replace(&placeholder, &value);
             } else {
                 query.push(format!("{name}={value}"));
             }

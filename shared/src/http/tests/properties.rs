@@ -1,5 +1,6 @@
 //! The API's edge under generated requests: arbitrary bytes, arbitrary JSON and submissions
-//! broken anywhere POSTed to `/v1/runs`, sound submissions, and any method on any path.
+//! broken anywhere POSTed to `/v1/runs`, sound submissions, and any method on any path
+//! (registered workflows' among them).
 //! Whatever comes in, the answer is a success or a 4xx `application/problem+json` that says
 //! what is wrong (a 422's pointers pointing into the body sent), never a 5xx, a panic or a
 //! hang; and every run accepted goes on to run its steps without an engine error. The
@@ -201,11 +202,14 @@ fn body() -> BoxedStrategy<Vec<u8>> {
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROBE"];
 
 /// Path segments: the API's own, ids of every kind, and what paths should not hold.
-const SEGMENTS: [&str; 22] = [
+const SEGMENTS: [&str; 25] = [
     "v1",
     "v1",
     "runs",
     "runs",
+    "workflows",
+    "versions",
+    "1",
     THE_RUN,
     THE_RUN,
     "steps",
