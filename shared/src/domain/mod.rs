@@ -9,6 +9,7 @@ pub mod event;
 pub mod ids;
 pub mod output;
 pub mod rate;
+pub mod rerun;
 pub mod run;
 pub mod schema;
 pub mod step;
@@ -27,7 +28,8 @@ pub use event::{EventKind, RunEvent};
 pub use ids::{InvalidId, RunId, StepId, TenantId};
 pub use output::{FinishReason, OutputError, TaskOutput};
 pub use rate::{Bucket, RateLimit};
-pub use run::{NotifyTarget, Run, RunStatus};
+pub use rerun::{RerunPlan, RunRetry, Start, StepReset};
+pub use run::{ForkedFrom, NotifyTarget, Run, RunStatus};
 pub use step::{
     Attempt, ErrorKind, JobRef, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, MapProgress, StepControl, StepError,
     StepProgress, StepState, StepStatus, Usage,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::budget::StepBudget;
 use super::jobs::CallbackToken;
-use super::map::map_ended;
+use super::map::{item_left_over, map_ended};
 use super::progress::context_for;
 use super::transitions::{QUEUED_GRACE, ending, follow_up_due, provider_events};
 use super::{Engine, EngineError};
@@ -61,6 +61,9 @@ impl Engine {
         }
         if run.status.is_terminal() || map_ended(step_id, &steps) {
             self.cancel_step(&run, state).await?;
+            return Ok(());
+        }
+        if item_left_over(step_id, &steps) {
             return Ok(());
         }
         let now = self.clock.now();
@@ -398,7 +401,7 @@ impl Engine {
     /// Cancels a step of an ended run that a message found unfinished: one nobody runs
     /// (pending, queued, waiting, or running under a lease that ended). A step under a live
     /// lease is left to its worker, whose completion the ended run then ignores.
-    async fn cancel_step(&self, run: &Run, state: &StepState) -> Result<(), EngineError> {
+    pub(super) async fn cancel_step(&self, run: &Run, state: &StepState) -> Result<(), EngineError> {
         let now = self.clock.now();
         let reason = format!("the run is {}", run.status);
         let idle =

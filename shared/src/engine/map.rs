@@ -233,7 +233,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
         let items = self.store.list_items(&run.id, &map.id).await?;
-        let (outcomes, usage, cost) = summarize_items(items);
+        // Items beyond this start's count are left over from a start before a retry.
+        let items = items.into_iter().filter(|item| item.step_id.map_item().is_some_and(|(_, i)| i < progress.items));
+        let (outcomes, usage, cost) = summarize_items(items.collect());
         let tolerated = map.tolerated_failures(progress.items);
         let mut error = (progress.failed > tolerated).then(|| {
             let first = outcomes.iter().find_map(|item| item.error.as_ref().map(|e| (item.index, e.message.clone())));
@@ -339,9 +341,21 @@ fn json_kind(value: &Value) -> &'static str {
 }
 
 /// Whether `step` is an item of a map step that has ended (failed on too many failures, or
-/// cancelled): such an item is not run.
+/// cancelled), or one beyond the items its map step started with (left over from a start
+/// before a retry): such an item is not run.
 pub(super) fn map_ended(item: &StepId, steps: &[StepState]) -> bool {
+    item.map_item().is_some_and(|(map, index)| {
+        steps.iter().find(|s| s.step_id == map).is_some_and(|map| {
+            map.status.is_terminal() || map.progress.map.is_some_and(|progress| index >= progress.items)
+        })
+    })
+}
+
+/// Whether `step` is an item of a map step that a retry reset and that has not started its
+/// items again: the record is left over from before and the map's next start replaces it, so
+/// it is neither run nor written to (a write could land on the item the start stores).
+pub(super) fn item_left_over(item: &StepId, steps: &[StepState]) -> bool {
     item.map_item()
         .and_then(|(map, _)| steps.iter().find(|s| s.step_id == map))
-        .is_some_and(|map| map.status.is_terminal())
+        .is_some_and(|map| !map.status.is_terminal() && map.progress.map.is_none())
 }

@@ -43,7 +43,7 @@ pub struct Submitted {
 impl Engine {
     /// Validates a submission on the blocking pool: compiling its templates and schemas and
     /// checking the input against `input_schema` is CPU work, bounded but not small.
-    async fn validate(
+    pub(super) async fn validate(
         &self,
         workflow: &Value,
         input: &Value,
@@ -100,6 +100,8 @@ impl Engine {
             due: None,
             definition: validated.definition,
             budget: Default::default(),
+            generation: 0,
+            forked_from: None,
         };
         let steps: Vec<StepState> = run
             .definition

@@ -63,15 +63,16 @@ impl DynamoRunStore {
         match written {
             Ok(_) => {}
             Err(SdkError::ServiceError(failure)) => {
-                let already_counted = match failure.err() {
-                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                        let reasons = cancelled.cancellation_reasons();
-                        reasons.first().and_then(|reason| reason.code()) == Some("ConditionalCheckFailed")
-                            && reasons.get(1).and_then(|reason| reason.code()) != Some("ConditionalCheckFailed")
-                    }
+                // The item was counted before, or its map step was reset by a retry and has
+                // not started its items again (it has no `map`): either way nothing counts.
+                let nothing_to_count = match failure.err() {
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
                     _ => false,
                 };
-                if !already_counted {
+                if !nothing_to_count {
                     return Err(unavailable(SdkError::ServiceError(failure)));
                 }
             }
