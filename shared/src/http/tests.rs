@@ -24,6 +24,7 @@ use crate::testing::TestKit;
 
 mod document;
 mod properties;
+mod rerun;
 
 const KEY_A: &str = "sk_test_tenant_a";
 const KEY_B: &str = "sk_test_tenant_b";
@@ -692,6 +693,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/runs", &["post", "get"][..]),
         ("/v1/runs/{id}", &["get"][..]),
         ("/v1/runs/{id}/cancel", &["post"][..]),
+        ("/v1/runs/{id}/retry", &["post"][..]),
+        ("/v1/runs/{id}/fork", &["post"][..]),
         ("/v1/runs/{id}/steps/{step}/approve", &["post"][..]),
         ("/v1/runs/{id}/steps/{step}/reject", &["post"][..]),
         ("/v1/runs/{id}/events", &["get"][..]),
@@ -713,9 +716,17 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(paths["/healthz"]["get"]["security"], json!([{}]));
 
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for name in
-        ["ProblemDetails", "Problem", "Submission", "RunAccepted", "RunList", "RunView", "RunEvent", "ModelList"]
-    {
+    for name in [
+        "ProblemDetails",
+        "Problem",
+        "Submission",
+        "RunAccepted",
+        "RunList",
+        "RunView",
+        "RunEvent",
+        "ModelList",
+        "ForkRequest",
+    ] {
         assert!(schemas.contains_key(name), "schema {name} is missing");
     }
     let problem_401 = &paths["/v1/runs"]["post"]["responses"]["401"]["content"];

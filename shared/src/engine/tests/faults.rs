@@ -14,27 +14,37 @@ use crate::ports::{
     CreateOutcome, DueRef, IdempotencyClaim, NewRun, PortError, Queue, RetryKeyClaim, RunPage, RunStore, RunTransition,
 };
 
-/// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …).
+/// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …), after
+/// letting a number of calls through.
 #[derive(Default)]
 pub(super) struct Faults {
-    armed: Mutex<Vec<(&'static str, bool)>>,
+    armed: Mutex<Vec<(&'static str, bool, usize)>>,
 }
 
 impl Faults {
     /// The next call of `operation` fails as unavailable.
     pub(super) fn fail_next(&self, operation: &'static str) {
-        self.armed.lock().unwrap().push((operation, false));
+        self.fail_after(operation, 0);
+    }
+
+    /// `calls` calls of `operation` go through, then the next one fails as unavailable.
+    pub(super) fn fail_after(&self, operation: &'static str, calls: usize) {
+        self.armed.lock().unwrap().push((operation, false, calls));
     }
 
     /// The next call of `operation` finds data it cannot read (a payload gone from S3).
     pub(super) fn corrupt_next(&self, operation: &'static str) {
-        self.armed.lock().unwrap().push((operation, true));
+        self.armed.lock().unwrap().push((operation, true, 0));
     }
 
     fn check(&self, operation: &'static str) -> Result<(), PortError> {
         let mut armed = self.armed.lock().unwrap();
-        let Some(index) = armed.iter().position(|(armed, _)| *armed == operation) else { return Ok(()) };
-        let (_, corrupt) = armed.remove(index);
+        let Some(index) = armed.iter().position(|(armed, _, _)| *armed == operation) else { return Ok(()) };
+        if armed[index].2 > 0 {
+            armed[index].2 -= 1;
+            return Ok(());
+        }
+        let (_, corrupt, _) = armed.remove(index);
         Err(if corrupt {
             PortError::Corrupt { what: "blob store", detail: "payload `tenants/…/input.json` is missing".into() }
         } else {
