@@ -120,6 +120,12 @@ impl Engine {
                 "run {run_id} has no step to run again: none failed or was cancelled{why}; fork it to change it"
             )));
         }
+        if let Some(lost) = rerun.order.iter().find(|step| run.definition.find_step(step).is_none()) {
+            // Its stored workflow could not be read and was replaced (`payload_missing`).
+            return Err(EngineError::Conflict(format!(
+                "run {run_id} cannot run step `{lost}` again: its stored workflow is incomplete"
+            )));
+        }
         let now = self.clock.now();
         let mut steps_rerun = rerun.order.clone();
         steps_rerun.sort();
