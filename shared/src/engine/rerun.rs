@@ -177,9 +177,10 @@ impl Engine {
         let unsettled = |s: &StepState| s.follow_up_pending() || !s.status.is_terminal();
         if steps.iter().any(unsettled) {
             for state in steps.iter().filter(|s| unsettled(s)) {
-                match state.follow_up_pending() {
-                    true => self.step_finished(&run, state.clone()).await?,
-                    false => self.cancel_step(&run, state).await?,
+                if state.follow_up_pending() {
+                    self.step_finished(&run, state.clone()).await?;
+                } else {
+                    self.cancel_step(&run, state).await?;
                 }
             }
             steps = self.store.get_steps(&run_id).await?;
