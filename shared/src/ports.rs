@@ -232,10 +232,11 @@ pub trait RunStore: Send + Sync {
     /// Returns whether it did.
     async fn finish_retry(&self, run_id: &RunId, generation: u32) -> Result<bool, PortError>;
 
-    /// Resets `step_id` for a retry in one conditional write, if `reset.admits` it (a finished
-    /// step of an older generation) and the run is `running` in `reset.generation`: see
-    /// [`StepReset`]. What the step did before stays in the run's history. Returns the step as
-    /// reset, or `None` when a condition did not hold.
+    /// Resets `step_id` for a retry in one conditional write (on DynamoDB a transaction that
+    /// also checks the run and moves the step's history aside), if `reset.admits` it (a
+    /// finished step of an older generation) and the run is `running` in `reset.generation`:
+    /// see [`StepReset`]. What the step did before stays in the run's history. Returns the step
+    /// as reset, or `None` when a condition did not hold.
     async fn reset_step(
         &self,
         run_id: &RunId,

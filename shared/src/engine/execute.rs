@@ -64,6 +64,7 @@ impl Engine {
             return Ok(());
         }
         if item_left_over(step_id, &steps) {
+            // From before a retry reset its map step, whose next start stores it anew.
             return Ok(());
         }
         let now = self.clock.now();

@@ -252,6 +252,17 @@ mod tests {
     }
 
     #[test]
+    fn a_steps_earlier_history_is_kept_outside_the_ranges_steps_and_items_are_read_from() {
+        use super::super::items::{ITEM_SK_PREFIX, STEP_SK_PREFIX, step_id_of_sk};
+        for step in [id("draft"), id("each").item(7)] {
+            let sk = history_sk(&step, 2);
+            assert!(!sk.starts_with(STEP_SK_PREFIX) && !sk.starts_with(ITEM_SK_PREFIX), "{sk}");
+            assert_eq!(step_id_of_sk(&sk), None, "{sk}");
+            assert_ne!(sk, history_sk(&step, 3), "one item per generation");
+        }
+    }
+
+    #[test]
     fn a_reopening_forgets_the_rerun_steps_by_index_on_the_lists_as_read() {
         let now = jiff::Timestamp::UNIX_EPOCH;
         let run = serde_json::json!({
