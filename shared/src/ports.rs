@@ -13,8 +13,8 @@ use thiserror::Error;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId, StepState,
-    StepTransition, TenantId, WorkflowDefinition, WorkflowName, WorkflowRef,
+    Reservation, Reserved, Run, RunEvent, RunId, RunRetry, RunStatus, Settled, Settlement, StepError, StepId,
+    StepReset, StepState, StepTransition, TenantId, WorkflowDefinition, WorkflowName, WorkflowRef,
 };
 
 /// A port's backend failed. Always worth retrying later; never shown to clients verbatim.
@@ -55,6 +55,19 @@ pub enum CreateOutcome {
     KeyTaken {
         run_id: RunId,
         request_hash: String,
+    },
+}
+
+/// The result of [`RunStore::claim_retry_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryKeyClaim {
+    Claimed,
+    /// The key was taken earlier; nothing was written. `generation` is the generation the
+    /// retry that took it moves the run to (`None`: a submission took it).
+    Taken {
+        run_id: RunId,
+        request_hash: String,
+        generation: Option<u32>,
     },
 }
 
@@ -208,6 +221,41 @@ pub trait RunStore: Send + Sync {
 
     async fn append_events(&self, run_id: &RunId, events: Vec<RunEvent>) -> Result<(), PortError>;
 
+    /// Reopens an ended run for a retry in one conditional write, if `retry.admits` it
+    /// (`failed` or `cancelled` in the generation before `retry.generation`, its follow-up
+    /// done): see [`RunRetry`]. It also forgets the re-run steps (and their map items) among
+    /// the sinks [`Self::release_run`] counted, so they count again. Returns the run as
+    /// reopened, or `None` when the condition did not hold.
+    async fn retry_run(&self, run_id: &RunId, retry: RunRetry) -> Result<Option<Run>, PortError>;
+
+    /// A retry's resets are done: clears the run's `due` if it is `running` in `generation`.
+    /// Returns whether it did.
+    async fn finish_retry(&self, run_id: &RunId, generation: u32) -> Result<bool, PortError>;
+
+    /// Resets `step_id` for a retry in one conditional write (on DynamoDB a transaction that
+    /// also checks the run and moves the step's history aside), if `reset.admits` it (a
+    /// finished step of an older generation) and the run is `running` in `reset.generation`:
+    /// see [`StepReset`]. What the step did before stays in the run's history. Returns the step
+    /// as reset, or `None` when a condition did not hold.
+    async fn reset_step(
+        &self,
+        run_id: &RunId,
+        step_id: &StepId,
+        reset: StepReset,
+    ) -> Result<Option<StepState>, PortError>;
+
+    /// Takes the tenant's idempotency key `claim.key` for a retry of `run_id` to
+    /// `generation`, unless it is taken (by a retry or a submission: keys are shared), in which
+    /// case nothing is written and the claim found is returned. A key expires after a day.
+    async fn claim_retry_key(
+        &self,
+        tenant: &TenantId,
+        claim: &IdempotencyClaim,
+        run_id: &RunId,
+        generation: u32,
+        now: jiff::Timestamp,
+    ) -> Result<RetryKeyClaim, PortError>;
+
     /// The run's history in the order it happened.
     async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError>;
 
@@ -259,6 +307,10 @@ pub struct NotificationMessage {
     pub run_id: RunId,
     /// Delivery attempts already made.
     pub attempt: u32,
+    /// The run's generation when it ended: a run retried since has ended again (or will),
+    /// and this end's notification is superseded.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// An at-least-once queue (SQS in AWS). Consumers must tolerate duplicates.

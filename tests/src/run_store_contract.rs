@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus::domain::{
-    EventKind, Lease, MapProgress, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepId,
-    StepState, StepStatus, StepTransition, StepUpdate, TenantId, WorkflowDefinition, WorkflowName, WorkflowRef,
+    Attempt, ErrorKind, EventKind, ForkedFrom, Lease, MapProgress, Reservation, Reserved, Run, RunEvent, RunId,
+    RunRetry, RunStatus, Settled, Settlement, Start, StepError, StepId, StepReset, StepState, StepStatus,
+    StepTransition, StepUpdate, TenantId, WorkflowDefinition, WorkflowName, WorkflowRef,
 };
-use chorus::ports::{CreateOutcome, DueRef, IdempotencyClaim, NewRun, RunStore, RunTransition};
+use chorus::ports::{CreateOutcome, DueRef, IdempotencyClaim, NewRun, RetryKeyClaim, RunStore, RunTransition};
 use serde_json::json;
 
 /// One test per clause against the stores `$make` returns (an `async fn() -> Arc<dyn
@@ -37,6 +38,11 @@ macro_rules! run_store_contract {
             map_items_are_kept_apart_from_the_steps_and_listed_in_order,
             map_items_take_transitions_releases_and_due_times_like_steps,
             each_map_item_is_counted_once_on_its_map_step,
+            a_retry_reopens_an_ended_run_once_and_forgets_its_rerun_steps_as_counted,
+            a_step_is_reset_once_and_only_while_its_run_runs_in_that_generation,
+            retry_keys_are_claimed_once_and_shared_with_submissions,
+            a_forked_runs_reused_steps_are_created_with_their_outputs,
+            an_item_of_a_map_step_a_retry_reset_counts_for_nothing,
         ]);
     };
 }
@@ -76,6 +82,8 @@ fn new_run(tenant: &str, at_ms: i64, key: Option<&str>) -> NewRun {
         budget: Default::default(),
         // Started from a registered workflow: the reference reads back with the run.
         workflow: Some(WorkflowRef { name: WorkflowName::parse("ports").unwrap(), version: 3, hash: "ab".repeat(32) }),
+        generation: 0,
+        forked_from: None,
     };
     NewRun {
         run,
@@ -532,4 +540,188 @@ pub async fn each_map_item_is_counted_once_on_its_map_step(store: Arc<dyn RunSto
     }
     let map = store.get_step(&run_id, &id("a")).await.unwrap().unwrap();
     assert_eq!(map.progress.map, Some(MapProgress { items: 16, pending: 0, failed: 4 }), "concurrent items all count");
+}
+
+/// Ends the run `failed`, its follow-up done.
+async fn fail(store: &dyn RunStore, run_id: &RunId) {
+    let failed = RunTransition::status(RunStatus::UNFINISHED.to_vec(), RunStatus::Failed);
+    assert!(store.transition_run(run_id, failed).await.unwrap().is_some(), "the run fails");
+}
+
+fn retry(generation: u32, rerun: &[&str], pending_sinks: u32) -> RunRetry {
+    let now = jiff::Timestamp::now();
+    RunRetry {
+        generation,
+        rerun: rerun.iter().map(|step| id(step)).collect(),
+        pending_sinks,
+        due: now + Duration::from_secs(60),
+        events: vec![RunEvent::run(now, EventKind::RunRetried { generation, steps: Vec::new() })],
+    }
+}
+
+pub async fn a_retry_reopens_an_ended_run_once_and_forgets_its_rerun_steps_as_counted(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let store = store.as_ref();
+    assert_eq!(store.retry_run(&run_id, retry(1, &["b"], 1)).await.unwrap(), None, "not ended");
+    // `b` and `c` were counted as finished sinks and settled; `a` settled.
+    assert_eq!(store.release_run(&run_id, &id("b")).await.unwrap().pending_sinks, 1);
+    assert_eq!(store.release_run(&run_id, &id("c")).await.unwrap().pending_sinks, 0);
+    for step in ["a", "b", "c"] {
+        assert_eq!(settled(store, &run_id, step, None, 0.125).await, Settled::Done);
+    }
+    let mut end = RunTransition::status(RunStatus::UNFINISHED.to_vec(), RunStatus::Failed);
+    end.due = Some(jiff::Timestamp::now());
+    end.error = Some(StepError::new(ErrorKind::StepFailed, "b failed"));
+    end.finished_at = Some(jiff::Timestamp::now());
+    store.transition_run(&run_id, end).await.unwrap().expect("the run fails");
+    assert_eq!(store.retry_run(&run_id, retry(1, &["b"], 1)).await.unwrap(), None, "its follow-up is not done");
+    store.transition_run(&run_id, RunTransition::status(vec![RunStatus::Failed], RunStatus::Failed)).await.unwrap();
+    assert_eq!(store.retry_run(&run_id, retry(2, &["b"], 1)).await.unwrap(), None, "not the next generation");
+
+    let reopened = store.retry_run(&run_id, retry(1, &["b"], 1)).await.unwrap().expect("failed → running");
+    assert_eq!((reopened.status, reopened.generation, reopened.pending_sinks), (RunStatus::Running, 1, 1));
+    assert_eq!((&reopened.error, reopened.finished_at, &reopened.output), (&None, None, &None));
+    assert!(reopened.due.is_some(), "due until the resets are done");
+    assert_eq!(reopened.budget.settled, [id("a"), id("c")], "b may settle again");
+    assert_eq!(reopened.budget.committed_usd, 0.375, "what was spent stays committed");
+    assert_eq!(store.get_run(&run_id).await.unwrap(), Some(reopened));
+    assert_eq!(store.retry_run(&run_id, retry(1, &["b"], 1)).await.unwrap(), None, "once");
+    let events = store.list_events(&run_id).await.unwrap();
+    assert!(events.iter().any(|e| matches!(e.kind, EventKind::RunRetried { generation: 1, .. })));
+
+    // `b` counts again as a finished sink; `c` was not forgotten.
+    assert_eq!(store.release_run(&run_id, &id("c")).await.unwrap().pending_sinks, 1);
+    assert_eq!(store.release_run(&run_id, &id("b")).await.unwrap().pending_sinks, 0);
+    assert_eq!(settled(store, &run_id, "b", None, 0.125).await, Settled::Done);
+
+    assert!(!store.finish_retry(&run_id, 2).await.unwrap(), "another generation's reset");
+    assert!(store.finish_retry(&run_id, 1).await.unwrap());
+    assert_eq!(store.get_run(&run_id).await.unwrap().map(|run| run.due), Some(None));
+}
+
+fn reset(generation: u32, pending_deps: u32, released_by: &[&str]) -> StepReset {
+    let now = jiff::Timestamp::now();
+    StepReset {
+        generation,
+        start: Start { pending_deps, blocked: false, released_by: released_by.iter().map(|s| id(s)).collect() },
+        due: (pending_deps == 0).then(|| now + Duration::from_secs(90)),
+        events: vec![RunEvent::step_status(now, &id("a"), StepStatus::Queued, Some("run again".into()))],
+    }
+}
+
+pub async fn a_step_is_reset_once_and_only_while_its_run_runs_in_that_generation(store: Arc<dyn RunStore>) {
+    let run_id = create(store.as_ref(), new_run("acme", 1_000, None)).await;
+    let store = store.as_ref();
+    let now = jiff::Timestamp::now();
+    let mut failed = move_to(StepStatus::Queued, StepStatus::Failed);
+    failed.update.error = Some(StepError::new(ErrorKind::InvalidRequest, "no"));
+    failed.update.output = Some(json!({"text": "partial"}));
+    failed.update.attempts = vec![Attempt { provider: "p".into(), model: "m".into(), latency_ms: 5, error: None }];
+    failed.update.bump_attempt = true;
+    failed.events = vec![RunEvent::step_status(now, &id("a"), StepStatus::Failed, None)];
+    store.transition_step(&run_id, &id("a"), failed).await.unwrap().expect("queued → failed");
+    assert_eq!(store.reset_step(&run_id, &id("a"), reset(1, 0, &[])).await.unwrap(), None, "the run is not reopened");
+    fail(store, &run_id).await;
+    store.retry_run(&run_id, retry(1, &["a", "b", "c"], 2)).await.unwrap().expect("reopened");
+    assert_eq!(store.reset_step(&run_id, &id("a"), reset(2, 0, &[])).await.unwrap(), None, "another generation");
+    assert_eq!(store.reset_step(&run_id, &id("b"), reset(1, 1, &[])).await.unwrap(), None, "b has not ended");
+
+    let again = store.reset_step(&run_id, &id("a"), reset(1, 0, &[])).await.unwrap().expect("reset");
+    assert_eq!((again.status, again.control.generation, again.control.attempt), (StepStatus::Queued, 1, 0));
+    assert_eq!((&again.progress.error, &again.progress.output), (&None, &None));
+    assert!(again.progress.attempts.is_empty() && again.control.due.is_some());
+    assert_eq!(again.control.dependants, [id("b"), id("c")], "its place in the graph is kept");
+    assert_eq!(step(store, &run_id, "a").await, again);
+    assert_eq!(store.reset_step(&run_id, &id("a"), reset(1, 0, &[])).await.unwrap(), None, "once");
+    // Its history is kept: the failure, then the reset.
+    let events = store.list_events(&run_id).await.unwrap();
+    let of_a: Vec<&EventKind> = events.iter().filter(|e| e.step_id == Some(id("a"))).map(|e| &e.kind).collect();
+    assert!(
+        matches!(
+            of_a.as_slice(),
+            [
+                EventKind::StepStatusChanged { status: StepStatus::Failed, .. },
+                EventKind::StepStatusChanged { status: StepStatus::Queued, .. }
+            ]
+        ),
+        "{of_a:?}"
+    );
+    // The reset step runs like any other.
+    let claim = claim("w1", jiff::Timestamp::now(), Duration::from_secs(60));
+    assert!(store.transition_step(&run_id, &id("a"), claim).await.unwrap().is_some(), "a reset step can be claimed");
+
+    // A step waiting on a re-run dependency is pending, and is released by it as usual.
+    store.transition_step(&run_id, &id("c"), move_to(StepStatus::Pending, StepStatus::Cancelled)).await.unwrap();
+    let c = store.reset_step(&run_id, &id("c"), reset(1, 1, &[])).await.unwrap().expect("reset");
+    assert_eq!((c.status, c.control.pending_deps, c.control.released_by.len()), (StepStatus::Pending, 1, 0));
+    let released = store.release_step(&run_id, &id("c"), &id("a"), true).await.unwrap();
+    assert_eq!((released.status, released.control.pending_deps), (StepStatus::Queued, 0));
+
+    // Once the run has ended again, nothing more is reset in that generation.
+    fail(store, &run_id).await;
+    store.transition_step(&run_id, &id("b"), move_to(StepStatus::Pending, StepStatus::Cancelled)).await.unwrap();
+    assert_eq!(store.reset_step(&run_id, &id("b"), reset(1, 0, &["a"])).await.unwrap(), None, "the run ended");
+}
+
+pub async fn retry_keys_are_claimed_once_and_shared_with_submissions(store: Arc<dyn RunStore>) {
+    let tenant_name = fresh_tenant();
+    let tenant = TenantId::parse(&tenant_name).unwrap();
+    let run_id = create(store.as_ref(), new_run(&tenant_name, 1_000, Some("submitted"))).await;
+    let now = jiff::Timestamp::now();
+    let claim = |key: &str| IdempotencyClaim { key: key.to_owned(), request_hash: "retry-hash".to_owned() };
+    let first = store.claim_retry_key(&tenant, &claim("r1"), &run_id, 1, now).await.unwrap();
+    assert_eq!(first, RetryKeyClaim::Claimed);
+    let again = store.claim_retry_key(&tenant, &claim("r1"), &run_id, 2, now).await.unwrap();
+    let taken = RetryKeyClaim::Taken { run_id: run_id.clone(), request_hash: "retry-hash".into(), generation: Some(1) };
+    assert_eq!(again, taken, "the first claim stays");
+    // One key space: a submission finds a retry's key taken, and a retry a submission's.
+    let submission = store.create_run(new_run(&tenant_name, 2_000, Some("r1"))).await.unwrap();
+    assert_eq!(submission, CreateOutcome::KeyTaken { run_id: run_id.clone(), request_hash: "retry-hash".into() });
+    let on_submitted = store.claim_retry_key(&tenant, &claim("submitted"), &run_id, 1, now).await.unwrap();
+    let submitted = RetryKeyClaim::Taken { run_id: run_id.clone(), request_hash: "hash-1000".into(), generation: None };
+    assert_eq!(on_submitted, submitted);
+    let other_tenant = TenantId::parse(&fresh_tenant()).unwrap();
+    assert_eq!(
+        store.claim_retry_key(&other_tenant, &claim("r1"), &run_id, 1, now).await.unwrap(),
+        RetryKeyClaim::Claimed
+    );
+}
+
+pub async fn a_forked_runs_reused_steps_are_created_with_their_outputs(store: Arc<dyn RunStore>) {
+    let source = RunId::generate(jiff::Timestamp::now());
+    // Far above what one DynamoDB item may hold inline.
+    let big = json!({"text": "chorus ".repeat(80 * 1024)});
+    let mut new = new_run("acme", 1_000, None);
+    new.run.forked_from = Some(ForkedFrom { run_id: source.clone(), reused: vec![id("a")] });
+    new.run.pending_sinks = 2;
+    let reused = &mut new.steps[0];
+    reused.status = StepStatus::Succeeded;
+    reused.progress.output = Some(big.clone());
+    reused.progress.reused_from = Some(source.clone());
+    reused.progress.model = Some("echo".into());
+    new.steps[1] = Start { pending_deps: 0, blocked: false, released_by: vec![id("a")] }.state(id("b"), Vec::new());
+    let expected = new.clone();
+    let run_id = create(store.as_ref(), new).await;
+    assert_eq!(store.get_run(&run_id).await.unwrap(), Some(expected.run));
+    let a = step(store.as_ref(), &run_id, "a").await;
+    assert_eq!(a, expected.steps[0]);
+    assert_eq!(store.get_step(&run_id, &id("a")).await.unwrap(), Some(expected.steps[0].clone()));
+    assert_eq!(step(store.as_ref(), &run_id, "b").await, expected.steps[1], "released by the reused step");
+}
+
+pub async fn an_item_of_a_map_step_a_retry_reset_counts_for_nothing(store: Arc<dyn RunStore>) {
+    let new = new_run("acme", 1_000, None);
+    let run = new.run.clone();
+    let run_id = create(store.as_ref(), new).await;
+    let item = id("a").item(0);
+    store.create_items(&run, vec![StepState::new(item.clone(), 0, Vec::new())]).await.unwrap();
+    // `a` is not started (no `map`): the item is left over from before a retry.
+    let map = store.count_item(&run_id, &item, true).await.unwrap();
+    assert_eq!((map.step_id, map.progress.map), (id("a"), None));
+    // Once `a` starts its items, they count.
+    let mut start = move_to(StepStatus::Queued, StepStatus::Running);
+    start.update.map = Some(MapProgress { items: 1, pending: 1, failed: 0 });
+    store.transition_step(&run_id, &id("a"), start).await.unwrap().expect("queued → running");
+    let counted = store.count_item(&run_id, &item, true).await.unwrap();
+    assert_eq!(counted.progress.map, Some(MapProgress { items: 1, pending: 0, failed: 0 }));
 }

@@ -84,6 +84,11 @@ impl Plan {
         self.dependants.get(step).into_iter().flatten()
     }
 
+    /// Whether `step` is a step of the graph.
+    pub fn contains(&self, step: &StepId) -> bool {
+        self.dependencies.contains_key(step)
+    }
+
     pub fn dependency_count(&self, step: &StepId) -> usize {
         self.dependencies.get(step).map_or(0, BTreeSet::len)
     }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ids::StepId;
+use super::ids::{RunId, StepId};
 use super::run::RunStatus;
 use super::step::{StepError, StepStatus};
 
@@ -70,6 +70,20 @@ pub enum EventKind {
         attempt: u32,
         reason: String,
         will_retry: bool,
+    },
+    /// A retry reopened the ended run: these steps run again, the others keep their results.
+    RunRetried {
+        /// The run's generation from now on (1 after the first retry).
+        generation: u32,
+        #[schema(value_type = Vec<String>)]
+        steps: Vec<StepId>,
+    },
+    /// The run was created as a fork of another run, reusing the outputs of `reused`.
+    RunForked {
+        #[schema(value_type = String)]
+        from: RunId,
+        #[schema(value_type = Vec<String>)]
+        reused: Vec<StepId>,
     },
 }
 

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod output;
 pub mod rate;
 pub mod registry;
+pub mod rerun;
 pub mod run;
 pub mod schema;
 pub mod step;
@@ -29,7 +30,8 @@ pub use ids::{InvalidId, RunId, StepId, TenantId, WorkflowName};
 pub use output::{FinishReason, OutputError, TaskOutput};
 pub use rate::{Bucket, RateLimit};
 pub use registry::{RegistryLimits, WorkflowRef, WorkflowSelector, definition_hash};
-pub use run::{NotifyTarget, Run, RunStatus};
+pub use rerun::{RerunPlan, RunRetry, Start, StepReset};
+pub use run::{ForkedFrom, NotifyTarget, Run, RunStatus};
 pub use step::{
     Attempt, ErrorKind, JobRef, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, MapProgress, StepControl, StepError,
     StepProgress, StepState, StepStatus, Usage,

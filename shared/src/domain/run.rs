@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::budget::BudgetLedger;
 use super::definition::WorkflowDefinition;
-use super::ids::{RunId, TenantId};
+use super::ids::{RunId, StepId, TenantId};
 use super::registry::WorkflowRef;
 use super::step::StepError;
 
@@ -75,11 +75,36 @@ pub struct Run {
     /// one (`triage@3`); `None` for a definition sent inline.
     #[serde(default)]
     pub workflow: Option<WorkflowRef>,
+    /// How many times the run was retried (`POST /v1/runs/{id}/retry`): each retry bumps it
+    /// in the write that reopens the run, and each step it re-runs records it, so a reset that
+    /// is re-driven after a crash never resets a step twice (`domain::rerun`).
+    #[serde(default)]
+    pub generation: u32,
+    /// The run this one was forked from (`POST /v1/runs/{id}/fork`), with the steps reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkedFrom>,
+}
+
+/// Where a forked run came from: the source run, and the steps whose outputs it reused
+/// instead of running them again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ForkedFrom {
+    #[schema(value_type = String, example = "run_01jd7v1b0m4xk3r0c9z9qz5y7w")]
+    pub run_id: RunId,
+    /// The steps created already succeeded with the source's outputs.
+    #[schema(value_type = Vec<String>)]
+    pub reused: Vec<StepId>,
 }
 
 impl Run {
     /// An ended run whose follow-up is not known to be done.
     pub fn follow_up_pending(&self) -> bool {
         self.status.is_terminal() && self.due.is_some()
+    }
+
+    /// An unfinished run with `due` set: a retry reopened it and has not finished resetting
+    /// its steps (the reconciler re-drives the reset from this time on).
+    pub fn reset_pending(&self) -> bool {
+        !self.status.is_terminal() && self.due.is_some()
     }
 }

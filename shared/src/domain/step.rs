@@ -9,7 +9,7 @@ use strum::{Display, IntoStaticStr};
 use utoipa::ToSchema;
 
 use super::cost::Cost;
-use super::ids::StepId;
+use super::ids::{RunId, StepId};
 
 /// Where a step stands: `pending → queued → running → (waiting_*) → terminal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, IntoStaticStr, Display)]
@@ -136,6 +136,11 @@ pub struct StepProgress {
     /// many failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<MapProgress>,
+    /// On a forked run's step that was not run again: the run whose output it reuses. Its
+    /// cost was paid there and is not counted in this run's totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "run_01jd7v1b0m4xk3r0c9z9qz5y7w")]
+    pub reused_from: Option<RunId>,
 }
 
 /// Where a map step's items stand. `pending` and `failed` are counted down and up by each
@@ -181,6 +186,14 @@ pub struct StepControl {
     /// re-driven follow-up does not count it twice.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub counted: bool,
+    /// The run generation whose retry last reset the step (0: never reset). A reset applies
+    /// only to a step of an older generation, so a re-driven retry resets each step once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// A step's lease: the worker holding it and until when.

@@ -60,13 +60,20 @@ impl Engine {
             return Ok(());
         }
         let map = map_of(step_id, &steps);
-        if run.status.is_terminal() || map.is_some_and(|map| map.status.is_terminal()) {
+        // An item beyond those its map step's start made is left over from a start before
+        // a retry: it is cancelled like the items of a map that ended.
+        let beyond = |map: &StepState| {
+            step_id.map_item().zip(map.progress.map).is_some_and(|((_, index), started)| index >= started.items)
+        };
+        if run.status.is_terminal() || map.is_some_and(|map| map.status.is_terminal() || beyond(map)) {
             self.cancel_step(&run, state).await?;
             return Ok(());
         }
         if map.is_some_and(|map| map.progress.map.is_none()) {
-            // An item stored by a map start that has not recorded itself yet (or died before
-            // it did): the start sends the first items; until then none may run.
+            // An item of a map step that has not recorded its start: one whose worker died
+            // before it did, or one a retry reset (the item is left over from before). The
+            // start that follows stores the items anew and sends the first; until then none
+            // may run, nor be written to.
             return Ok(());
         }
         let now = self.clock.now();
@@ -404,7 +411,7 @@ impl Engine {
     /// Cancels a step of an ended run that a message found unfinished: one nobody runs
     /// (pending, queued, waiting, or running under a lease that ended). A step under a live
     /// lease is left to its worker, whose completion the ended run then ignores.
-    async fn cancel_step(&self, run: &Run, state: &StepState) -> Result<(), EngineError> {
+    pub(super) async fn cancel_step(&self, run: &Run, state: &StepState) -> Result<(), EngineError> {
         let now = self.clock.now();
         let reason = format!("the run is {}", run.status);
         let idle =

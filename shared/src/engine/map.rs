@@ -233,7 +233,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
         let items = self.store.list_items(&run.id, &map.id).await?;
-        let (outcomes, usage, cost) = summarize_items(items);
+        // Items beyond this start's count are left over from a start before a retry.
+        let items = items.into_iter().filter(|item| item.step_id.map_item().is_some_and(|(_, i)| i < progress.items));
+        let (outcomes, usage, cost) = summarize_items(items.collect());
         let tolerated = map.tolerated_failures(progress.items);
         let mut error = (progress.failed > tolerated).then(|| {
             let first = outcomes.iter().find_map(|item| item.error.as_ref().map(|e| (item.index, e.message.clone())));

@@ -63,6 +63,15 @@ impl Notifier {
         };
         let attempt = message.attempt + 1;
         let now = self.clock.now();
+        if message.generation != run.generation {
+            // The run was retried after this end: it runs again, and its next end is
+            // notified under an id of its own. This one is superseded.
+            let reason =
+                format!("not sent: the run was retried after the end it reported (generation {})", message.generation);
+            let event = EventKind::NotificationFailed { attempt, reason, will_retry: false };
+            self.store.append_events(run_id, vec![RunEvent::run(now, event)]).await?;
+            return Ok(());
+        }
 
         let steps = self.store.get_steps(run_id).await?;
         let view = RunView::new(run, steps);
@@ -71,7 +80,7 @@ impl Notifier {
         let outcome = match parse_each(&secrets) {
             Ok(secrets) => {
                 // The id is stable across retries so receivers can de-duplicate.
-                let headers = signed_headers_with_each(&secrets, &format!("msg_{run_id}"), now.as_second(), &body);
+                let headers = signed_headers_with_each(&secrets, &webhook_id(&view), now.as_second(), &body);
                 self.sender.send(&OutgoingWebhook { url: target.url, headers, body }).await
             }
             Err(err) => Err(DeliveryError::Refused(format!("the tenant's signing secret is unusable: {err}"))),
@@ -85,7 +94,7 @@ impl Notifier {
                 let permanent = matches!(error, DeliveryError::Status(410) | DeliveryError::Refused(_));
                 let will_retry = delay.is_some() && !permanent;
                 if let (Some(delay), true) = (delay, will_retry) {
-                    let next = NotificationMessage { run_id: run_id.clone(), attempt };
+                    let next = NotificationMessage { run_id: run_id.clone(), attempt, generation: message.generation };
                     self.queue.send(vec![next], delay).await?;
                 }
                 let reason = if will_retry || permanent {
@@ -98,6 +107,16 @@ impl Notifier {
         };
         self.store.append_events(run_id, vec![RunEvent::run(now, event)]).await?;
         Ok(())
+    }
+}
+
+/// The notification's `webhook-id`: the same for every delivery of one end of the run, so
+/// receivers drop duplicates, and another for each end: a run retried (`generation` 1, 2, …)
+/// that ends again is news. The first end keeps the id it always had.
+fn webhook_id(view: &RunView) -> String {
+    match view.generation {
+        0 => format!("msg_{}", view.id),
+        generation => format!("msg_{}_{generation}", view.id),
     }
 }
 

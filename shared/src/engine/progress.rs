@@ -172,7 +172,7 @@ impl Engine {
             self.cancel_unstarted(run, run.status == RunStatus::Cancelled).await?;
         }
         if run.notify.is_some() {
-            let message = NotificationMessage { run_id: run.id.clone(), attempt: 0 };
+            let message = NotificationMessage { run_id: run.id.clone(), attempt: 0, generation: run.generation };
             self.notifications.send(vec![message], Duration::ZERO).await?;
         }
         if run.due.is_some() {

@@ -63,7 +63,7 @@ pub struct Submitted {
 impl Engine {
     /// Validates a submission on the blocking pool: compiling its templates and schemas and
     /// checking the input against `input_schema` is CPU work, bounded but not small.
-    async fn validate(
+    pub(super) async fn validate(
         &self,
         workflow: &Value,
         input: &Value,
@@ -138,6 +138,8 @@ impl Engine {
             definition: validated.definition,
             budget: Default::default(),
             workflow: workflow_ref,
+            generation: 0,
+            forked_from: None,
         };
         let steps: Vec<StepState> = run
             .definition

@@ -9,6 +9,7 @@
 //! | a queued step's message | `queued` | sends the message again (it was lost or never sent) |
 //! | a finished step's follow-up | finished, `due` set | releases dependants / ends the run again |
 //! | an ended run's follow-up | run ended, `due` set | cancels unstarted steps, queues the notification again |
+//! | a retry's reset of the run's steps | run unfinished, `due` set | resets the steps not yet reset, sends the ready ones |
 //!
 //! Work per sweep is bounded ([`SWEEP_MAX`] entries, [`SWEEP_CONCURRENCY`] at a time, within
 //! [`SWEEP_TIME`]); one entry's error is logged and counted and never stops the others; each
@@ -105,6 +106,10 @@ impl Engine {
         match &due.step_id {
             None if run.follow_up_pending() => {
                 self.run_ended(&run).await?;
+                Ok(Reconciled::FollowedUp)
+            }
+            None if run.reset_pending() => {
+                self.finish_reset(&run).await?;
                 Ok(Reconciled::FollowedUp)
             }
             None => Ok(Reconciled::Nothing),

@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 
 use super::{Engine, EngineError};
 use crate::domain::{
-    Run, RunEvent, RunId, RunStatus, StepError, StepProgress, StepState, StepStatus, Task, TenantId, Usage, WorkflowRef,
+    ForkedFrom, Run, RunEvent, RunId, RunStatus, StepError, StepProgress, StepState, StepStatus, Task, TenantId, Usage,
+    WorkflowRef,
 };
 use crate::ports::RunPage;
 
@@ -39,6 +40,17 @@ pub struct RunView {
     pub updated_at: jiff::Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
+    /// How many times the run was retried (absent when never).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// The run this one was forked from, and the steps reused from it (their cost is not
+    /// in `totals`: it was paid by that run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkedFrom>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// One step as clients see it: its id, task and status, and what it did.
@@ -55,7 +67,8 @@ pub struct StepView {
     pub cost_known: bool,
 }
 
-/// Usage and cost summed over every step.
+/// Usage and cost summed over every step the run ran (a forked run's reused steps were paid
+/// for by the run they come from).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Totals {
     pub usage: Usage,
@@ -81,13 +94,15 @@ impl RunView {
             let Some(position) = steps.iter().position(|s| s.step_id == definition.id) else { continue };
             let state = steps.swap_remove(position);
             let progress = state.progress;
-            if let Some(usage) = progress.usage {
-                totals.usage += usage;
-            }
             let cost_known = progress.cost_usd.is_known();
-            totals.cost_usd += progress.cost_usd.usd().unwrap_or(0.0);
-            totals.cost_known &= cost_known;
-            totals.model_calls += progress.attempts.len();
+            if progress.reused_from.is_none() {
+                if let Some(usage) = progress.usage {
+                    totals.usage += usage;
+                }
+                totals.cost_usd += progress.cost_usd.usd().unwrap_or(0.0);
+                totals.cost_known &= cost_known;
+                totals.model_calls += progress.attempts.len();
+            }
             views.push(StepView {
                 id: state.step_id.to_string(),
                 task: definition.task,
@@ -114,6 +129,8 @@ impl RunView {
             created_at: run.created_at,
             updated_at: run.updated_at,
             finished_at: run.finished_at,
+            generation: run.generation,
+            forked_from: run.forked_from,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod body;
 pub mod callbacks;
 pub mod openapi;
 pub mod problem;
+pub mod rerun;
 pub mod runs;
 mod schema_rules;
 pub mod workflows;
@@ -51,6 +52,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::create_run, runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::cancel_run))
+        .routes(routes!(rerun::retry_run))
+        .routes(routes!(rerun::fork_run))
         .routes(routes!(runs::approve_step))
         .routes(routes!(runs::reject_step))
         .routes(routes!(runs::run_events))

@@ -30,7 +30,7 @@ pub const API_KEY_SCHEME: &str = "api_key";
     // The names must match `BEARER_SCHEME` and `API_KEY_SCHEME` (a test checks).
     security(("bearer" = []), ("api_key" = [])),
     tags(
-        (name = "runs", description = "Submit workflow runs, follow them, cancel them, decide approvals"),
+        (name = "runs", description = "Submit workflow runs, follow them, cancel them, decide approvals, retry or fork them"),
         (name = "workflows", description = "Register workflows as immutable, numbered versions that runs name"),
         (name = "models", description = "What a step's `model` may name"),
         (name = "meta", description = "Health and this document"),

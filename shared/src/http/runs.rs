@@ -58,7 +58,7 @@ pub struct RunLinks {
 }
 
 impl RunLinks {
-    fn for_run(id: &RunId) -> Self {
+    pub(super) fn for_run(id: &RunId) -> Self {
         Self { self_: format!("/v1/runs/{id}"), events: format!("/v1/runs/{id}/events") }
     }
 }

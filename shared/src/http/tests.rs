@@ -24,6 +24,7 @@ use crate::testing::TestKit;
 
 mod document;
 mod properties;
+mod rerun;
 mod workflows;
 
 const KEY_A: &str = "sk_test_tenant_a";
@@ -727,6 +728,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/runs", &["post", "get"][..]),
         ("/v1/runs/{id}", &["get"][..]),
         ("/v1/runs/{id}/cancel", &["post"][..]),
+        ("/v1/runs/{id}/retry", &["post"][..]),
+        ("/v1/runs/{id}/fork", &["post"][..]),
         ("/v1/runs/{id}/steps/{step}/approve", &["post"][..]),
         ("/v1/runs/{id}/steps/{step}/reject", &["post"][..]),
         ("/v1/runs/{id}/events", &["get"][..]),
@@ -765,6 +768,7 @@ async fn the_openapi_document_describes_every_route() {
         "WorkflowList",
         "WorkflowView",
         "WorkflowVersionView",
+        "ForkRequest",
     ] {
         assert!(schemas.contains_key(name), "schema {name} is missing");
     }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{
-    BudgetLedger, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus, TenantId,
-    WorkflowRef,
+    BudgetLedger, ForkedFrom, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus,
+    TenantId, WorkflowRef,
 };
 
 pub(super) const RUN_SK: &str = "RUN";
@@ -121,6 +121,11 @@ pub(super) struct RunItem {
     /// The registered workflow version the run started from, if it named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowRef>,
+    /// Bumped by each retry (`domain::rerun`); absent on runs stored before retries existed.
+    #[serde(default)]
+    pub generation: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkedFrom>,
 }
 
 /// The run's [`BudgetLedger`] as run item attributes, written whole at creation (so the map
@@ -209,7 +214,7 @@ impl StepItem {
     }
 }
 
-/// `IDEM#<tenant>#<key>` / `IDEM`: a submission's idempotency key.
+/// `IDEM#<tenant>#<key>` / `IDEM`: a submission's or a retry's idempotency key.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct IdempotencyItem {
     pub pk: String,
@@ -217,6 +222,26 @@ pub(super) struct IdempotencyItem {
     pub run_id: RunId,
     pub request_hash: String,
     pub expires_at: i64,
+    /// For a retry's key: the generation the retry moves the run to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+}
+
+/// `RUN#<id>` / `HISTORY#<step sort key>#<generation>`: the history a step had in an earlier
+/// generation, moved off the step's item when a retry reset it, so that a step item holds one
+/// generation's history and stays as bounded as before retries existed. The run's history
+/// reads every item of the run, these included.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct HistoryItem {
+    pub pk: String,
+    pub sk: String,
+    pub events: Vec<RunEvent>,
+    pub expires_at: i64,
+}
+
+/// The sort key of a step's history from `generation`, moved off by a retry.
+pub(super) fn history_sk(step_id: &StepId, generation: u32) -> String {
+    format!("HISTORY#{}#{generation:06}", step_sk(step_id))
 }
 
 pub(super) const IDEMPOTENCY_SK: &str = "IDEM";

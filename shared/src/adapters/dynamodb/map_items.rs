@@ -77,12 +77,11 @@ impl DynamoRunStore {
                 },
                 _ => Vec::new(),
             };
-            let code = |index: usize| reasons.get(index).cloned().flatten();
             let conflict = reasons.iter().flatten().any(|code| code == "TransactionConflict");
-            if code(0).as_deref() == Some("ConditionalCheckFailed")
-                && code(1).as_deref() != Some("ConditionalCheckFailed")
-            {
-                break; // counted before
+            // The item was counted before, or its map step was reset by a retry and has not
+            // started its items again (it has no `map`): either way nothing counts.
+            if reasons.iter().flatten().any(|code| code == "ConditionalCheckFailed") {
+                break;
             }
             if !conflict || round == TRANSACTION_RETRIES {
                 return Err(unavailable(error));

@@ -10,6 +10,7 @@ mod expression;
 mod items;
 mod map_items;
 mod rate_limiter;
+mod rerun;
 mod signing_secrets;
 mod tenant_directory;
 mod workflow_registry;
@@ -36,10 +37,13 @@ use self::items::{
     STEP_SK_PREFIX, StepItem, idempotency_pk, run_pk, step_id_of_sk, step_sk,
 };
 use crate::domain::{
-    Change, Lease, Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId,
-    StepState, StepStatus, StepTransition, TenantId,
+    Change, Lease, Reservation, Reserved, Run, RunEvent, RunId, RunRetry, RunStatus, Settled, Settlement, StepError,
+    StepId, StepReset, StepState, StepStatus, StepTransition, TenantId,
 };
-use crate::ports::{BlobStore, CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
+use crate::ports::{
+    BlobStore, CreateOutcome, DueRef, IdempotencyClaim, NewRun, PortError, RetryKeyClaim, RunPage, RunStore,
+    RunSummary, RunTransition,
+};
 
 pub use rate_limiter::DynamoRateLimiter;
 pub use signing_secrets::{DynamoSigningSecrets, SEAL_PURPOSE};
@@ -137,6 +141,8 @@ impl DynamoRunStore {
             due: item.due,
             budget: item.budget.into(),
             workflow: item.workflow,
+            generation: item.generation,
+            forked_from: item.forked_from,
         })
     }
 
@@ -400,10 +406,20 @@ impl RunStore for DynamoRunStore {
         let expires_at = self.expires_at(run.created_at);
         // Steps first, the run item last: a run is visible only once complete. Steps
         // orphaned by a failure in between expire with their TTL.
-        let step_items = steps
-            .into_iter()
-            .map(|state| to_item(&StepItem::new(&run.id, state, expires_at)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut step_items = Vec::with_capacity(steps.len());
+        for state in steps {
+            // A forked run's reused steps are created with their outputs.
+            let output = match &state.progress.output {
+                Some(output) => {
+                    let name = format!("steps/{}/output", state.step_id);
+                    Some(self.store_payload(Some(&run.tenant), &run.id, &name, output).await?)
+                }
+                None => None,
+            };
+            let mut item = StepItem::new(&run.id, state, expires_at);
+            item.output = output;
+            step_items.push(to_item(&item)?);
+        }
         self.put_steps(step_items).await?;
 
         let definition = serde_json::to_value(&run.definition)
@@ -437,6 +453,8 @@ impl RunStore for DynamoRunStore {
             events,
             budget: run.budget.into(),
             workflow: run.workflow,
+            generation: run.generation,
+            forked_from: run.forked_from,
         };
         let Some(claim) = idempotency else {
             self.client
@@ -462,6 +480,7 @@ impl RunStore for DynamoRunStore {
             run_id: run.id.clone(),
             request_hash: claim.request_hash,
             expires_at: (run.created_at + IDEMPOTENCY_TTL).as_second(),
+            generation: None,
         };
         // TTL deletes lazily (within days): an expired key counts as free.
         let key_put = Put::builder()
@@ -754,6 +773,34 @@ impl RunStore for DynamoRunStore {
             Updated::Applied(_) => Ok(()),
             Updated::Refused(_) => Err(missing("run", run_id)),
         }
+    }
+
+    async fn retry_run(&self, run_id: &RunId, retry: RunRetry) -> Result<Option<Run>, PortError> {
+        self.reopen_run(run_id, retry).await
+    }
+
+    async fn finish_retry(&self, run_id: &RunId, generation: u32) -> Result<bool, PortError> {
+        self.end_reset(run_id, generation).await
+    }
+
+    async fn reset_step(
+        &self,
+        run_id: &RunId,
+        step_id: &StepId,
+        reset: StepReset,
+    ) -> Result<Option<StepState>, PortError> {
+        self.reset_step_item(run_id, step_id, reset).await
+    }
+
+    async fn claim_retry_key(
+        &self,
+        tenant: &TenantId,
+        claim: &IdempotencyClaim,
+        run_id: &RunId,
+        generation: u32,
+        now: jiff::Timestamp,
+    ) -> Result<RetryKeyClaim, PortError> {
+        self.put_retry_key(tenant, claim, run_id, generation, now).await
     }
 
     async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError> {

@@ -10,10 +10,13 @@ use async_trait::async_trait;
 
 use super::poisoned;
 use crate::domain::{
-    Reservation, Reserved, Run, RunEvent, RunId, RunStatus, Settled, Settlement, StepError, StepId, StepState,
-    StepStatus, StepTransition, TenantId,
+    Reservation, Reserved, Run, RunEvent, RunId, RunRetry, RunStatus, Settled, Settlement, StepError, StepId,
+    StepReset, StepState, StepStatus, StepTransition, TenantId,
 };
-use crate::ports::{CreateOutcome, DueRef, NewRun, PortError, RunPage, RunStore, RunSummary, RunTransition};
+use crate::ports::{
+    CreateOutcome, DueRef, IdempotencyClaim, NewRun, PortError, RetryKeyClaim, RunPage, RunStore, RunSummary,
+    RunTransition,
+};
 
 /// One run with its steps and history.
 struct RunEntry {
@@ -27,8 +30,8 @@ struct RunEntry {
 #[derive(Default)]
 struct State {
     runs: HashMap<RunId, RunEntry>,
-    /// (tenant, key) → (run, request hash)
-    idempotency: HashMap<(TenantId, String), (RunId, String)>,
+    /// (tenant, key) → (run, request hash, the generation a retry that took it moves to)
+    idempotency: HashMap<(TenantId, String), (RunId, String, Option<u32>)>,
 }
 
 /// [`RunStore`] in memory.
@@ -57,10 +60,10 @@ impl RunStore for MemoryRunStore {
         let mut state = self.lock()?;
         if let Some(claim) = &new.idempotency {
             let slot = (new.run.tenant.clone(), claim.key.clone());
-            if let Some((run_id, request_hash)) = state.idempotency.get(&slot) {
+            if let Some((run_id, request_hash, _)) = state.idempotency.get(&slot) {
                 return Ok(CreateOutcome::KeyTaken { run_id: run_id.clone(), request_hash: request_hash.clone() });
             }
-            state.idempotency.insert(slot, (new.run.id.clone(), claim.request_hash.clone()));
+            state.idempotency.insert(slot, (new.run.id.clone(), claim.request_hash.clone(), None));
         }
         let entry = RunEntry {
             steps: new.steps.into_iter().map(|s| (s.step_id.clone(), s)).collect(),
@@ -97,6 +100,15 @@ impl RunStore for MemoryRunStore {
         let (map_id, _) = item.map_item().ok_or_else(|| missing("map item", item))?;
         let mut state = self.lock()?;
         let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        let map = entry.steps.get(&map_id).ok_or_else(|| missing("step", &map_id))?;
+        // A map step that a retry reset and that has not started its items again: an item
+        // left over from before counts for nothing, and is not marked (as on DynamoDB, where
+        // the mark and the count are one transaction).
+        if map.progress.map.is_none() {
+            let mut after = map.clone();
+            after.progress.output = None;
+            return Ok(after);
+        }
         let counted = entry.steps.get_mut(item).ok_or_else(|| missing("step", item))?;
         let first = !counted.control.counted;
         counted.control.counted = true;
@@ -249,6 +261,71 @@ impl RunStore for MemoryRunStore {
         let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
         entry.events.extend(events);
         Ok(())
+    }
+
+    async fn retry_run(&self, run_id: &RunId, retry: RunRetry) -> Result<Option<Run>, PortError> {
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        if !retry.admits(&entry.run) {
+            return Ok(None);
+        }
+        retry.apply(&mut entry.run);
+        entry.released_sinks.retain(|sink| !retry.forgets(sink));
+        entry.events.extend(retry.events);
+        Ok(Some(entry.run.clone()))
+    }
+
+    async fn finish_retry(&self, run_id: &RunId, generation: u32) -> Result<bool, PortError> {
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        let run = &mut entry.run;
+        if run.status != RunStatus::Running || run.generation != generation {
+            return Ok(false);
+        }
+        run.due = None;
+        Ok(true)
+    }
+
+    async fn reset_step(
+        &self,
+        run_id: &RunId,
+        step_id: &StepId,
+        reset: StepReset,
+    ) -> Result<Option<StepState>, PortError> {
+        let mut state = self.lock()?;
+        let entry = state.runs.get_mut(run_id).ok_or_else(|| missing("run", run_id))?;
+        if entry.run.status != RunStatus::Running || entry.run.generation != reset.generation {
+            return Ok(None);
+        }
+        let step = entry.steps.get_mut(step_id).ok_or_else(|| missing("step", step_id))?;
+        if !reset.admits(step) {
+            return Ok(None);
+        }
+        *step = reset.apply(step);
+        let after = step.clone();
+        entry.events.extend(reset.events);
+        Ok(Some(after))
+    }
+
+    async fn claim_retry_key(
+        &self,
+        tenant: &TenantId,
+        claim: &IdempotencyClaim,
+        run_id: &RunId,
+        generation: u32,
+        _now: jiff::Timestamp,
+    ) -> Result<RetryKeyClaim, PortError> {
+        let mut state = self.lock()?;
+        let slot = (tenant.clone(), claim.key.clone());
+        if let Some((run_id, request_hash, generation)) = state.idempotency.get(&slot) {
+            return Ok(RetryKeyClaim::Taken {
+                run_id: run_id.clone(),
+                request_hash: request_hash.clone(),
+                generation: *generation,
+            });
+        }
+        state.idempotency.insert(slot, (run_id.clone(), claim.request_hash.clone(), Some(generation)));
+        Ok(RetryKeyClaim::Claimed)
     }
 
     async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError> {

@@ -61,12 +61,13 @@ fn bounded_result<T>((result, exceeded): (Result<T, minijinja::Error>, bool)) ->
     result.map_err(|err| TemplateError { too_large: exceeded, ..err.into() })
 }
 
-/// What a template reads: the steps it references by name, and whether it reads a map
-/// step's `item` or `index`.
+/// What a template reads: the steps it references by name, whether it reads a map
+/// step's `item` or `index`, and whether it reads the run's `input`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct References {
     pub steps: BTreeSet<String>,
     pub item: bool,
+    pub input: bool,
 }
 
 /// The values templates see: the run's `input`, the outputs of finished steps and, in a
@@ -228,6 +229,7 @@ impl Templates {
             let references = self.check(source)?;
             all.steps.extend(references.steps);
             all.item |= references.item;
+            all.input |= references.input;
         }
         Ok(all)
     }
@@ -300,6 +302,7 @@ fn references(variables: std::collections::HashSet<String>) -> Result<References
         if root == "item" || root == "index" {
             refs.item = true;
         }
+        refs.input |= root == "input";
         if root == "steps" {
             match parts.next() {
                 Some(step) => {

@@ -7,32 +7,44 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Reservation, Reserved, Run, RunEvent, RunId, Settled, Settlement, StepError, StepId, StepState, StepTransition,
-    TenantId,
+    Reservation, Reserved, Run, RunEvent, RunId, RunRetry, Settled, Settlement, StepError, StepId, StepReset,
+    StepState, StepTransition, TenantId,
 };
-use crate::ports::{CreateOutcome, DueRef, NewRun, PortError, Queue, RunPage, RunStore, RunTransition};
+use crate::ports::{
+    CreateOutcome, DueRef, IdempotencyClaim, NewRun, PortError, Queue, RetryKeyClaim, RunPage, RunStore, RunTransition,
+};
 
-/// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …).
+/// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …), after
+/// letting a number of calls through.
 #[derive(Default)]
 pub(super) struct Faults {
-    armed: Mutex<Vec<(&'static str, bool)>>,
+    armed: Mutex<Vec<(&'static str, bool, usize)>>,
 }
 
 impl Faults {
     /// The next call of `operation` fails as unavailable.
     pub(super) fn fail_next(&self, operation: &'static str) {
-        self.armed.lock().unwrap().push((operation, false));
+        self.fail_after(operation, 0);
+    }
+
+    /// `calls` calls of `operation` go through, then the next one fails as unavailable.
+    pub(super) fn fail_after(&self, operation: &'static str, calls: usize) {
+        self.armed.lock().unwrap().push((operation, false, calls));
     }
 
     /// The next call of `operation` finds data it cannot read (a payload gone from S3).
     pub(super) fn corrupt_next(&self, operation: &'static str) {
-        self.armed.lock().unwrap().push((operation, true));
+        self.armed.lock().unwrap().push((operation, true, 0));
     }
 
     fn check(&self, operation: &'static str) -> Result<(), PortError> {
         let mut armed = self.armed.lock().unwrap();
-        let Some(index) = armed.iter().position(|(armed, _)| *armed == operation) else { return Ok(()) };
-        let (_, corrupt) = armed.remove(index);
+        let Some(index) = armed.iter().position(|(armed, _, _)| *armed == operation) else { return Ok(()) };
+        if armed[index].2 > 0 {
+            armed[index].2 -= 1;
+            return Ok(());
+        }
+        let (_, corrupt, _) = armed.remove(index);
         Err(if corrupt {
             PortError::Corrupt { what: "blob store", detail: "payload `tenants/…/input.json` is missing".into() }
         } else {
@@ -140,6 +152,38 @@ impl RunStore for FaultyStore {
 
     async fn list_events(&self, run_id: &RunId) -> Result<Vec<RunEvent>, PortError> {
         self.inner.list_events(run_id).await
+    }
+
+    async fn retry_run(&self, run_id: &RunId, retry: RunRetry) -> Result<Option<Run>, PortError> {
+        self.faults.check("retry_run")?;
+        self.inner.retry_run(run_id, retry).await
+    }
+
+    async fn finish_retry(&self, run_id: &RunId, generation: u32) -> Result<bool, PortError> {
+        self.faults.check("finish_retry")?;
+        self.inner.finish_retry(run_id, generation).await
+    }
+
+    async fn reset_step(
+        &self,
+        run_id: &RunId,
+        step_id: &StepId,
+        reset: StepReset,
+    ) -> Result<Option<StepState>, PortError> {
+        self.faults.check("reset_step")?;
+        self.inner.reset_step(run_id, step_id, reset).await
+    }
+
+    async fn claim_retry_key(
+        &self,
+        tenant: &TenantId,
+        claim: &IdempotencyClaim,
+        run_id: &RunId,
+        generation: u32,
+        now: jiff::Timestamp,
+    ) -> Result<RetryKeyClaim, PortError> {
+        self.faults.check("claim_retry_key")?;
+        self.inner.claim_retry_key(tenant, claim, run_id, generation, now).await
     }
 
     async fn due(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<DueRef>, PortError> {

@@ -149,8 +149,7 @@ async fn a_crash_between_counting_an_item_and_starting_the_next_is_re_driven() {
     let run_id = h.submit(json!({"steps": [map_step(json!(0), 1)]}), docs(3, &[])).await;
     h.faults.fail_next("release_step"); // item 0 is counted, item 1 is not released
     let mut failures = 0;
-    loop {
-        let Ok(message) = h.steps.try_recv() else { break };
+    while let Ok(message) = h.steps.try_recv() {
         failures += usize::from(h.engine.execute_step(&message).await.is_err());
     }
     assert_eq!(failures, 1);

@@ -7,6 +7,7 @@ mod durability;
 mod faults;
 mod limits;
 mod map;
+mod rerun;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -32,15 +33,22 @@ use faults::{Faults, FaultyQueue, FaultyStore};
 
 /// A provider with two models, `count:any` and `count:cheap`, that answer every task and
 /// record each call's text and model. Text containing `FAIL` is rejected as an invalid
-/// request; text containing `LIMITED` is rate limited for two minutes the first time it is
-/// seen; text containing `HUGE` is answered with 2 MiB.
+/// request; so is text containing `BROKEN` until [`CountingProvider::fix`] is called; text
+/// containing `LIMITED` is rate limited for two minutes the first time it is seen; text
+/// containing `HUGE` is answered with 2 MiB.
 #[derive(Default)]
 struct CountingProvider {
     calls: Mutex<Vec<String>>,
     models: Mutex<Vec<String>>,
+    fixed: std::sync::atomic::AtomicBool,
 }
 
 impl CountingProvider {
+    /// From now on, text containing `BROKEN` is answered like any other.
+    fn fix(&self) {
+        self.fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -68,7 +76,8 @@ impl Provider for CountingProvider {
         self.models.lock().unwrap().push(model.to_owned());
         // Yield so concurrent duplicate deliveries really interleave.
         tokio::task::yield_now().await;
-        if text.contains("FAIL") {
+        let broken = text.contains("BROKEN") && !self.fixed.load(std::sync::atomic::Ordering::SeqCst);
+        if text.contains("FAIL") || broken {
             return Err(ProviderError::InvalidRequest("told to fail".into()));
         }
         let seen = self.calls.lock().unwrap().iter().filter(|t| **t == text).count();
