@@ -666,7 +666,9 @@ pub async fn a_step_is_reset_once_and_only_while_its_run_runs_in_that_generation
 pub async fn retry_keys_are_claimed_once_and_shared_with_submissions(store: Arc<dyn RunStore>) {
     let tenant_name = fresh_tenant();
     let tenant = TenantId::parse(&tenant_name).unwrap();
-    let run_id = create(store.as_ref(), new_run(&tenant_name, 1_000, Some("submitted"))).await;
+    // Created now: a key older than a day is free again where keys expire (DynamoDB).
+    let created_ms = jiff::Timestamp::now().as_millisecond();
+    let run_id = create(store.as_ref(), new_run(&tenant_name, created_ms, Some("submitted"))).await;
     let now = jiff::Timestamp::now();
     let claim = |key: &str| IdempotencyClaim { key: key.to_owned(), request_hash: "retry-hash".to_owned() };
     let first = store.claim_retry_key(&tenant, &claim("r1"), &run_id, 1, now).await.unwrap();
@@ -675,10 +677,10 @@ pub async fn retry_keys_are_claimed_once_and_shared_with_submissions(store: Arc<
     let taken = RetryKeyClaim::Taken { run_id: run_id.clone(), request_hash: "retry-hash".into(), generation: Some(1) };
     assert_eq!(again, taken, "the first claim stays");
     // One key space: a submission finds a retry's key taken, and a retry a submission's.
-    let submission = store.create_run(new_run(&tenant_name, 2_000, Some("r1"))).await.unwrap();
+    let submission = store.create_run(new_run(&tenant_name, created_ms + 1, Some("r1"))).await.unwrap();
     assert_eq!(submission, CreateOutcome::KeyTaken { run_id: run_id.clone(), request_hash: "retry-hash".into() });
     let on_submitted = store.claim_retry_key(&tenant, &claim("submitted"), &run_id, 1, now).await.unwrap();
-    let submitted = RetryKeyClaim::Taken { run_id: run_id.clone(), request_hash: "hash-1000".into(), generation: None };
+    let submitted = RetryKeyClaim::Taken { run_id: run_id.clone(), request_hash: format!("hash-{created_ms}"), generation: None };
     assert_eq!(on_submitted, submitted);
     let other_tenant = TenantId::parse(&fresh_tenant()).unwrap();
     assert_eq!(
