@@ -680,7 +680,8 @@ pub async fn retry_keys_are_claimed_once_and_shared_with_submissions(store: Arc<
     let submission = store.create_run(new_run(&tenant_name, created_ms + 1, Some("r1"))).await.unwrap();
     assert_eq!(submission, CreateOutcome::KeyTaken { run_id: run_id.clone(), request_hash: "retry-hash".into() });
     let on_submitted = store.claim_retry_key(&tenant, &claim("submitted"), &run_id, 1, now).await.unwrap();
-    let submitted = RetryKeyClaim::Taken { run_id: run_id.clone(), request_hash: format!("hash-{created_ms}"), generation: None };
+    let submitted =
+        RetryKeyClaim::Taken { run_id: run_id.clone(), request_hash: format!("hash-{created_ms}"), generation: None };
     assert_eq!(on_submitted, submitted);
     let other_tenant = TenantId::parse(&fresh_tenant()).unwrap();
     assert_eq!(

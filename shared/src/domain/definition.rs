@@ -84,6 +84,8 @@ pub struct StepDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// The text the task works on; required for every model task but `generate`. A template.
+    /// For a `workflow` step, the child run's input: a template whose sole `{{ expression }}`
+    /// keeps its JSON type (`"{{ steps.split.data }}"` is an object); `{}` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
     /// Steps that must finish first, beyond those referenced in templates.
@@ -137,6 +139,11 @@ pub struct StepDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100)]
     pub max_concurrency: Option<u32>,
+    /// For a `workflow` step: the registered workflow to run as a child run, `name@version`
+    /// or `name` (its latest version when the run is submitted; the run records which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "triage@3")]
+    pub workflow: Option<String>,
     /// With `for_each`: how many items may fail (a count, or a share such as `"10%"` of the
     /// items, rounded down) before the step fails. Default 0: any item failing fails it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,15 +262,18 @@ pub enum Task {
     Embed,
     /// Waits for a person to approve or reject through the API.
     Approval,
+    /// Runs a registered workflow (`workflow`) as a child run of the same tenant, with the
+    /// step's `input` rendered as its input, and completes with the child's output.
+    Workflow,
 }
 
 impl Task {
-    pub const ALL: [Task; 6] =
-        [Task::Generate, Task::Summarize, Task::Classify, Task::Extract, Task::Embed, Task::Approval];
+    pub const ALL: [Task; 7] =
+        [Task::Generate, Task::Summarize, Task::Classify, Task::Extract, Task::Embed, Task::Approval, Task::Workflow];
 
-    /// Whether the task calls an AI model (everything but `approval`).
+    /// Whether the task calls an AI model (everything but `approval` and `workflow`).
     pub fn uses_model(self) -> bool {
-        self != Task::Approval
+        !matches!(self, Task::Approval | Task::Workflow)
     }
 
     /// The task as written in JSON, e.g. `summarize`.

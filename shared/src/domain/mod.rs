@@ -31,7 +31,7 @@ pub use output::{FinishReason, OutputError, TaskOutput};
 pub use rate::{Bucket, RateLimit};
 pub use registry::{RegistryLimits, WorkflowRef, WorkflowSelector, definition_hash};
 pub use rerun::{RerunPlan, RunRetry, Start, StepReset};
-pub use run::{ForkedFrom, NotifyTarget, Run, RunStatus};
+pub use run::{ForkedFrom, MAX_CHILD_STEPS, MAX_RUN_DEPTH, NotifyTarget, ParentRef, Run, RunStatus};
 pub use step::{
     Attempt, ErrorKind, JobRef, Lease, MAX_IDLE_REQUEUES, MAX_STEP_CLAIMS, MapProgress, StepControl, StepError,
     StepProgress, StepState, StepStatus, Usage,

@@ -83,6 +83,12 @@ pub struct Run {
     /// The run this one was forked from (`POST /v1/runs/{id}/fork`), with the steps reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkedFrom>,
+    /// For a child run (a `workflow` step's), the run and step that started it.
+    #[serde(default)]
+    pub parent: Option<ParentRef>,
+    /// How many parents above this run: 0 for a run a client submitted.
+    #[serde(default)]
+    pub depth: u32,
 }
 
 /// Where a forked run came from: the source run, and the steps whose outputs it reused
@@ -95,6 +101,21 @@ pub struct ForkedFrom {
     #[schema(value_type = Vec<String>)]
     pub reused: Vec<StepId>,
 }
+
+/// The run and step a child run completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParentRef {
+    #[schema(value_type = String, example = "run_01jd7v1b0m4xk3r0c9z9qz5y7w")]
+    pub run_id: RunId,
+    #[schema(value_type = String, example = "triage")]
+    pub step_id: StepId,
+}
+
+/// The deepest a run may sit below the run a client submitted (a child of a child of a
+/// child): with [`MAX_CHILD_STEPS`], one submission makes at most 1 + 10 + 100 + 1,000 runs.
+pub const MAX_RUN_DEPTH: u32 = 3;
+/// The most `workflow` steps one workflow may have.
+pub const MAX_CHILD_STEPS: usize = 10;
 
 impl Run {
     /// An ended run whose follow-up is not known to be done.

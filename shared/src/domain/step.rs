@@ -141,6 +141,10 @@ pub struct StepProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "run_01jd7v1b0m4xk3r0c9z9qz5y7w")]
     pub reused_from: Option<RunId>,
+    /// A `workflow` step's child run, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub child_run: Option<RunId>,
 }
 
 /// Where a map step's items stand. `pending` and `failed` are counted down and up by each
@@ -315,8 +319,13 @@ pub enum ErrorKind {
     /// The step's message kept failing to be processed and was dead-lettered, or workers
     /// claimed it more than `MAX_STEP_CLAIMS` times without finishing it (they crashed).
     Undeliverable,
-    /// The run failed because this required step failed.
+    /// The run failed because this required step failed; or a map step failed because more
+    /// of its items failed than it tolerates.
     StepFailed,
+    /// A `workflow` step's child run failed or was cancelled.
+    ChildFailed,
+    /// A bound of the service was reached: sub-workflows nested deeper than allowed.
+    LimitExceeded,
     /// The workflow's `output` could not be rendered.
     OutputTemplate,
     /// Part of the run's stored state (a payload in the blob store) is gone.

@@ -83,6 +83,9 @@ pub struct StepUpdate {
     /// A map step's items, set when it starts them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map: Option<MapProgress>,
+    /// A `workflow` step's child run, set when it starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_run: Option<super::ids::RunId>,
 }
 
 /// One change to a stored step's attribute, named as [`StepState`] serializes it.
@@ -178,6 +181,7 @@ mod tests {
             started_at: Some(jiff::Timestamp::UNIX_EPOCH),
             finished_at: Some(jiff::Timestamp::UNIX_EPOCH),
             map: Some(MapProgress { items: 3, pending: 3, failed: 0 }),
+            child_run: Some(crate::domain::RunId::generate(jiff::Timestamp::UNIX_EPOCH)),
         };
         let mut full = step();
         update.apply(&mut full).unwrap();

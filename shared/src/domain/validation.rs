@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 use super::dag::Plan;
 use super::definition::{MAX_MAX_CONCURRENCY, MAX_MAX_TOKENS, StepDefinition, Task, Tolerance, WorkflowDefinition};
 use super::ids::StepId;
+use super::registry::WorkflowSelector;
+use super::run::MAX_CHILD_STEPS;
 use super::template::Templates;
 
 /// One thing wrong with a request, located by a JSON Pointer (RFC 6901).
@@ -256,6 +258,14 @@ struct Links<'a> {
 }
 
 impl DraftStep<'_> {
+    /// The step's task, when it parsed.
+    fn task(&self) -> Option<Task> {
+        match self {
+            Self::Parsed(step) => Some(step.task),
+            Self::Malformed(_) => None,
+        }
+    }
+
     fn links(&self) -> Links<'_> {
         match self {
             Self::Parsed(step) => Links {
@@ -333,6 +343,13 @@ impl Checker<'_> {
             self.problem(
                 "/workflow/steps",
                 format!("{} steps is more than the limit of {}", steps.len(), limits.max_steps),
+            );
+        }
+        let children = steps.iter().filter(|step| step.task() == Some(Task::Workflow)).count();
+        if children > MAX_CHILD_STEPS {
+            self.problem(
+                "/workflow/steps",
+                format!("{children} `workflow` steps is more than the limit of {MAX_CHILD_STEPS}"),
             );
         }
 
@@ -443,7 +460,7 @@ impl Checker<'_> {
             if task != Task::Generate && step.input.is_none() {
                 self.problem(format!("{at}/input"), format!("a `{task}` step needs an `input` template"));
             }
-        } else {
+        } else if task == Task::Approval {
             if step.model.is_some() || !step.fallbacks.is_empty() {
                 self.problem(format!("{at}/model"), "an `approval` step waits for a person and takes no model");
             }
@@ -453,6 +470,26 @@ impl Checker<'_> {
                     "an `approval` step takes no `input`; use `prompt` for the question",
                 );
             }
+        } else {
+            if step.model.is_some() || !step.fallbacks.is_empty() {
+                self.problem(format!("{at}/model"), "a `workflow` step runs a registered workflow and takes no model");
+            }
+            if step.prompt.is_some() {
+                self.problem(format!("{at}/prompt"), "a `workflow` step takes no `prompt`; its `input` is the child's");
+            }
+        }
+        match (&step.workflow, task) {
+            (None, Task::Workflow) => self.problem(
+                format!("{at}/workflow"),
+                "a `workflow` step needs `workflow`: a registered workflow's `name` or `name@version`",
+            ),
+            (Some(reference), Task::Workflow) => {
+                if let Err(err) = WorkflowSelector::parse(reference) {
+                    self.problem(format!("{at}/workflow"), err.to_string());
+                }
+            }
+            (Some(_), _) => self.problem(format!("{at}/workflow"), "`workflow` only applies to `workflow` steps"),
+            (None, _) => {}
         }
 
         if task == Task::Classify {

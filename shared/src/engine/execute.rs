@@ -132,6 +132,9 @@ impl Engine {
             }
         }
 
+        if step.task == Task::Workflow {
+            return self.start_child(&run, step, &context).await;
+        }
         if step.task == Task::Approval {
             // Until decided, the step's output is the rendered question for the approver.
             let question = step
@@ -392,7 +395,7 @@ impl Engine {
     }
 
     /// Ends a queued step without running it (its `when` was false, or could not be evaluated).
-    async fn settle_unclaimed(
+    pub(super) async fn settle_unclaimed(
         &self,
         run: &Run,
         step: &StepDefinition,
@@ -425,7 +428,7 @@ impl Engine {
     }
 
     /// The first step to start moves the run from `queued` to `running`.
-    async fn mark_run_started(&self, run: &Run) -> Result<(), EngineError> {
+    pub(super) async fn mark_run_started(&self, run: &Run) -> Result<(), EngineError> {
         if run.status == RunStatus::Queued {
             let started = RunTransition::status(vec![RunStatus::Queued], RunStatus::Running);
             self.store.transition_run(&run.id, started).await?;

@@ -4,6 +4,7 @@
 //! embedded and on Lambda.
 
 mod budget;
+mod children;
 mod control;
 mod error;
 mod execute;

@@ -149,8 +149,13 @@ impl Engine {
             output,
             error,
             finished_at: Some(now),
-            // A run that succeeded with no one to notify has nothing to follow up.
-            due: if status == RunStatus::Succeeded && run.notify.is_none() { None } else { follow_up_due(now) },
+            // A run that succeeded with no one to notify and no parent step to complete has
+            // nothing to follow up.
+            due: if status == RunStatus::Succeeded && run.notify.is_none() && run.parent.is_none() {
+                None
+            } else {
+                follow_up_due(now)
+            },
             events: vec![RunEvent::run(now, EventKind::RunFinished { status })],
         };
         match self.store.transition_run(&run.id, transition).await? {
@@ -169,7 +174,11 @@ impl Engine {
         // A run succeeds when its last sink ends, and a sink ends only after everything
         // upstream of it: then nothing is left to cancel, and the read is saved.
         if run.status != RunStatus::Succeeded {
-            self.cancel_unstarted(run, run.status == RunStatus::Cancelled).await?;
+            let steps = self.cancel_unstarted(run, run.status == RunStatus::Cancelled).await?;
+            self.cancel_children(&steps).await?;
+        }
+        if let Some(parent) = &run.parent {
+            self.child_ended(run, parent).await?;
         }
         if run.notify.is_some() {
             let message = NotificationMessage { run_id: run.id.clone(), attempt: 0, generation: run.generation };
@@ -183,15 +192,17 @@ impl Engine {
     }
 
     /// Cancels the run's unfinished steps; `running` ones too when the client cancelled
-    /// (their results are then discarded because the completion's condition fails).
-    async fn cancel_unstarted(&self, run: &Run, including_running: bool) -> Result<(), EngineError> {
+    /// (their results are then discarded because the completion's condition fails). Returns
+    /// the steps as read before.
+    async fn cancel_unstarted(&self, run: &Run, including_running: bool) -> Result<Vec<StepState>, EngineError> {
         let mut from =
             vec![StepStatus::Pending, StepStatus::Queued, StepStatus::WaitingApproval, StepStatus::WaitingCallback];
         if including_running {
             from.push(StepStatus::Running);
         }
         let now = self.clock.now();
-        for state in self.store.get_steps(&run.id).await? {
+        let steps = self.store.get_steps(&run.id).await?;
+        for state in &steps {
             // A started map step is `running` without a lease: nobody runs it but its items,
             // which are cancelled as their messages find it ended.
             let started_map = state.status == StepStatus::Running && state.progress.map.is_some();
@@ -203,6 +214,6 @@ impl Engine {
             let cancel = ending(&state.step_id, from, StepStatus::Cancelled, None, reason, now);
             self.store.transition_step(&run.id, &state.step_id, cancel).await?;
         }
-        Ok(())
+        Ok(steps)
     }
 }

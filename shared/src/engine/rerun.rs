@@ -381,6 +381,9 @@ impl Engine {
             generation: 0,
             forked_from: Some(ForkedFrom { run_id: source_id.clone(), reused }),
             workflow,
+            // A fork is a run of its own, even of a child run.
+            parent: None,
+            depth: 0,
         };
         let idempotency = idempotency_key
             .map(|key| IdempotencyClaim { key: key.to_owned(), request_hash: fork_hash(source_id, &request) });

@@ -13,7 +13,8 @@ use super::workflows::in_registered;
 use super::{Engine, EngineError};
 use crate::domain::validation::{ValidatedWorkflow, validate_submission};
 use crate::domain::{
-    EventKind, NotifyTarget, Problem, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus, TenantId,
+    EventKind, NotifyTarget, ParentRef, Problem, Run, RunEvent, RunId, RunStatus, StepId, StepState, StepStatus,
+    TenantId,
 };
 use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, StepMessage};
 
@@ -79,8 +80,20 @@ impl Engine {
     pub async fn submit(
         &self,
         tenant: &TenantId,
+        submission: Submission,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, EngineError> {
+        self.submit_run(tenant, submission, idempotency_key, None).await
+    }
+
+    /// [`submit`](Self::submit), for a client's run (`parent: None`) or a `workflow` step's
+    /// child run (its parent, and how deep it sits).
+    pub(super) async fn submit_run(
+        &self,
+        tenant: &TenantId,
         mut submission: Submission,
         idempotency_key: Option<&str>,
+        parent: Option<(ParentRef, u32)>,
     ) -> Result<Submitted, EngineError> {
         // A missing input is an empty one, before hashing, so retries that omit it match.
         if submission.input.is_null() {
@@ -108,7 +121,7 @@ impl Engine {
         let workflow_ref = registered.as_ref().map(|(reference, _)| reference.clone());
         let input = submission.input.clone();
         let validated = self.validate(workflow, &input).await?;
-        let validated = match validated {
+        let mut validated = match validated {
             Ok(validated) if problems.is_empty() => validated,
             Ok(_) => return Err(EngineError::Invalid(problems)),
             Err(mut more) => {
@@ -119,6 +132,14 @@ impl Engine {
                 return Err(EngineError::Invalid(more));
             }
         };
+        // The sub-workflows a run starts are the versions registered now.
+        if let Err(mut more) = self.pin_children(tenant, &mut validated.definition).await? {
+            if let Some(reference) = &workflow_ref {
+                more = more.into_iter().map(|problem| in_registered(problem, reference)).collect();
+            }
+            return Err(EngineError::Invalid(more));
+        }
+        let (parent, depth) = parent.map_or((None, 0), |(parent, depth)| (Some(parent), depth));
 
         let now = self.clock.now();
         let plan = &validated.plan;
@@ -140,6 +161,8 @@ impl Engine {
             workflow: workflow_ref,
             generation: 0,
             forked_from: None,
+            parent,
+            depth,
         };
         let steps: Vec<StepState> = run
             .definition

@@ -176,6 +176,9 @@ impl Engine {
     /// provider job is asked once first, in case only its webhook was lost.
     async fn expire_wait(&self, run: &Run, state: &StepState) -> Result<Reconciled, EngineError> {
         let reason = match state.status {
+            StepStatus::WaitingCallback if state.progress.child_run.is_some() => {
+                "the child run did not end before the step's deadline".to_owned()
+            }
             StepStatus::WaitingCallback => {
                 if self.poll_expired_job(run, state).await?.is_some() {
                     return Ok(Reconciled::FollowedUp); // the job had finished; its webhook was lost
@@ -190,6 +193,7 @@ impl Engine {
         let transition = ending(&state.step_id, waits, StepStatus::Failed, Some(error), reason, now);
         match self.store.transition_step(&run.id, &state.step_id, transition).await? {
             Some(failed) => {
+                self.cancel_children(std::slice::from_ref(&failed)).await?;
                 self.step_finished(run, failed).await?;
                 Ok(Reconciled::Failed)
             }

@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use super::{Engine, EngineError};
 use crate::domain::{
-    ForkedFrom, Run, RunEvent, RunId, RunStatus, StepError, StepProgress, StepState, StepStatus, Task, TenantId, Usage,
-    WorkflowRef,
+    ForkedFrom, ParentRef, Run, RunEvent, RunId, RunStatus, StepError, StepProgress, StepState, StepStatus, Task,
+    TenantId, Usage, WorkflowRef,
 };
 use crate::ports::RunPage;
 
@@ -47,6 +47,13 @@ pub struct RunView {
     /// in `totals`: it was paid by that run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkedFrom>,
+    /// For a child run, the run and `workflow` step that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// The child runs its `workflow` steps started, in step order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub children: Vec<RunId>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -111,6 +118,7 @@ impl RunView {
                 cost_known,
             });
         }
+        let children = views.iter().filter_map(|view| view.progress.child_run.clone()).collect();
         // Nothing queued or running, and something waiting: only a person or a callback can
         // move the run on (pending steps wait behind those).
         let only_waits_left = views.iter().any(|s| s.status.is_waiting())
@@ -131,6 +139,8 @@ impl RunView {
             finished_at: run.finished_at,
             generation: run.generation,
             forked_from: run.forked_from,
+            parent: run.parent,
+            children,
         }
     }
 }

@@ -78,10 +78,24 @@ fn step_for(derived: &Object, task: Task) -> Object {
             timeout.maximum = Some(MAX_MODEL_TIMEOUT_MS.into());
         }
     } else {
-        // A person decides: no model, no fallbacks, no input (the question is the prompt).
+        // A person or a child run does the work: no model, no fallbacks.
         retype(&mut step, "model", &[Type::Null]);
-        retype(&mut step, "input", &[Type::Null]);
         limit_items(&mut step, "fallbacks", None, Some(0), false);
+        // An approval's question is its prompt; a child run's input is the step's input.
+        let unused = if task == Task::Approval { "input" } else { "prompt" };
+        retype(&mut step, unused, &[Type::Null]);
+    }
+    if task == Task::Workflow {
+        retype(&mut step, "workflow", &[Type::String]);
+        required.push("workflow");
+    } else {
+        retype(&mut step, "workflow", &[Type::Null]);
+    }
+    if !task.uses_model() {
+        // A map runs a model task per item.
+        for member in ["for_each", "max_concurrency", "tolerate_failures"] {
+            retype(&mut step, member, &[Type::Null]);
+        }
     }
 
     if task == Task::Classify {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::http_call::{self, short};
 use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, chat, estimate_tokens};
 use crate::domain::{FinishReason, Task, Usage};
+use crate::providers::not_a_model_task;
 
 /// The prefix in `"model": "anthropic:<model-id>"`.
 pub const PROVIDER: &str = "anthropic";
@@ -219,7 +220,7 @@ impl Provider for AnthropicProvider {
             Task::Embed => Err("Anthropic has no embeddings API; use an embedding model such as \
                  `openai:text-embedding-3-small` or `gemini:gemini-embedding-001`"
                 .to_owned()),
-            Task::Approval => Err("approval is done by a person, not a model".to_owned()),
+            task @ (Task::Approval | Task::Workflow) => Err(not_a_model_task(task)),
             _ => Ok(()),
         }
     }

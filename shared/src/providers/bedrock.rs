@@ -36,6 +36,7 @@ use super::chat::{self, ChatPrompt};
 use super::http_call;
 use super::{Completion, ModelInfo, Provider, ProviderError, TaskRequest, estimate_tokens};
 use crate::domain::{FinishReason, Task, Usage};
+use crate::providers::not_a_model_task;
 
 /// The prefix in `bedrock:<model-id>`.
 pub const PROVIDER: &str = "bedrock";
@@ -111,7 +112,7 @@ impl Provider for BedrockProvider {
                 "`{PROVIDER}:{model}` cannot embed: Bedrock's Converse API only chats; use an embedding \
                  model from another provider (e.g. cohere:embed-v4.0)"
             )),
-            Task::Approval => Err("approval is done by a person, not a model".to_owned()),
+            task @ (Task::Approval | Task::Workflow) => Err(not_a_model_task(task)),
         }
     }
 

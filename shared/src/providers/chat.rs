@@ -72,7 +72,7 @@ pub fn prompt(request: &TaskRequest) -> Result<ChatPrompt, ProviderError> {
                 json_schema: Some(schema),
             }
         }
-        Task::Embed | Task::Approval => {
+        Task::Embed | Task::Approval | Task::Workflow => {
             return Err(ProviderError::InvalidRequest(format!("{} is not a chat task", request.task)));
         }
     })
@@ -98,7 +98,7 @@ pub fn output(request: &TaskRequest, text: &str, finish_reason: FinishReason) ->
         Task::Summarize => Ok(TaskOutput::Summarize { text: text.trim().to_owned() }),
         Task::Classify => classification(&request.labels, text),
         Task::Extract => Ok(TaskOutput::Extract { data: json_answer(text)? }),
-        Task::Embed | Task::Approval => {
+        Task::Embed | Task::Approval | Task::Workflow => {
             Err(ProviderError::InvalidRequest(format!("{} is not a chat task", request.task)))
         }
     }

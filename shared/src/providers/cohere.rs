@@ -28,6 +28,7 @@ use super::chat::{self, ChatPrompt};
 use super::http_call::{self, HttpReply};
 use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, estimate_tokens};
 use crate::domain::{FinishReason, Task, TaskOutput, Usage};
+use crate::providers::not_a_model_task;
 
 /// The prefix in `cohere:<model>`.
 pub const PROVIDER: &str = "cohere";
@@ -133,7 +134,7 @@ impl Provider for CohereProvider {
             Task::Embed => Err(format!(
                 "`{PROVIDER}:{model}` is a chat model; Cohere embeds only with its `embed-…` models (e.g. embed-v4.0)"
             )),
-            Task::Approval => Err("approval is done by a person, not a model".to_owned()),
+            task @ (Task::Approval | Task::Workflow) => Err(not_a_model_task(task)),
             _ if embedding_model => Err(format!(
                 "`{PROVIDER}:{model}` is an embedding model; it can only embed (use a `command-…` model to {task})"
             )),

@@ -35,6 +35,7 @@ use serde_json::Value;
 use super::http_call::{self, short};
 use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, chat, estimate_tokens};
 use crate::domain::{FinishReason, Task, TaskOutput, Usage};
+use crate::providers::not_a_model_task;
 
 /// The prefix in `"model": "gemini:<model-id>"`.
 pub const PROVIDER: &str = "gemini";
@@ -372,7 +373,7 @@ impl Provider for GeminiProvider {
     /// embedding models embed, the others chat.
     fn supports(&self, model: &str, task: Task) -> Result<(), String> {
         match (task, is_embedding_model(model)) {
-            (Task::Approval, _) => Err("approval is done by a person, not a model".to_owned()),
+            (task @ (Task::Approval | Task::Workflow), _) => Err(not_a_model_task(task)),
             (Task::Embed, false) => Err(format!(
                 "`{PROVIDER}:{model}` is not an embedding model; embed needs one such as \
                  `{PROVIDER}:gemini-embedding-001`"

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::http_call;
 use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, estimate_tokens};
 use crate::domain::{Task, TaskOutput, Usage};
+use crate::providers::not_a_model_task;
 
 /// The prefix in `huggingface:<org>/<model>`.
 pub const PROVIDER: &str = "huggingface";
@@ -146,7 +147,7 @@ impl Provider for HuggingFaceProvider {
                 "`{PROVIDER}:{model}` cannot {task}: this adapter runs Hugging Face task pipelines \
                  (text-classification, summarization, feature-extraction); use a chat model to {task}"
             )),
-            Task::Approval => Err("approval is done by a person, not a model".to_owned()),
+            task @ (Task::Approval | Task::Workflow) => Err(not_a_model_task(task)),
         }
     }
 

@@ -316,6 +316,11 @@ pub enum CallbackRejection {
     Unavailable(String),
 }
 
+/// Why no model serves `task`: a person decides an `approval`, a child run does a `workflow`.
+pub(crate) fn not_a_model_task(task: Task) -> String {
+    format!("a `{task}` step calls no model")
+}
+
 /// Rough token count for providers that report none: about four characters a token.
 pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)

@@ -32,6 +32,7 @@ use serde_json::Value;
 use super::http_call::{self, short};
 use super::{Completion, Credential, ModelInfo, Provider, ProviderError, TaskRequest, chat, estimate_tokens};
 use crate::domain::{FinishReason, Task, TaskOutput, Usage};
+use crate::providers::not_a_model_task;
 
 /// The prefix in `"model": "openai:<model-id>"`.
 pub const PROVIDER: &str = "openai";
@@ -342,7 +343,7 @@ impl Provider for OpenAiProvider {
     /// Only the task is checked: embeddings and chat are separate model families.
     fn supports(&self, model: &str, task: Task) -> Result<(), String> {
         match (task, is_embedding_model(model)) {
-            (Task::Approval, _) => Err("approval is done by a person, not a model".to_owned()),
+            (task @ (Task::Approval | Task::Workflow), _) => Err(not_a_model_task(task)),
             (Task::Embed, false) => Err(format!(
                 "`{PROVIDER}:{model}` is a chat model; embed needs an embedding model such as \
                  `{PROVIDER}:text-embedding-3-small`"

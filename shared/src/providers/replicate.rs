@@ -39,6 +39,7 @@ use super::{
     TaskRequest, estimate_tokens,
 };
 use crate::domain::{FinishReason, Task, Usage};
+use crate::providers::not_a_model_task;
 use crate::webhooks::signing::{DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use crate::webhooks::{VerifyError, WebhookHeaders, WebhookSecret, verify};
 
@@ -445,7 +446,7 @@ impl Provider for ReplicateProvider {
                 "`{PROVIDER}:{model}` cannot embed: each Replicate embedding model has inputs and outputs of its \
                  own, so this adapter runs language models only"
             )),
-            Task::Approval => Err("approval is done by people, not models".to_owned()),
+            task @ (Task::Approval | Task::Workflow) => Err(not_a_model_task(task)),
         }
     }
 

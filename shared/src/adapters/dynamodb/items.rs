@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{
-    BudgetLedger, ForkedFrom, NotifyTarget, RunEvent, RunId, RunStatus, StepError, StepId, StepState, StepStatus,
-    TenantId, WorkflowRef,
+    BudgetLedger, ForkedFrom, NotifyTarget, ParentRef, RunEvent, RunId, RunStatus, StepError, StepId, StepState,
+    StepStatus, TenantId, WorkflowRef,
 };
 
 pub(super) const RUN_SK: &str = "RUN";
@@ -126,6 +126,11 @@ pub(super) struct RunItem {
     pub generation: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkedFrom>,
+    /// A child run's parent run and step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    #[serde(default)]
+    pub depth: u32,
 }
 
 /// The run's [`BudgetLedger`] as run item attributes, written whole at creation (so the map

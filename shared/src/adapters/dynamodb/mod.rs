@@ -143,6 +143,8 @@ impl DynamoRunStore {
             workflow: item.workflow,
             generation: item.generation,
             forked_from: item.forked_from,
+            parent: item.parent,
+            depth: item.depth,
         })
     }
 
@@ -455,6 +457,8 @@ impl RunStore for DynamoRunStore {
             workflow: run.workflow,
             generation: run.generation,
             forked_from: run.forked_from,
+            parent: run.parent,
+            depth: run.depth,
         };
         let Some(claim) = idempotency else {
             self.client

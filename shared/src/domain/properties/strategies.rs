@@ -459,7 +459,7 @@ fn fitting_model(task: Task) -> Option<&'static str> {
         Task::Classify => Some("local:lexicon"),
         Task::Extract => Some("local:extract"),
         Task::Embed => Some("local:hash-embed"),
-        Task::Approval => None,
+        Task::Approval | Task::Workflow => None,
     }
 }
 
@@ -850,17 +850,20 @@ fn prose() -> BoxedStrategy<String> {
 
 /// A sound workflow of one to six steps: unique ids, each step depending only on earlier
 /// ones (through `needs`, templates and `when`), a model that can do each task, the labels
-/// and schema a task needs, and an output over the last step.
+/// and schema a task needs, and an output over the last step. No `workflow` step: it needs
+/// a registered workflow to name.
 pub fn sound_workflow() -> BoxedStrategy<SoundWorkflow> {
-    let sound_step = (select(Task::ALL.to_vec()), any::<u8>(), any::<u8>(), prose(), any::<bool>(), any::<bool>())
-        .prop_map(|(task, depends, as_need, text, guarded, optional)| SoundStep {
+    let tasks: Vec<Task> = Task::ALL.into_iter().filter(|task| *task != Task::Workflow).collect();
+    let sound_step = (select(tasks), any::<u8>(), any::<u8>(), prose(), any::<bool>(), any::<bool>()).prop_map(
+        |(task, depends, as_need, text, guarded, optional)| SoundStep {
             task,
             depends,
             as_need,
             text,
             guarded,
             optional,
-        });
+        },
+    );
     (vec(sound_step, 1..7), prose())
         .prop_map(|(steps, prompt)| {
             let id = |index: usize| format!("s{index}");

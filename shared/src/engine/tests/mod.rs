@@ -3,6 +3,7 @@
 //! and in shuffled order. `durability` breaks the ports between any two writes.
 
 mod budget;
+mod children;
 mod durability;
 mod faults;
 mod limits;

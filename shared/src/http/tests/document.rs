@@ -136,7 +136,8 @@ fn the_document_states_the_limits_validation_enforces() {
             (&json!(0), &json!(2))
         );
         assert_eq!(properties["step_timeout_ms"]["maximum"], 86_400_000, "{task}");
-        let longest = if *task == "approval" { 30 * 24 * 3_600_000_u64 } else { 900_000 };
+        // A person, or a child run, may take 30 days; a model call 15 minutes.
+        let longest = if ["approval", "workflow"].contains(task) { 30 * 24 * 3_600_000_u64 } else { 900_000 };
         assert_eq!(properties["timeout_ms"]["maximum"], longest, "{task}");
     }
     let required = |task: &str| variants[task]["required"].as_array().unwrap().clone();
@@ -217,6 +218,8 @@ fn sound_step(task: Task) -> Value {
         }
         Task::Embed => json!({"id": "a", "task": "embed", "model": "local:hash-embed", "input": "text"}),
         Task::Approval => json!({"id": "a", "task": "approval", "prompt": "Ship it?"}),
+        // The test server registers `summarizer` (see `stated_limits`).
+        Task::Workflow => json!({"id": "a", "task": "workflow", "workflow": "summarizer", "input": "{{ input }}"}),
     }
 }
 
@@ -252,6 +255,11 @@ fn stated_limits() -> Vec<(String, Value, bool)> {
         ("extract", sound_step(Extract), true),
         ("embed", sound_step(Embed), true),
         ("approval", sound_step(Approval), true),
+        ("workflow", sound_step(Workflow), true),
+        ("workflow without its workflow", with(Workflow, "workflow", None), false),
+        ("workflow with a prompt", with(Workflow, "prompt", Some(json!("x"))), false),
+        ("map over a list", with(Generate, "for_each", Some(json!("input.docs"))), true),
+        ("map of approvals", with(Approval, "for_each", Some(json!("input.docs"))), false),
         ("longest id", with(Generate, "id", Some(json!(format!("a{}", "b".repeat(63))))), true),
         ("id too long", with(Generate, "id", Some(json!("a".repeat(65)))), false),
         ("id with capitals", with(Generate, "id", Some(json!("Draft"))), false),
@@ -371,6 +379,9 @@ pub(super) fn validator(document: &Value, name: &str) -> jsonschema::Validator {
 #[tokio::test]
 async fn the_schema_and_validation_agree_on_every_stated_limit() {
     let api = api();
+    let summarizer =
+        json!({"steps": [{"id": "s", "task": "summarize", "model": "local:extractive", "input": "{{ input.text }}"}]});
+    assert!(api.register(KEY_A, "summarizer", &summarizer).await.status.is_success());
     let schema = validator(&document(), "Submission");
     for (name, case, accepted) in stated_limits() {
         assert_eq!(schema.is_valid(&case), accepted, "schema on {name}: {:?}", schema.iter_errors(&case).next());

@@ -25,7 +25,7 @@ fn hash_of(workflow: &Value) -> String {
 }
 
 impl Api {
-    async fn register(&self, key: &str, name: &str, workflow: &Value) -> Reply {
+    pub(super) async fn register(&self, key: &str, name: &str, workflow: &Value) -> Reply {
         self.send(json_request(Method::PUT, &format!("/v1/workflows/{name}"), key, &json!({"workflow": workflow})))
             .await
     }
