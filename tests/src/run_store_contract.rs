@@ -84,6 +84,8 @@ fn new_run(tenant: &str, at_ms: i64, key: Option<&str>) -> NewRun {
         workflow: Some(WorkflowRef { name: WorkflowName::parse("ports").unwrap(), version: 3, hash: "ab".repeat(32) }),
         generation: 0,
         forked_from: None,
+        parent: None,
+        depth: 0,
     };
     NewRun {
         run,

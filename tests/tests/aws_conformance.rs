@@ -229,6 +229,8 @@ async fn dynamo_run_store_fails_a_run_whose_payload_is_gone_and_reads_it_again()
         workflow: None,
         generation: 0,
         forked_from: None,
+        parent: None,
+        depth: 0,
     };
     let run_id = run.id.clone();
     let steps = vec![StepState::new(StepId::parse("a").unwrap(), 0, Vec::new())];

@@ -84,6 +84,20 @@ impl Stack {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Registers `workflow` under `name` through the API; returns its version.
+    async fn register(&self, name: &str, workflow: &Value) -> u64 {
+        let response = self
+            .http
+            .put(format!("{}/v1/workflows/{name}", self.api))
+            .header("x-api-key", self.key.expose_secret())
+            .json(&json!({ "workflow": workflow }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "PUT /v1/workflows/{name}: {}", response.status());
+        response.json::<Value>().await.unwrap()["version"].as_u64().unwrap()
+    }
+
     /// Submits `workflow` with `input`, to be notified at this test's receiver.
     async fn submit(&self, workflow: Value, input: Value) -> RunId {
         let body = json!({"workflow": workflow, "input": input, "notify": {"url": self.hook}});
@@ -212,6 +226,33 @@ async fn a_two_hundred_item_map_runs_each_item_once_and_feeds_the_next_step_in_o
     let listed = map.progress.output.as_ref().unwrap()["items"].as_array().unwrap();
     assert!(listed.iter().enumerate().all(|(i, item)| item["index"] == i && item["status"] == "succeeded"));
     assert_eq!(stack.notification(&run_id).await["data"]["status"], "succeeded");
+}
+
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn a_registered_sub_workflow_runs_as_a_child_and_its_output_feeds_the_parent() {
+    let mut stack = stack().await;
+    let child = json!({"steps": [
+        {"id": "gist", "task": "summarize", "model": "local:extractive", "input": "{{ input.text }}"}
+    ], "output": {"gist": "{{ steps.gist.text }}"}});
+    let version = stack.register("gist", &child).await;
+    let workflow = json!({"steps": [
+        {"id": "sub", "task": "workflow", "workflow": "gist", "input": "{{ input }}"},
+        generate("after", "gist: {{ steps.sub.gist }}")
+    ], "output": {"after": "{{ steps.after.text }}"}});
+    let text = "Chorus runs workflows. Child runs report back to their parents.";
+    let run_id = stack.submit(workflow, json!({ "text": text })).await;
+
+    let (run, steps) = stack.wait_for(&run_id, "succeeded").await;
+    assert!(run.output.unwrap()["after"].as_str().unwrap().starts_with("gist: "), "the child's output fed `after`");
+    assert_eq!(run.definition.steps[0].workflow.as_deref(), Some(format!("gist@{version}").as_str()));
+    let child_id = step(&steps, "sub").progress.child_run.clone().expect("the step names its child");
+    let child = stack.store.get_run(&child_id).await.unwrap().unwrap();
+    assert_eq!(child.status, RunStatus::Succeeded);
+    assert_eq!(child.parent.as_ref().map(|parent| &parent.run_id), Some(&run_id));
+    assert_eq!(child.workflow.map(|w| w.version), Some(u32::try_from(version).unwrap()));
+    assert_eq!(step(&steps, "sub").progress.output.as_ref().unwrap()["gist"], child.output.unwrap()["gist"]);
+    assert_eq!(stack.notification(&run_id).await["data"]["status"], "succeeded", "only the parent is notified");
 }
 
 #[tokio::test]
