@@ -1,6 +1,7 @@
-//! End to end through the real `chorus` binary: start `chorus dev`, submit every workflow in
-//! `examples/` over HTTP, approve where a run waits for it, check each run's normalized
-//! outputs, and check the signed notification each run sends to a receiver in this test.
+//! End to end through the real `chorus` binary: start `chorus dev`, register every workflow
+//! in `examples/workflows/`, submit every workflow in `examples/` over HTTP, approve where a
+//! run waits for it, check each run's normalized outputs, and check the signed notification
+//! each run sends to a receiver in this test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,8 +24,13 @@ fn examples_dir() -> PathBuf {
 
 /// Every example file name (without `.json`) with its body.
 fn examples() -> BTreeMap<String, Value> {
+    json_files(&examples_dir())
+}
+
+/// Every `.json` file of `dir` by name (without `.json`), with its body.
+fn json_files(dir: &Path) -> BTreeMap<String, Value> {
     let mut found = BTreeMap::new();
-    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|ext| ext == "json") {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -47,6 +53,8 @@ fn expectations() -> BTreeMap<&'static str, Check> {
         ("parallel-enrichment", check_parallel_enrichment as Check),
         ("generate-then-validate", check_generate_then_validate as Check),
         ("approval-gate", check_approval_gate as Check),
+        ("map-summarize-classify", check_map_summarize_classify as Check),
+        ("subworkflow-gist", check_subworkflow_gist as Check),
     ])
 }
 
@@ -65,6 +73,12 @@ async fn every_example_runs_to_completion_in_chorus_dev() {
     // An unauthenticated caller gets nothing.
     let anonymous = api.http.get(api.server.url("/v1/runs")).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    // The workflows the examples call as sub-workflows are registered first.
+    for (name, body) in json_files(&examples_dir().join("workflows")) {
+        let response = api.put(&format!("/v1/workflows/{name}"), &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "registering {name}");
+    }
 
     // WHEN every example is submitted and driven to its end
     let mut runs = BTreeMap::new();
@@ -140,7 +154,10 @@ fn text(run: &Value, id: &str) -> String {
 /// Every model step that ran records who answered, every attempt, usage, cost and latency.
 fn check_model_steps(name: &str, run: &Value) {
     for step in run["steps"].as_array().unwrap() {
-        if step["task"] == "approval" || step["status"] != "succeeded" {
+        // A map step's calls are its items' (checked with its output); a person or a child
+        // run does an approval's or a workflow step's work.
+        let no_call = ["approval", "workflow"].contains(&step["task"].as_str().unwrap_or_default());
+        if no_call || step.get("map").is_some() || step["status"] != "succeeded" {
             continue;
         }
         let id = &step["id"];
@@ -263,4 +280,34 @@ fn check_approval_gate(run: &Value) {
     assert_eq!(run["output"]["approved_by"], APPROVER);
     assert_eq!(run["output"]["comment"], "ship it");
     assert_eq!(run["output"]["published"], published.as_str());
+}
+
+fn check_map_summarize_classify(run: &Value) {
+    let map = step(run, "summaries");
+    assert_eq!(map["map"], json!({"items": 5, "pending": 0, "failed": 0}));
+    let items = map["output"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    for (index, item) in items.iter().enumerate() {
+        assert_eq!(item["index"], index, "in list order");
+        assert_eq!((&item["status"], &item["model"]), (&json!("succeeded"), &json!("local:extractive")));
+        assert!(!item["output"]["text"].as_str().unwrap().is_empty(), "item {index}");
+        assert_eq!((&item["attempts"], &item["cost_usd"]), (&json!(1), &json!(0.0)), "item {index}");
+    }
+    let used: u64 = items.iter().map(|item| item["usage"]["input_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(map["usage"]["input_tokens"], used, "the map's usage sums its items'");
+    assert!(items[0]["output"]["text"].as_str().unwrap().contains("release"), "{:#}", items[0]);
+    assert_eq!(run["output"]["summaries"], map["output"]["items"]);
+    assert_eq!(run["output"]["mood"], check_classification(run, "mood", &["POSITIVE", "NEGATIVE"]));
+}
+
+fn check_subworkflow_gist(run: &Value) {
+    let gist = step(run, "gist");
+    assert!(gist["child_run"].as_str().unwrap().starts_with("run_"), "{gist:#}");
+    assert_eq!(run["children"], json!([gist["child_run"]]));
+    assert_eq!(gist["output"]["tone"], "POSITIVE");
+    assert!(!gist["output"]["summary"].as_str().unwrap().is_empty());
+    assert_eq!(run["output"]["tone"], "POSITIVE");
+    assert!(text(run, "announce").starts_with("POSITIVE news: "));
+    let pinned = run["steps"].as_array().unwrap().iter().find(|s| s["id"] == "gist").unwrap();
+    assert_eq!(pinned["task"], "workflow");
 }

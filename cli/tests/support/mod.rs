@@ -115,6 +115,10 @@ impl Api {
         self.http.post(self.server.url(path)).bearer_auth(API_KEY).json(body).send().await.unwrap()
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.put(self.server.url(path)).bearer_auth(API_KEY).json(body).send().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let response = self.http.get(self.server.url(path)).bearer_auth(API_KEY).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
