@@ -1,6 +1,7 @@
-//! `chorus validate FILE`: runs the same checks as `POST /v1/runs` (against the models
-//! `chorus dev` offers) and lists every problem, so a workflow can be fixed before a server
-//! is involved.
+//! `chorus validate FILE`: runs the same checks as `POST /v1/runs` or `PUT /v1/workflows/{name}`
+//! (against the models `chorus dev` offers) and lists every problem, so a workflow can be
+//! fixed before a server is involved. Registered workflows that `workflow` steps name are
+//! not looked up: a server checks them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,8 +13,9 @@ use thiserror::Error;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// A JSON file: a `POST /v1/runs` body (`{"workflow": ..., "input": ...}`) or a bare
-    /// workflow definition (its input is then not checked).
+    /// A JSON file: a `POST /v1/runs` body (`{"workflow": ..., "input": ...}`), a
+    /// `PUT /v1/workflows/{name}` body (`{"workflow": ...}`) or a bare workflow definition
+    /// (without an input, the input is not checked).
     file: PathBuf,
 }
 
@@ -48,9 +50,10 @@ pub async fn run(args: &ValidateArgs) -> Result<ExitCode, ValidateError> {
     let (workflow, input, bare) = match body {
         Value::Object(mut fields) if fields.contains_key("workflow") => {
             let workflow = fields.remove("workflow").unwrap_or_default();
-            // The API treats a missing or null input as `{}`; so does this check.
+            // A registration body has no input to check.
+            let bare = !fields.contains_key("input");
             let input = fields.remove("input").filter(|v| !v.is_null()).unwrap_or(Value::Object(Map::new()));
-            (workflow, input, false)
+            (workflow, input, bare)
         }
         workflow => (workflow, Value::Object(Map::new()), true),
     };
