@@ -168,8 +168,15 @@ pub trait RunStore: Send + Sync {
     /// (without its output).
     async fn count_item(&self, run_id: &RunId, item: &StepId, succeeded: bool) -> Result<StepState, PortError>;
 
-    /// Every item of map step `step`, with outputs, in item order.
-    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError>;
+    /// Every item of map step `step`, in item order, with their outputs as `outputs` says.
+    /// `None` when the outputs together are more than [`ItemOutputs::Within`] allows (then no
+    /// more is loaded: a map's items may hold a gigabyte of outputs between them).
+    async fn list_items(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        outputs: ItemOutputs,
+    ) -> Result<Option<Vec<StepState>>, PortError>;
 
     /// The tenant's runs, newest first, starting after the run `after` (from a previous page).
     async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError>;
@@ -274,6 +281,15 @@ pub trait RunStore: Send + Sync {
         error: StepError,
         now: jiff::Timestamp,
     ) -> Result<bool, PortError>;
+}
+
+/// Which outputs [`RunStore::list_items`] loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOutputs {
+    /// None: the items' states only.
+    Skip,
+    /// All of them, while their stored JSON stays within this many bytes together.
+    Within(usize),
 }
 
 /// A step or run the reconciler should look at, as found by [`RunStore::due`].

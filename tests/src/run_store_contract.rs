@@ -10,7 +10,9 @@ use chorus::domain::{
     RunRetry, RunStatus, Settled, Settlement, Start, StepError, StepId, StepReset, StepState, StepStatus,
     StepTransition, StepUpdate, TenantId, WorkflowDefinition, WorkflowName, WorkflowRef,
 };
-use chorus::ports::{CreateOutcome, DueRef, IdempotencyClaim, NewRun, RetryKeyClaim, RunStore, RunTransition};
+use chorus::ports::{
+    CreateOutcome, DueRef, IdempotencyClaim, ItemOutputs, NewRun, RetryKeyClaim, RunStore, RunTransition,
+};
 use serde_json::json;
 
 /// One test per clause against the stores `$make` returns (an `async fn() -> Arc<dyn
@@ -472,7 +474,7 @@ pub async fn map_items_are_kept_apart_from_the_steps_and_listed_in_order(store: 
     let run_id = started_map(store.as_ref(), 12, 3).await;
     let steps = store.get_steps(&run_id).await.unwrap();
     assert_eq!(steps.len(), 3, "a run's steps do not include its map items");
-    let listed = store.list_items(&run_id, &id("a")).await.unwrap();
+    let listed = store.list_items(&run_id, &id("a"), ItemOutputs::Within(usize::MAX)).await.unwrap().unwrap();
     let order: Vec<String> = listed.iter().map(|item| item.step_id.to_string()).collect();
     let expected: Vec<String> = (0..12).map(|i| format!("a[{i}]")).collect();
     assert_eq!(order, expected, "items in index order (10 after 9)");
@@ -481,7 +483,8 @@ pub async fn map_items_are_kept_apart_from_the_steps_and_listed_in_order(store: 
     assert_eq!(listed[0].control.dependants, [id("a").item(3)]);
     let one = store.get_step(&run_id, &id("a").item(7)).await.unwrap().expect("an item reads on its own");
     assert_eq!(one.step_id, id("a").item(7));
-    assert!(store.list_items(&run_id, &id("b")).await.unwrap().is_empty(), "b is no map");
+    let none = store.list_items(&run_id, &id("b"), ItemOutputs::Skip).await.unwrap();
+    assert_eq!(none, Some(Vec::new()), "b is no map");
     assert_eq!(store.get_step(&run_id, &id("a").item(12)).await.unwrap(), None);
     let map = store.get_step(&run_id, &id("a")).await.unwrap().expect("a step reads on its own too");
     assert_eq!(map.progress.map, Some(MapProgress { items: 12, pending: 12, failed: 0 }));
@@ -506,8 +509,12 @@ pub async fn map_items_take_transitions_releases_and_due_times_like_steps(store:
     assert_eq!(released.status, StepStatus::Queued, "the item waiting on the first one's slot is free");
     let again = store.release_step(&run_id, &waiting, &first, true).await.unwrap();
     assert_eq!(again.status, StepStatus::Queued, "released once");
-    let listed = store.list_items(&run_id, &id("a")).await.unwrap();
+    let listed = store.list_items(&run_id, &id("a"), ItemOutputs::Within(100 * 1024)).await.unwrap().unwrap();
     assert_eq!(listed[0].progress.output.as_ref().map(|o| o["text"].as_str().map(str::len)), Some(Some(70 * 1024)));
+    let states = store.list_items(&run_id, &id("a"), ItemOutputs::Skip).await.unwrap().unwrap();
+    assert!(states.iter().all(|item| item.progress.output.is_none()), "states only");
+    let over = store.list_items(&run_id, &id("a"), ItemOutputs::Within(64 * 1024)).await.unwrap();
+    assert_eq!(over, None, "outputs over the bound are not loaded");
 }
 
 pub async fn each_map_item_is_counted_once_on_its_map_step(store: Arc<dyn RunStore>) {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chorus::adapters::{DynamoRunStore, S3BlobStore};
 use chorus::domain::{ErrorKind, EventKind, Run, RunId, RunStatus, StepState, StepStatus, TenantId};
-use chorus::ports::{RunStore, SigningSecrets, StepMessage, Tenant};
+use chorus::ports::{ItemOutputs, RunStore, SigningSecrets, StepMessage, Tenant};
 use chorus::startup::s3_client;
 use chorus::webhooks::WebhookSecret;
 use chorus_tests::aws::{Emulator, emulator};
@@ -217,7 +217,7 @@ async fn a_two_hundred_item_map_runs_each_item_once_and_feeds_the_next_step_in_o
     assert_eq!(output["mood"], "POSITIVE");
     let map = step(&steps, "summaries");
     assert_eq!(map.progress.map.map(|m| (m.items, m.pending, m.failed)), Some((200, 0, 0)));
-    let items = stack.store.list_items(&run_id, &map.step_id).await.unwrap();
+    let items = stack.store.list_items(&run_id, &map.step_id, ItemOutputs::Within(usize::MAX)).await.unwrap().unwrap();
     assert_eq!(items.len(), 200);
     for (i, item) in items.iter().enumerate() {
         assert_eq!(item.step_id, map.step_id.item(u32::try_from(i).unwrap()));

@@ -22,7 +22,7 @@ use crate::domain::{
     Cost, ErrorKind, MapItem, MapProgress, Run, RunEvent, StepDefinition, StepError, StepId, StepState, StepStatus,
     StepTransition, StepUpdate, TemplateContext, Usage,
 };
-use crate::ports::StepMessage;
+use crate::ports::{ItemOutputs, StepMessage};
 
 /// The largest output a map step may have: its items' outputs together, as JSON.
 pub const MAX_MAP_OUTPUT_BYTES: usize = 8 * 1024 * 1024;
@@ -232,7 +232,13 @@ impl Engine {
         finished: &mut std::collections::VecDeque<StepState>,
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
-        let items = self.store.list_items(&run.id, &map.id).await?;
+        let listed = self.store.list_items(&run.id, &map.id, ItemOutputs::Within(MAX_MAP_OUTPUT_BYTES)).await?;
+        let outputs_fit = listed.is_some();
+        let items = match listed {
+            Some(items) => items,
+            // Over the limit: the map fails with its items' states, without their outputs.
+            None => self.store.list_items(&run.id, &map.id, ItemOutputs::Skip).await?.unwrap_or_default(),
+        };
         // Items beyond this start's count are left over from a start before a retry.
         let items = items.into_iter().filter(|item| item.step_id.map_item().is_some_and(|(_, i)| i < progress.items));
         let (outcomes, usage, cost) = summarize_items(items.collect());
@@ -250,13 +256,11 @@ impl Engine {
         });
         let output = serde_json::json!({ "items": outcomes });
         let size = serde_json::to_vec(&output).map_or(usize::MAX, |bytes| bytes.len());
-        let output = if size > MAX_MAP_OUTPUT_BYTES {
+        let output = if !outputs_fit || size > MAX_MAP_OUTPUT_BYTES {
             error.get_or_insert_with(|| {
                 StepError::new(
                     ErrorKind::OutputTooLarge,
-                    format!(
-                        "the items' outputs are {size} bytes together; a map step's limit is {MAX_MAP_OUTPUT_BYTES}"
-                    ),
+                    format!("the items' outputs are more than a map step's {MAX_MAP_OUTPUT_BYTES} bytes together"),
                 )
             });
             None

@@ -31,7 +31,7 @@ use crate::domain::{
     EventKind, ForkedFrom, Problem, RerunPlan, Run, RunEvent, RunId, RunRetry, RunStatus, StepControl, StepDefinition,
     StepId, StepProgress, StepReset, StepState, StepStatus, TenantId,
 };
-use crate::ports::{CreateOutcome, IdempotencyClaim, NewRun, PortError, RetryKeyClaim, StepMessage};
+use crate::ports::{CreateOutcome, IdempotencyClaim, ItemOutputs, NewRun, PortError, RetryKeyClaim, StepMessage};
 
 /// How long a retry's resets may take in the request that started them before the reconciler
 /// re-drives them (they are idempotent, so a short grace only risks duplicate messages).
@@ -193,7 +193,7 @@ impl Engine {
         }
         let now = self.clock.now();
         for map in steps.iter().filter(|s| s.progress.map.is_some() && s.status != StepStatus::Succeeded) {
-            let items = self.store.list_items(&run_id, &map.step_id).await?;
+            let items = self.store.list_items(&run_id, &map.step_id, ItemOutputs::Skip).await?.unwrap_or_default();
             let live = |item: &StepState| {
                 item.status == StepStatus::Running && item.control.lease.as_ref().is_some_and(|l| l.until >= now)
             };

@@ -12,7 +12,7 @@ use super::expression::{Expression, number, string};
 use super::items::{StepItem, items_sk_prefix, run_pk, step_sk};
 use super::{DynamoRunStore, from_item, missing, unavailable};
 use crate::domain::{RunId, StepId, StepState};
-use crate::ports::PortError;
+use crate::ports::{ItemOutputs, PortError};
 
 /// Times a count cancelled by a colliding transaction is tried again.
 const TRANSACTION_RETRIES: u32 = 4;
@@ -110,8 +110,14 @@ impl DynamoRunStore {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// Every item of map step `step`, in order, with outputs.
-    pub(super) async fn query_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError> {
+    /// Every item of map step `step`, in order, with outputs as `outputs` says (counted as
+    /// stored JSON text, inline or in the blob store; nothing more is fetched once over).
+    pub(super) async fn query_items(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        outputs: ItemOutputs,
+    ) -> Result<Option<Vec<StepState>>, PortError> {
         let mut pages = self
             .client
             .query()
@@ -124,9 +130,22 @@ impl DynamoRunStore {
             .items()
             .send();
         let mut items = Vec::new();
+        let mut loaded = 0_usize;
         while let Some(item) = pages.next().await {
-            items.push(self.step_from_item(from_item("map item", item.map_err(unavailable)?)?).await?);
+            let mut item: StepItem = from_item("map item", item.map_err(unavailable)?)?;
+            let output = match (outputs, item.output.take()) {
+                (ItemOutputs::Within(max), Some(payload)) => {
+                    let output = self.load_payload(payload).await?;
+                    loaded += output.to_string().len();
+                    if loaded > max {
+                        return Ok(None);
+                    }
+                    Some(output)
+                }
+                _ => None,
+            };
+            items.push(item.into_state(output));
         }
-        Ok(items)
+        Ok(Some(items))
     }
 }

@@ -41,8 +41,8 @@ use crate::domain::{
     StepId, StepReset, StepState, StepStatus, StepTransition, TenantId,
 };
 use crate::ports::{
-    BlobStore, CreateOutcome, DueRef, IdempotencyClaim, NewRun, PortError, RetryKeyClaim, RunPage, RunStore,
-    RunSummary, RunTransition,
+    BlobStore, CreateOutcome, DueRef, IdempotencyClaim, ItemOutputs, NewRun, PortError, RetryKeyClaim, RunPage,
+    RunStore, RunSummary, RunTransition,
 };
 
 pub use rate_limiter::DynamoRateLimiter;
@@ -556,8 +556,13 @@ impl RunStore for DynamoRunStore {
         self.count_map_item(run_id, item, succeeded).await
     }
 
-    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError> {
-        self.query_items(run_id, step).await
+    async fn list_items(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        outputs: ItemOutputs,
+    ) -> Result<Option<Vec<StepState>>, PortError> {
+        self.query_items(run_id, step, outputs).await
     }
 
     async fn get_steps_reading(

@@ -14,8 +14,8 @@ use crate::domain::{
     StepReset, StepState, StepStatus, StepTransition, TenantId,
 };
 use crate::ports::{
-    CreateOutcome, DueRef, IdempotencyClaim, NewRun, PortError, RetryKeyClaim, RunPage, RunStore, RunSummary,
-    RunTransition,
+    CreateOutcome, DueRef, IdempotencyClaim, ItemOutputs, NewRun, PortError, RetryKeyClaim, RunPage, RunStore,
+    RunSummary, RunTransition,
 };
 
 /// One run with its steps and history.
@@ -123,16 +123,31 @@ impl RunStore for MemoryRunStore {
         Ok(after)
     }
 
-    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError> {
+    async fn list_items(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        outputs: ItemOutputs,
+    ) -> Result<Option<Vec<StepState>>, PortError> {
         let state = self.lock()?;
-        let Some(entry) = state.runs.get(run_id) else { return Ok(Vec::new()) };
+        let Some(entry) = state.runs.get(run_id) else { return Ok(Some(Vec::new())) };
         let mut items: Vec<(u32, StepState)> = entry
             .steps
             .values()
             .filter_map(|s| s.step_id.map_item().filter(|(map, _)| map == step).map(|(_, index)| (index, s.clone())))
             .collect();
         items.sort_by_key(|(index, _)| *index);
-        Ok(items.into_iter().map(|(_, item)| item).collect())
+        let mut items: Vec<StepState> = items.into_iter().map(|(_, item)| item).collect();
+        match outputs {
+            ItemOutputs::Skip => items.iter_mut().for_each(|item| item.progress.output = None),
+            ItemOutputs::Within(max) => {
+                let size = |item: &StepState| item.progress.output.as_ref().map_or(0, |o| o.to_string().len());
+                if items.iter().map(size).sum::<usize>() > max {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(items))
     }
 
     async fn list_runs(&self, tenant: &TenantId, after: Option<&RunId>, limit: usize) -> Result<RunPage, PortError> {

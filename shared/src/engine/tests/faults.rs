@@ -11,7 +11,8 @@ use crate::domain::{
     StepState, StepTransition, TenantId,
 };
 use crate::ports::{
-    CreateOutcome, DueRef, IdempotencyClaim, NewRun, PortError, Queue, RetryKeyClaim, RunPage, RunStore, RunTransition,
+    CreateOutcome, DueRef, IdempotencyClaim, ItemOutputs, NewRun, PortError, Queue, RetryKeyClaim, RunPage, RunStore,
+    RunTransition,
 };
 
 /// Operations armed to fail, each once, by name (`"release_step"`, `"send steps"`, …), after
@@ -95,9 +96,14 @@ impl RunStore for FaultyStore {
         self.inner.count_item(run_id, item, succeeded).await
     }
 
-    async fn list_items(&self, run_id: &RunId, step: &StepId) -> Result<Vec<StepState>, PortError> {
+    async fn list_items(
+        &self,
+        run_id: &RunId,
+        step: &StepId,
+        outputs: ItemOutputs,
+    ) -> Result<Option<Vec<StepState>>, PortError> {
         self.faults.check("list_items")?;
-        self.inner.list_items(run_id, step).await
+        self.inner.list_items(run_id, step, outputs).await
     }
 
     async fn transition_step(

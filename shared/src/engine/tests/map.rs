@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::engine::transitions::{FOLLOW_UP_GRACE, QUEUED_GRACE};
+use crate::ports::ItemOutputs;
 
 fn map_step(tolerate: Value, concurrency: u32) -> Value {
     json!({
@@ -33,7 +34,8 @@ async fn drive_counting_running(h: &mut Harness, run_id: &RunId, seed: u64) -> u
             return most;
         }
         rng.shuffle(&mut batch);
-        let items = h.store.list_items(run_id, &StepId::parse("each").unwrap()).await.unwrap();
+        let each = StepId::parse("each").unwrap();
+        let items = h.store.list_items(run_id, &each, ItemOutputs::Skip).await.unwrap().unwrap();
         let live = items.iter().filter(|i| matches!(i.status, StepStatus::Queued | StepStatus::Running)).count();
         most = most.max(live);
         for result in futures::future::join_all(batch.iter().map(|m| h.engine.execute_step(m))).await {
@@ -238,4 +240,19 @@ async fn items_stored_by_a_map_start_that_died_do_not_run_until_the_map_starts_a
     let view = h.view(&run_id).await;
     assert_eq!(view.status, RunStatus::Succeeded, "{:?}", view.steps);
     assert_eq!(h.provider.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn a_map_whose_outputs_together_are_too_large_fails_without_loading_them_all() {
+    let mut h = harness();
+    // Ten items of 900 KiB each: each fits a step's 1 MiB, together they pass the map's 8 MiB.
+    let docs: Vec<String> = (0..10).map(|i| format!("BIG {i}")).collect();
+    let run_id = h.submit(json!({"steps": [map_step(json!(0), 5)]}), json!({ "docs": docs })).await;
+    h.drive(1).await;
+    let view = h.view(&run_id).await;
+    assert_eq!(view.status, RunStatus::Failed);
+    let each = &view.steps[0];
+    assert_eq!(each.progress.error.as_ref().map(|e| e.kind), Some(ErrorKind::OutputTooLarge));
+    assert_eq!(each.progress.output, None);
+    assert_eq!(each.progress.map, Some(MapProgress { items: 10, pending: 0, failed: 0 }), "every item succeeded");
 }

@@ -36,7 +36,7 @@ use faults::{Faults, FaultyQueue, FaultyStore};
 /// record each call's text and model. Text containing `FAIL` is rejected as an invalid
 /// request; so is text containing `BROKEN` until [`CountingProvider::fix`] is called; text
 /// containing `LIMITED` is rate limited for two minutes the first time it is seen; text
-/// containing `HUGE` is answered with 2 MiB.
+/// containing `HUGE` is answered with 2 MiB, `BIG` with 900 KiB.
 #[derive(Default)]
 struct CountingProvider {
     calls: Mutex<Vec<String>>,
@@ -93,6 +93,9 @@ impl Provider for CountingProvider {
             },
             _ if text.contains("HUGE") => {
                 TaskOutput::Generate { text: "x".repeat(2 << 20), finish_reason: FinishReason::Length }
+            }
+            _ if text.contains("BIG") => {
+                TaskOutput::Generate { text: "x".repeat(900 << 10), finish_reason: FinishReason::Length }
             }
             _ => TaskOutput::Generate { text: format!("<{text}>"), finish_reason: FinishReason::Stop },
         };
