@@ -122,6 +122,12 @@ impl Stack {
             if response.status() == 503 {
                 return Err("503: a step's item cannot be read".to_owned());
             }
+            // The API never answers 500 (every error is a problem with its own status); under
+            // the load of the whole suite, `cargo lambda watch`'s function URL does, when it
+            // fails to hand an invocation to a runtime. The final state is read from DynamoDB.
+            if response.status() == 500 {
+                return Err("500 from the local function URL".to_owned());
+            }
             assert_eq!(response.status(), 200, "GET run {run_id}");
             let view: Value = response.json().await.unwrap();
             let now = view["status"].as_str().unwrap().to_owned();
