@@ -378,3 +378,38 @@ async fn a_duplicate_delivery_does_not_run_a_step_twice() {
     let calls = events.iter().filter(|e| matches!(e.kind, EventKind::ProviderCalled { .. })).count();
     assert_eq!(calls, 1, "one provider call: {events:#?}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local AWS stack (AWS_ENDPOINT_URL): make test runs it"]
+async fn a_failed_run_is_retried_in_place_and_forked_with_a_working_model() {
+    let mut stack = stack().await;
+    let workflow = json!({"steps": [
+        generate("draft", "{{ input.text }}"),
+        {"id": "summary", "task": "summarize", "model": "local:outage", "retries": 0, "input": "{{ steps.draft.text }}"}
+    ], "output": {"summary": "{{ steps.summary.text }}"}});
+    let run_id = stack.submit(workflow, json!({"text": "Retries keep what succeeded. Forks reuse it too."})).await;
+    stack.wait_for(&run_id, "failed").await;
+    assert_eq!(stack.notification(&run_id).await["data"]["status"], "failed");
+
+    // Retry in place: only `summary` runs again (and fails again: its model is down).
+    let (status, accepted) = stack.post(&format!("/v1/runs/{run_id}/retry"), &json!({})).await;
+    assert_eq!(status, 202, "{accepted:#}");
+    let (run, steps) = stack.wait_for(&run_id, "failed").await;
+    assert_eq!(run.generation, 1);
+    assert_eq!(step(&steps, "draft").control.attempt, 1, "the succeeded draft was kept, not run again");
+    assert_eq!(step(&steps, "summary").control.generation, 1, "summary ran again");
+    assert_eq!(stack.notification(&run_id).await["data"]["status"], "failed", "its second end is notified too");
+
+    // Fork with a model that works: `draft` is reused, `summary` runs.
+    let fork = json!({"overrides": {"summary": {"model": "local:extractive"}}});
+    let (status, accepted) = stack.post(&format!("/v1/runs/{run_id}/fork"), &fork).await;
+    assert_eq!(status, 202, "{accepted:#}");
+    let forked = RunId::parse(accepted["id"].as_str().unwrap()).unwrap();
+    let (run, steps) = stack.wait_for(&forked, "succeeded").await;
+    assert_eq!(
+        run.forked_from.map(|from| (from.run_id, from.reused)),
+        Some((run_id.clone(), vec![step(&steps, "draft").step_id.clone()]))
+    );
+    assert_eq!(step(&steps, "draft").progress.reused_from.as_ref(), Some(&run_id));
+    assert!(!run.output.unwrap()["summary"].as_str().unwrap().is_empty());
+}
