@@ -100,11 +100,14 @@ else
   "$CARGO" test --workspace --all-targets --all-features --no-run >/dev/null
 fi
 
-# soak_check: the chaos soak, small enough for CI (about 2 minutes with the stack's start).
+# soak_check: the chaos soak, small enough for CI (about 3 to 4 minutes with the stack's start).
+# Each run is a diamond and a three-item map (two rounds of items): its longest chain is five
+# steps deep, and a step whose worker is killed waits out its lease (150 s) before the
+# reconciler sends it again, so the last run ends after about 3 minutes; the deadline leaves room.
 soak_check() {
   echo "── chaos soak (30 runs) on localstack ──" >&2
   SOAK_EMULATOR=localstack infra/local/soak.sh --runs 30 --submit-rate 3 --kill-every 10s \
-    --burst-every 15s --burst-for 5s --deadline 300s --notify-grace 30s
+    --burst-every 15s --burst-for 5s --deadline 420s --notify-grace 30s
 }
 
 failed=0

@@ -60,7 +60,7 @@ pub fn plan(runs: usize, resubmit_share: f64, duplicate_share: f64, seed: u64, n
         .collect()
 }
 
-/// The diamond for run `index`: step `k` uses provider `index + k` (mod 4), its fallback the
+/// The diamond (and a map beside it) for run `index`: step `k` uses provider `index + k` (mod 4), its fallback the
 /// next one, so every provider carries every step and the load spreads evenly.
 pub fn diamond(index: usize) -> Value {
     let model = |offset: usize| {
@@ -86,13 +86,20 @@ pub fn diamond(index: usize) -> Value {
             step(1, json!({"id": "b", "task": "summarize", "input": "{{ steps.a.text }}"})),
             step(2, json!({"id": "c", "task": "classify", "input": "{{ steps.a.text }}", "labels": ["POSITIVE", "NEGATIVE"]})),
             step(3, json!({"id": "d", "task": "generate", "prompt": "{{ steps.b.text }} ({{ steps.c.label }})", "max_tokens": 64})),
+            // A map: three items, two at a time, each a step of its own under the same faults.
+            step(4, json!({"id": "e", "task": "summarize", "for_each": "[steps.a.text, 'the second part', 'the third part']",
+                           "input": "{{ index }}: {{ item }}", "max_concurrency": 2})),
         ],
         "output": {"summary": "{{ steps.b.text }}", "mood": "{{ steps.c.label }}", "final": "{{ steps.d.text }}"},
     })
 }
 
-/// The diamond's step ids, in order.
-pub const STEP_IDS: [&str; 4] = ["a", "b", "c", "d"];
+/// The diamond's step ids, in order (`e`, beside it, maps over three items).
+pub const STEP_IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+/// The items of map step `e`: each ends at most once (a map that fails early leaves the
+/// items it had not started unrun).
+pub const MAP_ITEMS: [&str; 3] = ["e[0]", "e[1]", "e[2]"];
 
 #[cfg(test)]
 mod tests {
@@ -109,7 +116,13 @@ mod tests {
         let models: Vec<&str> = steps.iter().map(|s| s["model"].as_str().unwrap()).collect();
         assert_eq!(
             models,
-            ["anthropic:claude-3-5-haiku-latest", "gemini:gemini-2.0-flash", "cohere:command-r", "openai:gpt-4o-mini"]
+            [
+                "anthropic:claude-3-5-haiku-latest",
+                "gemini:gemini-2.0-flash",
+                "cohere:command-r",
+                "openai:gpt-4o-mini",
+                "anthropic:claude-3-5-haiku-latest"
+            ]
         );
         assert_eq!(steps[3]["fallbacks"], json!(["anthropic:claude-3-5-haiku-latest"]));
         assert_eq!(steps[1]["timeout_ms"], ATTEMPT_TIMEOUT_MS);

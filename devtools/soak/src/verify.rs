@@ -14,7 +14,7 @@ use std::fmt;
 
 use chorus::domain::{EventKind, RunEvent, RunStatus};
 
-use crate::plan::{Resubmit, STEP_IDS};
+use crate::plan::{MAP_ITEMS, Resubmit, STEP_IDS};
 use crate::receiver::Heard;
 
 /// What the soak learned about one run.
@@ -276,6 +276,11 @@ fn judge_history(run: &str, ended: bool, events: &[RunEvent], tally: &mut Tally,
             times => violations.push(Violation::CommittedTwice { run: run.to_owned(), step: step.to_owned(), times }),
         }
     }
+    for item in MAP_ITEMS {
+        if let times @ 2.. = terminal.get(item).copied().unwrap_or(0) {
+            violations.push(Violation::CommittedTwice { run: run.to_owned(), step: item.to_owned(), times });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -333,7 +338,23 @@ mod tests {
         let (tally, violations) = judge(&[record], &[], 0, 0);
         assert_eq!(violations, []);
         assert_eq!(tally.by_status["succeeded"], 1);
-        assert_eq!((tally.recorded_calls, tally.notifications, tally.resubmissions_same_run), (4, 1, 1));
+        assert_eq!((tally.recorded_calls, tally.notifications, tally.resubmissions_same_run), (5, 1, 1));
+    }
+
+    #[test]
+    fn a_map_item_ends_at_most_once_and_need_not_end() {
+        let mut record = healthy("run_m");
+        if let Ok(events) = &mut record.events {
+            events.push(step_event("e[0]", StepStatus::Succeeded));
+        }
+        let (_, violations) = judge(&[record.clone()], &[], 0, 0);
+        assert_eq!(violations, [], "item 1 and 2 never ran: the map failed early, say");
+        if let Ok(events) = &mut record.events {
+            events.push(step_event("e[0]", StepStatus::Succeeded));
+        }
+        let (_, violations) = judge(&[record], &[], 0, 0);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].to_string(), "run_m step e[0]: 2 terminal status changes");
     }
 
     #[test]
@@ -385,6 +406,6 @@ mod tests {
         assert_eq!(violations, []);
         assert_eq!(tally.fallbacks_used, 1);
         assert_eq!(tally.call_errors["anthropic transient"], 1);
-        assert_eq!(tally.recorded_calls, 5);
+        assert_eq!(tally.recorded_calls, 6);
     }
 }
