@@ -34,6 +34,7 @@ impl Engine {
                 .await
                 .map_err(EngineError::Interrupted)?
                 .map_err(EngineError::Invalid)?;
+        self.check_children(tenant, name, &validated.definition).await?;
         let registered = self.registry.register(tenant, name, &validated.definition, self.clock.now()).await;
         registered.map_err(|err| match err {
             RegisterError::Port(err) => EngineError::Port(err),
@@ -41,6 +42,28 @@ impl Engine {
                 EngineError::Conflict(bound.to_string())
             }
         })
+    }
+
+    /// The workflows a definition's `workflow` steps name must be registered already, but
+    /// for the workflow itself (it may call itself; nesting is bounded when it runs). Each
+    /// run pins the versions when it is submitted.
+    async fn check_children(
+        &self,
+        tenant: &TenantId,
+        name: &WorkflowName,
+        definition: &crate::domain::WorkflowDefinition,
+    ) -> Result<(), EngineError> {
+        let mut problems = Vec::new();
+        for (index, step) in definition.steps.iter().enumerate() {
+            let Some(reference) = step.workflow.as_deref() else { continue };
+            if WorkflowSelector::parse(reference).is_ok_and(|selector| &selector.name == name) {
+                continue;
+            }
+            if let Err(problem) = self.resolve_workflow(tenant, reference).await? {
+                problems.push(Problem::new(format!("/workflow/steps/{index}/workflow"), problem.detail));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(EngineError::Invalid(problems)) }
     }
 
     /// The tenant's workflow with its latest definition and every version.

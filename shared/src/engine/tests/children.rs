@@ -155,3 +155,17 @@ async fn a_workflow_step_must_name_a_registered_workflow() {
     assert!(details[0].1.contains("no workflow named `nope`"), "{details:?}");
     assert!(details[1].1.contains("latest is version 1"), "{details:?}");
 }
+
+#[tokio::test]
+async fn registration_refuses_a_sub_workflow_that_is_not_registered_but_not_itself() {
+    let h = harness();
+    let name = WorkflowName::parse("caller").unwrap();
+    let calls_nothing = json!({"steps": [child_step("sub", "missing", "{{ input }}")]});
+    let Err(EngineError::Invalid(problems)) = h.engine.register_workflow(&h.tenant, &name, &calls_nothing).await else {
+        panic!("registered a call to a workflow that does not exist")
+    };
+    assert_eq!(problems[0].pointer, "/workflow/steps/0/workflow");
+    assert!(problems[0].detail.contains("no workflow named `missing`"), "{problems:?}");
+    let calls_itself = json!({"steps": [child_step("again", "caller", "{{ input }}")]});
+    h.engine.register_workflow(&h.tenant, &name, &calls_itself).await.unwrap();
+}
