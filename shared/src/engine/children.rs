@@ -23,8 +23,8 @@ use super::transitions::follow_up_due;
 use super::views::RunView;
 use super::{Engine, EngineError};
 use crate::domain::{
-    ErrorKind, MAX_RUN_DEPTH, ParentRef, Problem, Run, RunEvent, RunId, RunStatus, StepDefinition, StepError,
-    StepState, StepStatus, StepTransition, StepUpdate, Task, TemplateContext, TenantId, WorkflowDefinition,
+    Cost, ErrorKind, MAX_RUN_DEPTH, ParentRef, Problem, Run, RunEvent, RunId, RunStatus, StepDefinition, StepError,
+    StepId, StepState, StepStatus, StepTransition, StepUpdate, Task, TemplateContext, TenantId, WorkflowDefinition,
 };
 
 impl Engine {
@@ -134,12 +134,7 @@ impl Engine {
     /// Completes `step_id` of `parent` with its child's end: the child's output (or `{}`) and
     /// its totals when it succeeded, `child_failed` otherwise. Only the step waiting for this
     /// very child is completed (after a retry, the step waits for another).
-    async fn complete_parent_step(
-        &self,
-        parent: &Run,
-        step_id: &crate::domain::StepId,
-        child: &Run,
-    ) -> Result<(), EngineError> {
+    async fn complete_parent_step(&self, parent: &Run, step_id: &StepId, child: &Run) -> Result<(), EngineError> {
         let Some(state) = self.store.get_step(&parent.id, step_id).await? else { return Ok(()) };
         if state.progress.child_run.as_ref() != Some(&child.id) {
             return Ok(());
@@ -151,11 +146,7 @@ impl Engine {
         let totals = RunView::new(child.clone(), self.store.get_steps(&child.id).await?).totals;
         let mut update = StepUpdate {
             usage: Some(totals.usage),
-            cost_usd: Some(if totals.cost_known {
-                crate::domain::Cost::Known(totals.cost_usd)
-            } else {
-                crate::domain::Cost::Unknown
-            }),
+            cost_usd: Some(if totals.cost_known { Cost::Known(totals.cost_usd) } else { Cost::Unknown }),
             finished_at: Some(now),
             due: follow_up_due(now),
             ..StepUpdate::default()

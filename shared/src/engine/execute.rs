@@ -226,8 +226,8 @@ impl Engine {
         }
     }
 
-    /// The steps whose outputs `step`'s templates, `when` and `for_each` read (a template that does not
-    /// parse reads nothing here; rendering it reports the error).
+    /// The steps whose outputs `step`'s templates, `when` and `for_each` read (a template that
+    /// does not parse reads nothing here; rendering it reports the error).
     fn reads(&self, step: &StepDefinition) -> BTreeSet<StepId> {
         let templates = step.templates().filter_map(|(_, source)| self.templates.check(source).ok());
         let conditions = [&step.when, &step.for_each]

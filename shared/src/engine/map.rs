@@ -11,6 +11,9 @@
 //! one record grows with the items, and every follow-up is re-driven by the items' `due`
 //! times like any step's.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -144,7 +147,7 @@ impl Engine {
         }
         let first =
             (0..slots.min(count)).map(|index| StepMessage { run_id: run.id.clone(), step_id: step.id.item(index) });
-        self.steps.send(first.collect(), std::time::Duration::ZERO).await?;
+        self.steps.send(first.collect(), Duration::ZERO).await?;
         Ok(())
     }
 
@@ -189,7 +192,7 @@ impl Engine {
         &self,
         run: &Run,
         item: &StepState,
-        finished: &mut std::collections::VecDeque<StepState>,
+        finished: &mut VecDeque<StepState>,
     ) -> Result<(), EngineError> {
         // Cancelled items belong to a map or run that ended first: nothing counts them.
         let Some((map_id, _)) = item.step_id.map_item().filter(|_| item.status != StepStatus::Cancelled) else {
@@ -216,7 +219,7 @@ impl Engine {
             }
         }
         if !ready.is_empty() {
-            self.steps.send(ready, std::time::Duration::ZERO).await?;
+            self.steps.send(ready, Duration::ZERO).await?;
         }
         Ok(())
     }
@@ -229,7 +232,7 @@ impl Engine {
         run: &Run,
         map: &StepDefinition,
         progress: MapProgress,
-        finished: &mut std::collections::VecDeque<StepState>,
+        finished: &mut VecDeque<StepState>,
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
         let listed = self.store.list_items(&run.id, &map.id, ItemOutputs::Within(MAX_MAP_OUTPUT_BYTES)).await?;
